@@ -1,0 +1,68 @@
+"""The exceptions imagedrift raises, one tree so callers can catch at the depth they mean.
+
+    ImageDriftError
+    ├── InvalidSpec              the user's ImagePolicy cannot be acted on (permanent: Stalled)
+    ├── InvalidReference         an image reference, tag, range or pattern does not parse
+    └── RegistryError            anything that went wrong talking to a registry
+        ├── RegistryUnavailable  connection refused, timeout, 5xx: retry with backoff
+        ├── RegistryThrottled    429; carries retry_after seconds: retry, do not fail the policy
+        ├── RegistryAuthError    401/403 or a credential that cannot get a token; names the identity
+        └── NotFound             the repository, tag, manifest or blob does not exist
+
+The Kubernetes adapter raises ``KubeConflict`` (a 409 on an optimistic patch) and
+``KubeError`` for everything else it cannot do.
+"""
+
+from __future__ import annotations
+
+
+class ImageDriftError(Exception):
+    """Base of every error imagedrift raises on purpose."""
+
+
+class InvalidSpec(ImageDriftError):
+    """The ImagePolicy spec cannot be acted on; retrying will not help."""
+
+
+class InvalidReference(ImageDriftError, ValueError):
+    """An image reference, tag, version range or tag pattern does not parse."""
+
+
+class RegistryError(ImageDriftError):
+    """A registry request failed. ``registry`` names the host."""
+
+    def __init__(self, message: str, *, registry: str = "") -> None:
+        super().__init__(message)
+        self.registry = registry
+
+
+class RegistryUnavailable(RegistryError):
+    """The registry could not be reached or answered 5xx; worth retrying."""
+
+
+class RegistryThrottled(RegistryError):
+    """The registry answered 429; ``retry_after`` is how long it asked us to wait."""
+
+    def __init__(self, message: str, *, registry: str = "", retry_after: float = 0.0) -> None:
+        super().__init__(message, registry=registry)
+        self.retry_after = retry_after
+
+
+class RegistryAuthError(RegistryError):
+    """Credentials were refused or no token could be obtained; ``identity`` names who we were."""
+
+    def __init__(self, message: str, *, registry: str = "", identity: str = "") -> None:
+        super().__init__(message, registry=registry)
+        self.identity = identity
+
+
+class NotFound(RegistryError):
+    """The repository, tag, manifest or blob does not exist."""
+
+
+class KubeError(ImageDriftError):
+    """A Kubernetes API call failed for a reason other than a conflict."""
+
+
+class KubeConflict(KubeError):
+    """An optimistic write lost a race (HTTP 409); re-read and decide again."""

@@ -1,0 +1,1 @@
+"""Registry adapters: one client per backend behind ``RegistryClient`` (see ``base``)."""

@@ -1,0 +1,131 @@
+"""Processes the harness starts: free loopback ports, bounded waits, and teardown that
+leaves nothing behind (also on failure, Ctrl-C or interpreter exit)."""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TypeVar
+
+LOOPBACK = "127.0.0.1"
+T = TypeVar("T")
+
+_running: list[ManagedProcess] = []
+
+
+class HarnessError(RuntimeError):
+    """A harness piece is missing or did not start; the message says which and why."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((LOOPBACK, 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_for(
+    probe: Callable[[], T | None],
+    *,
+    what: str,
+    timeout: float = 30.0,
+    interval: float = 0.2,
+) -> T:
+    """Call ``probe`` until it returns something truthy; bounded in time and attempts.
+
+    Exceptions from ``probe`` count as "not yet" and the last one is reported.
+    """
+    deadline = time.monotonic() + timeout
+    attempts = max(1, int(timeout / interval) + 1)
+    last_error: BaseException | None = None
+    for _ in range(attempts):
+        try:
+            result = probe()
+            if result:
+                return result
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+            last_error = exc
+        if time.monotonic() >= deadline:
+            break
+        time.sleep(interval)
+    detail = f" (last error: {last_error!r})" if last_error else ""
+    raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
+
+
+class ManagedProcess:
+    """A child process in its own process group, logging to a file, stopped for sure."""
+
+    def __init__(self, name: str, argv: Sequence[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
+        self.name = name
+        self.argv = list(argv)
+        self.log_path = log_dir / f"{name}.log"
+        log_dir.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            self.argv,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
+        _running.append(self)
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log_tail(self, lines: int = 30) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+        return "\n".join(text.splitlines()[-lines:])
+
+    def check_alive(self) -> None:
+        if not self.alive():
+            raise HarnessError(
+                f"{self.name} exited with code {self.proc.returncode}; last log lines:\n{self.log_tail()}"
+            )
+
+    def kill(self) -> None:
+        """SIGKILL the whole group at once (used to simulate a crash)."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=10)
+
+    def stop(self, grace: float = 5.0) -> None:
+        """SIGTERM the process group, then SIGKILL after ``grace`` seconds."""
+        if self.alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                self.kill()
+        else:
+            # The leader is gone but group members may remain.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.proc.pid, signal.SIGKILL)
+        self._log.close()
+        if self in _running:
+            _running.remove(self)
+
+
+def stop_all() -> None:
+    for proc in reversed(list(_running)):
+        with contextlib.suppress(Exception):
+            proc.stop(grace=2.0)
+
+
+atexit.register(stop_all)
