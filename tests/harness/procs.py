@@ -50,7 +50,7 @@ def wait_for(
             result = probe()
             if result:
                 return result
-        except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+        except Exception as exc:
             last_error = exc
         if time.monotonic() >= deadline:
             break
@@ -62,7 +62,9 @@ def wait_for(
 class ManagedProcess:
     """A child process in its own process group, logging to a file, stopped for sure."""
 
-    def __init__(self, name: str, argv: Sequence[str], log_dir: Path, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, name: str, argv: Sequence[str], log_dir: Path, env: dict[str, str] | None = None
+    ) -> None:
         self.name = name
         self.argv = list(argv)
         self.log_path = log_dir / f"{name}.log"
@@ -95,7 +97,8 @@ class ManagedProcess:
     def check_alive(self) -> None:
         if not self.alive():
             raise HarnessError(
-                f"{self.name} exited with code {self.proc.returncode}; last log lines:\n{self.log_tail()}"
+                f"{self.name} exited with code {self.proc.returncode}; "
+                f"last log lines:\n{self.log_tail()}"
             )
 
     def kill(self) -> None:

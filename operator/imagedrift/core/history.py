@@ -1,0 +1,96 @@
+"""The lineage record in ``status.lineage``: base digest -> app digest -> verdict -> rollouts.
+
+Bounded: at most ``limit`` entries (newest first) and ``MAX_ROLLOUTS`` rollouts each, so
+status never outgrows etcd's object size however long a policy lives.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+MAX_ROLLOUTS = 100
+
+
+def _key(entry: Mapping[str, Any]) -> tuple[str, str]:
+    return str(entry.get("baseDigest", "")), str(entry.get("appDigest", ""))
+
+
+def record_verdict(
+    history: Sequence[Mapping[str, Any]],
+    *,
+    base_digest: str,
+    app: str,
+    app_digest: str,
+    tag: str,
+    verdict: str,
+    reasons: Sequence[str],
+    at: str,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Add or refresh the entry for (base_digest, app_digest); keeps its rollouts."""
+    entries = [dict(e) for e in history]
+    for entry in entries:
+        if _key(entry) == (base_digest, app_digest):
+            if entry.get("verdict") != verdict or list(entry.get("reasons") or []) != list(reasons):
+                entry.update(verdict=verdict, reasons=list(reasons), validatedAt=at)
+            return entries[:limit]
+    entry = {
+        "baseDigest": base_digest,
+        "app": app,
+        "appDigest": app_digest,
+        "tag": tag,
+        "verdict": verdict,
+        "reasons": list(reasons),
+        "validatedAt": at,
+        "rollouts": [],
+    }
+    return [entry, *entries][:limit]
+
+
+def record_rollout(
+    history: Sequence[Mapping[str, Any]],
+    *,
+    base_digest: str,
+    app_digest: str,
+    workload: str,
+    container: str,
+    previous_image: str,
+    result: str,
+    reason: str,
+    started_at: str,
+    finished_at: str = "",
+) -> list[dict[str, Any]]:
+    """Insert or update the rollout of ``workload``/``container`` under its lineage entry.
+
+    An entry missing (e.g. trimmed away) is not recreated here: the workload's own state
+    annotation still holds the rollout.
+    """
+    entries = [dict(e) for e in history]
+    for entry in entries:
+        if _key(entry) != (base_digest, app_digest):
+            continue
+        rollouts = [dict(r) for r in entry.get("rollouts") or []]
+        row = {
+            "workload": workload,
+            "container": container,
+            "previousImage": previous_image,
+            "result": result,
+            "reason": reason,
+            "startedAt": started_at,
+        }
+        if finished_at:
+            row["finishedAt"] = finished_at
+        for i, existing in enumerate(rollouts):
+            if (existing.get("workload"), existing.get("container"), existing.get("startedAt")) == (
+                workload,
+                container,
+                started_at,
+            ):
+                rollouts[i] = row
+                break
+        else:
+            rollouts.append(row)
+        entry["rollouts"] = rollouts[-MAX_ROLLOUTS:]
+        break
+    return entries

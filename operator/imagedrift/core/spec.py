@@ -1,0 +1,161 @@
+"""The ImagePolicy spec as frozen values. ``parse_policy`` is the one place a spec dict is
+read; anything the API server's schema let through but we cannot act on raises
+``InvalidSpec`` with a message an SRE can act on (the policy goes Stalled)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from imagedrift.core.refs import ImageRef
+from imagedrift.errors import InvalidReference, InvalidSpec
+
+POLICY_LABEL = "imagedrift.io/policy"
+MIN_INTERVAL = 1.0
+MAX_INTERVAL = 24 * 3600.0
+_DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a Go-style duration made of h/m/s/ms parts (``90s``, ``1m30s``, ``2h``)."""
+    match = _DURATION_RE.match(text.strip())
+    if not text.strip() or not match or not any(match.groups()):
+        raise InvalidSpec(f"{text!r} is not a duration such as 30s, 5m or 1h30m")
+    h, m, s, ms = (int(g) if g else 0 for g in match.groups())
+    return h * 3600 + m * 60 + s + ms / 1000
+
+
+@dataclass(frozen=True)
+class LabelSelector:
+    match_labels: Mapping[str, str] = field(default_factory=dict)
+    match_expressions: tuple[tuple[str, str, tuple[str, ...]], ...] = ()
+
+    def matches(self, labels: Mapping[str, str]) -> bool:
+        """Kubernetes label-selector semantics (In, NotIn, Exists, DoesNotExist)."""
+        if any(labels.get(k) != v for k, v in self.match_labels.items()):
+            return False
+        for key, operator, values in self.match_expressions:
+            present = key in labels
+            if operator == "In" and not (present and labels[key] in values):
+                return False
+            if operator == "NotIn" and present and labels[key] in values:
+                return False
+            if operator == "Exists" and not present:
+                return False
+            if operator == "DoesNotExist" and present:
+                return False
+        return True
+
+
+@dataclass(frozen=True)
+class BaseSpec:
+    image: ImageRef  # repository only; the tag comes from ``tag`` or ``semver_range``
+    tag: str
+    semver_range: str
+    interval: float
+    provider: str = "generic"
+    insecure: bool = False
+    secret_name: str = ""
+    azure: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        """What identifies this base lookup across policies (for deduplicated polling)."""
+        tracked = self.tag or f"semver:{self.semver_range}"
+        return f"{self.provider}|{self.image.name}|{tracked}|{self.secret_name}|{self.insecure}"
+
+
+@dataclass(frozen=True)
+class RolloutSpec:
+    selector: LabelSelector
+    namespaces: tuple[str, ...] = ()
+    containers: tuple[str, ...] = ()
+    suspend: bool = False
+    verify_timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class PolicySpec:
+    name: str
+    base: BaseSpec
+    tags: Mapping[str, Any]  # {"semver": {...}} | {"regex": {...}} | {"sameTag": {}}
+    rollout: RolloutSpec
+    max_candidates: int = 10
+    history_limit: int = 20
+    raw_validation: Mapping[str, Any] = field(default_factory=dict)
+
+
+def _selector(raw: Mapping[str, Any] | None, policy_name: str) -> LabelSelector:
+    if not raw:
+        return LabelSelector({POLICY_LABEL: policy_name})
+    expressions = tuple(
+        (e["key"], e["operator"], tuple(e.get("values") or ()))
+        for e in raw.get("matchExpressions") or ()
+    )
+    return LabelSelector(dict(raw.get("matchLabels") or {}), expressions)
+
+
+def parse_policy(name: str, spec: Mapping[str, Any]) -> PolicySpec:
+    """Read an ImagePolicy spec; raise InvalidSpec naming the field that cannot be used."""
+    from imagedrift.core.tagpolicy import policy_from_spec  # local: keeps import cycles out
+
+    base_raw = spec.get("base") or {}
+    try:
+        image = ImageRef.parse(str(base_raw.get("image", "")))
+    except InvalidReference as exc:
+        raise InvalidSpec(f"spec.base.image: {exc}") from exc
+    if image.tag or image.digest:
+        raise InvalidSpec("spec.base.image: name the repository only; put the tag in spec.base.tag")
+    tag, semver_range = str(base_raw.get("tag") or ""), str(base_raw.get("semverRange") or "")
+    if bool(tag) == bool(semver_range):
+        raise InvalidSpec("spec.base: set exactly one of tag or semverRange")
+    if semver_range:
+        try:
+            policy_from_spec({"semver": {"range": semver_range}})
+        except InvalidReference as exc:
+            raise InvalidSpec(f"spec.base.semverRange: {exc}") from exc
+    interval = parse_duration(str(base_raw.get("interval") or "5m"))
+    if not MIN_INTERVAL <= interval <= MAX_INTERVAL:
+        raise InvalidSpec(f"spec.base.interval: {interval:g}s is outside 1s..24h")
+    base = BaseSpec(
+        image=image,
+        tag=tag,
+        semver_range=semver_range,
+        interval=interval,
+        provider=str(base_raw.get("provider") or "generic"),
+        insecure=bool(base_raw.get("insecure", False)),
+        secret_name=str((base_raw.get("secretRef") or {}).get("name", "")),
+        azure={
+            k: str(v) for k, v in (base_raw.get("azure") or {}).items() if not isinstance(v, dict)
+        },
+    )
+
+    app_raw = spec.get("app") or {}
+    tags = dict(app_raw.get("tags") or {"sameTag": {}})
+    if len(tags) != 1:
+        raise InvalidSpec("spec.app.tags: choose exactly one of semver, regex or sameTag")
+    if "sameTag" not in tags:
+        try:
+            policy_from_spec(tags)
+        except InvalidReference as exc:
+            raise InvalidSpec(f"spec.app.tags: {exc}") from exc
+
+    rollout_raw = spec.get("rollout") or {}
+    rollout = RolloutSpec(
+        selector=_selector(rollout_raw.get("selector"), name),
+        namespaces=tuple(rollout_raw.get("namespaces") or ()),
+        containers=tuple(rollout_raw.get("containers") or ()),
+        suspend=bool(rollout_raw.get("suspend", False)),
+        verify_timeout=parse_duration(str(rollout_raw.get("verifyTimeout") or "10m")),
+    )
+    return PolicySpec(
+        name=name,
+        base=base,
+        tags=tags,
+        rollout=rollout,
+        max_candidates=int(app_raw.get("maxCandidates") or 10),
+        history_limit=int(spec.get("historyLimit") or 20),
+        raw_validation=dict(spec.get("validation") or {}),
+    )

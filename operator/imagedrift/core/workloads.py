@@ -1,0 +1,171 @@
+"""Opted-in workloads as plain values, and the state imagedrift keeps on them.
+
+The state lives in one annotation on the workload itself, written in the same patch as the
+image: a rollout is never patched without its record, and a restarted operator finds
+exactly what it was doing.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from imagedrift.core.spec import PolicySpec
+
+STATE_ANNOTATION = "imagedrift.io/state"
+PAUSE_ANNOTATION = "imagedrift.io/paused"
+CONTAINERS_ANNOTATION = "imagedrift.io/containers"
+KINDS = ("Deployment", "StatefulSet", "DaemonSet", "CronJob")
+MAX_REJECTED = 20
+
+
+@dataclass(frozen=True, order=True)
+class WorkloadRef:
+    kind: str
+    namespace: str
+    name: str
+
+    def __str__(self) -> str:
+        return f"{self.kind.lower()}/{self.namespace}/{self.name}"
+
+
+def pod_spec(obj: Mapping[str, Any]) -> Mapping[str, Any]:
+    """The pod template spec of any supported workload kind."""
+    spec = obj.get("spec") or {}
+    if obj.get("kind") == "CronJob":
+        spec = ((spec.get("jobTemplate") or {}).get("spec")) or {}
+    return ((spec.get("template") or {}).get("spec")) or {}
+
+
+def containers(obj: Mapping[str, Any]) -> dict[str, str]:
+    """container name -> image, init containers excluded (they rarely share the app's base)."""
+    return {c["name"]: c.get("image", "") for c in pod_spec(obj).get("containers") or ()}
+
+
+def ref_of(obj: Mapping[str, Any]) -> WorkloadRef:
+    meta = obj.get("metadata") or {}
+    return WorkloadRef(str(obj.get("kind")), str(meta.get("namespace")), str(meta.get("name")))
+
+
+def selected(obj: Mapping[str, Any], policy: PolicySpec) -> bool:
+    """Does ``policy`` govern this workload (selector and namespaces)?"""
+    meta = obj.get("metadata") or {}
+    if policy.rollout.namespaces and meta.get("namespace") not in policy.rollout.namespaces:
+        return False
+    return policy.rollout.selector.matches(meta.get("labels") or {})
+
+
+def governed_containers(obj: Mapping[str, Any], policy: PolicySpec) -> dict[str, str]:
+    """The containers imagedrift may change: the workload's annotation narrows the policy's list."""
+    names = containers(obj)
+    wanted = set(policy.rollout.containers)
+    annotated = ((obj.get("metadata") or {}).get("annotations") or {}).get(
+        CONTAINERS_ANNOTATION, ""
+    )
+    if annotated:
+        own = {n.strip() for n in annotated.split(",") if n.strip()}
+        wanted = wanted & own if wanted else own
+    return {n: image for n, image in names.items() if not wanted or n in wanted}
+
+
+def paused(obj: Mapping[str, Any]) -> bool:
+    value = ((obj.get("metadata") or {}).get("annotations") or {}).get(PAUSE_ANNOTATION, "")
+    return value.lower() in ("true", "yes", "1")
+
+
+@dataclass(frozen=True)
+class RolloutRecord:
+    """One rollout imagedrift made on this workload."""
+
+    id: str  # "<base digest>|<app digest of the first container>"
+    base_digest: str
+    target: Mapping[str, str]  # container -> image pinned by digest
+    previous: Mapping[str, str]  # container -> image before the patch
+    tags: Mapping[str, str]  # container -> tag the target came from
+    started_at: str
+    phase: str  # core.rollout.Phase value
+    reason: str = ""
+    finished_at: str = ""
+    policy: str = ""
+
+
+@dataclass(frozen=True)
+class WorkloadState:
+    tags: Mapping[str, str] = field(default_factory=dict)  # container -> tag it runs
+    rollout: RolloutRecord | None = None
+    rejected: tuple[str, ...] = ()  # app digests rolled back here: never retried
+
+    def encode(self) -> str:
+        body: dict[str, Any] = {
+            "tags": dict(self.tags),
+            "rejected": list(self.rejected[-MAX_REJECTED:]),
+        }
+        if self.rollout:
+            r = self.rollout
+            body["rollout"] = {
+                "id": r.id,
+                "baseDigest": r.base_digest,
+                "target": dict(r.target),
+                "previous": dict(r.previous),
+                "tags": dict(r.tags),
+                "startedAt": r.started_at,
+                "phase": r.phase,
+                "reason": r.reason,
+                "finishedAt": r.finished_at,
+                "policy": r.policy,
+            }
+        return json.dumps(body, sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def decode(cls, obj: Mapping[str, Any]) -> WorkloadState:
+        """Read the annotation; a missing or garbled one reads as "no state" (never raises)."""
+        raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(STATE_ANNOTATION, "")
+        try:
+            body = json.loads(raw) if raw else {}
+            r = body.get("rollout")
+            rollout = (
+                RolloutRecord(
+                    id=r["id"],
+                    base_digest=r["baseDigest"],
+                    target=dict(r["target"]),
+                    previous=dict(r["previous"]),
+                    tags=dict(r.get("tags") or {}),
+                    started_at=r["startedAt"],
+                    phase=r["phase"],
+                    reason=r.get("reason", ""),
+                    finished_at=r.get("finishedAt", ""),
+                    policy=r.get("policy", ""),
+                )
+                if r
+                else None
+            )
+            return cls(dict(body.get("tags") or {}), rollout, tuple(body.get("rejected") or ()))
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return cls()
+
+
+def image_patch(
+    kind: str, images: Mapping[str, str], state: WorkloadState, resource_version: str
+) -> dict[str, Any]:
+    """A strategic-merge patch that sets only ``images`` and the state annotation.
+
+    ``resourceVersion`` makes it optimistic: if the workload changed since we read it, the
+    API server answers 409 and we decide again instead of overwriting someone's edit.
+    """
+    template_spec: dict[str, Any] = {
+        "containers": [{"name": n, "image": i} for n, i in sorted(images.items())]
+    }
+    body: dict[str, Any] = {"template": {"spec": template_spec}}
+    if kind == "CronJob":
+        body = {"jobTemplate": {"spec": body}}
+    patch: dict[str, Any] = {
+        "metadata": {
+            "annotations": {STATE_ANNOTATION: state.encode()},
+            "resourceVersion": resource_version,
+        },
+    }
+    if images:
+        patch["spec"] = body
+    return patch

@@ -1,0 +1,96 @@
+"""Reads and patches workloads and reads Secrets through the official Kubernetes client.
+
+Bodies are returned as plain JSON dicts (camelCase, as the API serves them) because the core
+reads them that way. Patches are strategic-merge (containers merge by name) under the field
+manager ``imagedrift``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from kubernetes.client.exceptions import ApiException
+
+from imagedrift.core.workloads import WorkloadRef
+from imagedrift.errors import KubeConflict, KubeError
+
+FIELD_MANAGER = "imagedrift"
+STRATEGIC = "application/strategic-merge-patch+json"
+
+
+def load_api_client() -> k8s.ApiClient:
+    """In-cluster config when running in a pod, else the kubeconfig (KUBECONFIG)."""
+    try:
+        k8s_config.load_incluster_config()  # type: ignore[no-untyped-call]
+    except k8s_config.ConfigException:
+        k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
+    return k8s.ApiClient()
+
+
+class KubeAdapter:
+    def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
+        self.namespace = namespace
+        self._apps = k8s.AppsV1Api(api)
+        self._batch = k8s.BatchV1Api(api)
+        self._core = k8s.CoreV1Api(api)
+
+    def _methods(self, kind: str) -> tuple[Any, Any]:
+        if kind == "CronJob":
+            return self._batch.read_namespaced_cron_job, self._batch.patch_namespaced_cron_job
+        snake = {
+            "Deployment": "deployment",
+            "StatefulSet": "stateful_set",
+            "DaemonSet": "daemon_set",
+        }[kind]
+        return getattr(self._apps, f"read_namespaced_{snake}"), getattr(
+            self._apps, f"patch_namespaced_{snake}"
+        )
+
+    @staticmethod
+    def _body(response: Any, kind: str) -> dict[str, Any]:
+        body: dict[str, Any] = json.loads(response.data)
+        body.setdefault("kind", kind)
+        body.setdefault("apiVersion", "batch/v1" if kind == "CronJob" else "apps/v1")
+        return body
+
+    def get_workload(self, ref: WorkloadRef) -> dict[str, Any] | None:
+        read, _ = self._methods(ref.kind)
+        try:
+            return self._body(read(ref.name, ref.namespace, _preload_content=False), ref.kind)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubeError(f"reading {ref}: {exc.status} {exc.reason}") from exc
+
+    def patch_workload(self, ref: WorkloadRef, patch: Mapping[str, Any]) -> dict[str, Any]:
+        _, write = self._methods(ref.kind)
+        try:
+            response = write(
+                ref.name,
+                ref.namespace,
+                dict(patch),
+                field_manager=FIELD_MANAGER,
+                _content_type=STRATEGIC,
+                _preload_content=False,
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise KubeConflict(f"{ref} changed since it was read") from exc
+            raise KubeError(f"patching {ref}: {exc.status} {exc.reason}: {exc.body}") from exc
+        return self._body(response, ref.kind)
+
+    def read_secret(self, name: str) -> dict[str, bytes] | None:
+        try:
+            secret = self._core.read_namespaced_secret(name, self.namespace)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubeError(
+                f"reading secret {self.namespace}/{name}: {exc.status} {exc.reason}"
+            ) from exc
+        return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}

@@ -1,0 +1,153 @@
+"""The kopf wiring: the only module that imports kopf.
+
+It registers the handlers, reads settings at startup, keeps the workload indexes, and maps
+what the engine returns onto status patches and Events. Run it with
+``kopf run -m imagedrift.wiring --all-namespaces`` (the container image does so).
+
+Environment:
+    IMAGEDRIFT_NAMESPACE        namespace of the operator (credentials Secrets live here)
+    IMAGEDRIFT_TICK_SECONDS     how often each policy is considered (default 1)
+    IMAGEDRIFT_CA_BUNDLE        extra CA bundle for registries with a private CA
+    IMAGEDRIFT_PEERING          kopf peering name for HA (default imagedrift; "" = standalone)
+    IMAGEDRIFT_METRICS_PORT     Prometheus metrics port (default 8080; 0 = off)
+    IMAGEDRIFT_WEBHOOK_PORT     push-event receiver port (default 0 = off)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterable, Mapping
+from typing import Any, cast
+
+import kopf
+
+from imagedrift.core.conditions import merge
+from imagedrift.core.spec import POLICY_LABEL
+from imagedrift.engine.caches import BaseWatcher, ImageCache
+from imagedrift.engine.check import PolicyChecker
+from imagedrift.engine.registries import RegistryPool
+from imagedrift.engine.runtime import Runtime
+from imagedrift.kube.adapter import KubeAdapter, load_api_client
+
+GROUP, VERSION, PLURAL = "imagedrift.io", "v1alpha1", "imagepolicies"
+TICK = float(os.environ.get("IMAGEDRIFT_TICK_SECONDS", "1"))
+log = logging.getLogger("imagedrift")
+
+
+class _State:
+    runtime: Runtime | None = None
+    pool: RegistryPool | None = None
+
+
+STATE = _State()
+
+
+def _runtime() -> Runtime:
+    if STATE.runtime is None:
+        raise kopf.TemporaryError("operator is still starting", delay=1)
+    return STATE.runtime
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="imagedrift.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix="imagedrift.io", key="last-handled-configuration"
+    )
+    settings.persistence.finalizer = "imagedrift.io/finalizer"
+    settings.posting.level = logging.WARNING  # our own Events carry the story; no log spam
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 60
+    settings.execution.max_workers = int(os.environ.get("IMAGEDRIFT_WORKERS", "8"))
+    peering = os.environ.get("IMAGEDRIFT_PEERING", "imagedrift")
+    if peering:
+        settings.peering.name = peering
+        settings.peering.clusterwide = True
+    namespace = os.environ.get("IMAGEDRIFT_NAMESPACE", "imagedrift-system")
+    kube = KubeAdapter(load_api_client(), namespace)
+    STATE.pool = RegistryPool(
+        kube, namespace=namespace, verify=os.environ.get("IMAGEDRIFT_CA_BUNDLE") or True
+    )
+    STATE.runtime = Runtime(PolicyChecker(STATE.pool, kube, ImageCache(), BaseWatcher()))
+
+
+@kopf.on.cleanup()
+def shutdown(**_: Any) -> None:
+    if STATE.pool is not None:
+        STATE.pool.close()
+
+
+# -- which workloads exist (kept in memory instead of listing them on every check) ----------
+
+
+def _entry(body: kopf.Body) -> dict[str, Any]:
+    return {
+        "kind": body["kind"],
+        "apiVersion": body["apiVersion"],
+        "metadata": {
+            "name": body.metadata.name,
+            "namespace": body.metadata.namespace,
+            "labels": dict(body.metadata.labels),
+        },
+    }
+
+
+@kopf.index("apps", "v1", "deployments", labels={POLICY_LABEL: kopf.PRESENT})
+def deployments(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {None: _entry(body)}
+
+
+@kopf.index("apps", "v1", "statefulsets", labels={POLICY_LABEL: kopf.PRESENT})
+def statefulsets(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {None: _entry(body)}
+
+
+@kopf.index("apps", "v1", "daemonsets", labels={POLICY_LABEL: kopf.PRESENT})
+def daemonsets(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {None: _entry(body)}
+
+
+@kopf.index("batch", "v1", "cronjobs", labels={POLICY_LABEL: kopf.PRESENT})
+def cronjobs(body: kopf.Body, **_: Any) -> dict[Any, Any]:
+    return {None: _entry(body)}
+
+
+INDEXES = ("deployments", "statefulsets", "daemonsets", "cronjobs")  # the functions above
+
+
+def _workloads(indexes: Iterable[kopf.Index[Any, Any]]) -> list[Mapping[str, Any]]:
+    return [entry for index in indexes for entry in index.get(None, [])]
+
+
+# -- the policy loop --------------------------------------------------------------------------
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, id="check", interval=TICK, sharp=False)
+def check(name: str, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
+    """Every tick: check the policy if it is due, write status, post Events.
+
+    The workload indexes arrive as keyword arguments named after their index functions.
+    """
+    runtime = _runtime()
+    plain = {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.status)}
+    indexes = [kwargs[index] for index in INDEXES]
+    result = runtime.tick(name, plain, _workloads(indexes))
+    if result is None:
+        return
+    generation = int(body.metadata.get("generation") or 0)
+    for key, value in result.status.items():
+        patch.status[key] = value
+    patch.status["conditions"] = merge(
+        list(body.status.get("conditions") or []), result.conditions, generation, runtime.now()
+    )
+    for event in result.events:
+        target = body if event.target is plain else cast(kopf.Body, event.target)
+        kopf.event(target, type=event.type, reason=event.reason, message=event.message[:1024])
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
+def forget(name: str, **_: Any) -> None:
+    if STATE.runtime is not None:
+        STATE.runtime.forget(name)

@@ -1,0 +1,186 @@
+"""Table tests for lineage: annotation, label, layer prefix, multi-arch, different base."""
+
+from __future__ import annotations
+
+import pytest
+
+from imagedrift.core.images import ImageManifest, Platform, ResolvedImage
+from imagedrift.core.lineage import (
+    BASE_DIGEST_KEY,
+    BASE_NAME_KEY,
+    BaseDigest,
+    Source,
+    built_on,
+    trace,
+)
+from imagedrift.core.refs import ImageRef
+
+AMD, ARM = Platform("linux", "amd64"), Platform("linux", "arm64")
+REF = ImageRef.parse("127.0.0.1:5000/team/app:1")
+
+
+def d(n: int) -> str:
+    return "sha256:" + f"{n:064x}"
+
+
+def single(digest: int, layers: tuple[int, ...], annotations=None, labels=None) -> ResolvedImage:
+    manifest = ImageManifest(
+        d(digest),
+        "application/vnd.oci.image.manifest.v1+json",
+        d(digest + 1000),
+        tuple(d(x) for x in layers),
+        dict(annotations or {}),
+        dict(labels or {}),
+        AMD,
+    )
+    return ResolvedImage(REF, d(digest), manifest.media_type, (manifest,), dict(annotations or {}))
+
+
+def index(
+    digest: int, per_platform: dict[Platform, tuple[int, tuple[int, ...]]], annotations=None
+) -> ResolvedImage:
+    manifests = tuple(
+        ImageManifest(
+            d(md),
+            "application/vnd.oci.image.manifest.v1+json",
+            d(md + 1000),
+            tuple(d(x) for x in layers),
+            {},
+            {},
+            p,
+        )
+        for p, (md, layers) in per_platform.items()
+    )
+    return ResolvedImage(
+        REF,
+        d(digest),
+        "application/vnd.oci.image.index.v1+json",
+        manifests,
+        dict(annotations or {}),
+    )
+
+
+OLD_BASE = BaseDigest.of(single(1, (10, 11)))
+NEW_BASE = BaseDigest.of(single(2, (10, 12)))
+MULTI_BASE = BaseDigest.of(index(3, {AMD: (31, (10, 13)), ARM: (32, (20, 23))}))
+
+CASES = [
+    # label, app image, known bases, expected base digest, expected source
+    (
+        "annotation on manifest",
+        single(100, (99,), {BASE_DIGEST_KEY: d(2)}),
+        [NEW_BASE, OLD_BASE],
+        d(2),
+        Source.ANNOTATION,
+    ),
+    (
+        "label in config",
+        single(101, (99,), labels={BASE_DIGEST_KEY: d(1)}),
+        [NEW_BASE, OLD_BASE],
+        d(1),
+        Source.LABEL,
+    ),
+    (
+        "annotation wins over label",
+        single(102, (99,), {BASE_DIGEST_KEY: d(2)}, {BASE_DIGEST_KEY: d(1)}),
+        [NEW_BASE, OLD_BASE],
+        d(2),
+        Source.ANNOTATION,
+    ),
+    (
+        "layer prefix, new base",
+        single(103, (10, 12, 50)),
+        [NEW_BASE, OLD_BASE],
+        d(2),
+        Source.LAYERS,
+    ),
+    (
+        "layer prefix, old base",
+        single(104, (10, 11, 50)),
+        [NEW_BASE, OLD_BASE],
+        d(1),
+        Source.LAYERS,
+    ),
+    ("no match at all", single(105, (7, 8)), [NEW_BASE, OLD_BASE], "", Source.UNKNOWN),
+    ("shorter than base is no match", single(106, (10,)), [NEW_BASE], "", Source.UNKNOWN),
+    (
+        "declared unknown digest is still reported",
+        single(107, (99,), {BASE_DIGEST_KEY: d(9)}),
+        [NEW_BASE],
+        d(9),
+        Source.ANNOTATION,
+    ),
+    (
+        "multi-arch by layers, per platform",
+        index(108, {AMD: (40, (10, 13, 60)), ARM: (41, (20, 23, 61))}),
+        [MULTI_BASE],
+        d(3),
+        Source.LAYERS,
+    ),
+    (
+        "multi-arch platform digest annotated on index",
+        index(109, {AMD: (42, (1,)), ARM: (43, (2,))}, {BASE_DIGEST_KEY: d(31)}),
+        [MULTI_BASE],
+        d(3),
+        Source.ANNOTATION,
+    ),
+    (
+        "multi-arch, one platform on another base",
+        index(110, {AMD: (44, (10, 13, 60)), ARM: (45, (5, 6))}),
+        [MULTI_BASE],
+        "",
+        Source.UNKNOWN,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("label", "app", "known", "expected", "source"), CASES, ids=[c[0] for c in CASES]
+)
+def test_trace(
+    label: str, app: ResolvedImage, known: list[BaseDigest], expected: str, source: Source
+) -> None:
+    lineage = trace(app, known)
+    assert lineage.base_digest == expected, lineage.reason
+    assert lineage.source == source
+
+
+BUILT_ON = [
+    ("on current base", single(200, (10, 12, 1)), NEW_BASE, "team/base", True, "current base"),
+    (
+        "on old base",
+        single(201, (99,), {BASE_DIGEST_KEY: d(1)}),
+        NEW_BASE,
+        "team/base",
+        False,
+        "not the current",
+    ),
+    (
+        "different base name",
+        single(202, (99,), {BASE_DIGEST_KEY: d(2), BASE_NAME_KEY: "docker.io/library/alpine:3"}),
+        NEW_BASE,
+        "team/base",
+        False,
+        "different base image",
+    ),
+    (
+        "same base name with tag",
+        single(203, (99,), {BASE_DIGEST_KEY: d(2), BASE_NAME_KEY: "127.0.0.1:5000/team/base:3.12"}),
+        NEW_BASE,
+        "team/base",
+        True,
+        "current base",
+    ),
+    ("unknown lineage", single(204, (5,)), NEW_BASE, "team/base", False, "lineage unknown"),
+]
+
+
+@pytest.mark.parametrize(
+    ("label", "app", "base", "repo", "verdict", "reason"), BUILT_ON, ids=[c[0] for c in BUILT_ON]
+)
+def test_built_on(
+    label: str, app: ResolvedImage, base: BaseDigest, repo: str, verdict: bool, reason: str
+) -> None:
+    ok, why = built_on(trace(app, [base]), base, repo)
+    assert ok is verdict
+    assert reason in why

@@ -1,0 +1,129 @@
+"""Table tests for rollout verification of each workload kind."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from imagedrift.core.rollout import Phase, progress
+
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def deploy(
+    gen: int,
+    observed: int,
+    replicas: int,
+    updated: int,
+    total: int,
+    available: int,
+    conditions: list[dict[str, Any]] | None = None,
+) -> dict[str, Any]:
+    return {
+        "kind": "Deployment",
+        "metadata": {"generation": gen},
+        "spec": {"replicas": replicas},
+        "status": {
+            "observedGeneration": observed,
+            "updatedReplicas": updated,
+            "replicas": total,
+            "availableReplicas": available,
+            "conditions": conditions or [],
+        },
+    }
+
+
+DEADLINE = [
+    {
+        "type": "Progressing",
+        "status": "False",
+        "reason": "ProgressDeadlineExceeded",
+        "message": "timed out",
+    }
+]
+
+CASES = [
+    ("not observed yet", "Deployment", deploy(2, 1, 3, 3, 3, 3), 5, Phase.PROGRESSING),
+    ("partially updated", "Deployment", deploy(2, 2, 3, 1, 4, 3), 5, Phase.PROGRESSING),
+    ("old pods terminating", "Deployment", deploy(2, 2, 3, 3, 4, 3), 5, Phase.PROGRESSING),
+    ("not yet available", "Deployment", deploy(2, 2, 3, 3, 3, 2), 5, Phase.PROGRESSING),
+    ("complete", "Deployment", deploy(2, 2, 3, 3, 3, 3), 5, Phase.COMPLETE),
+    ("deadline exceeded", "Deployment", deploy(2, 2, 3, 1, 4, 3, DEADLINE), 5, Phase.FAILED),
+    ("our own timeout", "Deployment", deploy(2, 2, 3, 3, 3, 2), 700, Phase.FAILED),
+    (
+        "statefulset rolling",
+        "StatefulSet",
+        {
+            "metadata": {"generation": 2},
+            "spec": {"replicas": 2},
+            "status": {
+                "observedGeneration": 2,
+                "updatedReplicas": 1,
+                "readyReplicas": 2,
+                "currentRevision": "a",
+                "updateRevision": "b",
+            },
+        },
+        5,
+        Phase.PROGRESSING,
+    ),
+    (
+        "statefulset done",
+        "StatefulSet",
+        {
+            "metadata": {"generation": 2},
+            "spec": {"replicas": 2},
+            "status": {
+                "observedGeneration": 2,
+                "updatedReplicas": 2,
+                "readyReplicas": 2,
+                "currentRevision": "b",
+                "updateRevision": "b",
+            },
+        },
+        5,
+        Phase.COMPLETE,
+    ),
+    (
+        "daemonset rolling",
+        "DaemonSet",
+        {
+            "metadata": {"generation": 3},
+            "status": {
+                "observedGeneration": 3,
+                "desiredNumberScheduled": 2,
+                "updatedNumberScheduled": 1,
+                "numberAvailable": 2,
+            },
+        },
+        5,
+        Phase.PROGRESSING,
+    ),
+    (
+        "daemonset done",
+        "DaemonSet",
+        {
+            "metadata": {"generation": 3},
+            "status": {
+                "observedGeneration": 3,
+                "desiredNumberScheduled": 2,
+                "updatedNumberScheduled": 2,
+                "numberAvailable": 2,
+            },
+        },
+        5,
+        Phase.COMPLETE,
+    ),
+    ("cronjob", "CronJob", {}, 5, Phase.COMPLETE),
+]
+
+
+@pytest.mark.parametrize(
+    ("label", "kind", "obj", "after", "expected"), CASES, ids=[c[0] for c in CASES]
+)
+def test_progress(label: str, kind: str, obj: dict[str, Any], after: int, expected: Phase) -> None:
+    result = progress(kind, obj, T0, T0 + timedelta(seconds=after), timeout=600)
+    assert result.phase is expected, result.reason
+    assert result.reason
