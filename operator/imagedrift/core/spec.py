@@ -97,6 +97,14 @@ def _selector(raw: Mapping[str, Any] | None, policy_name: str) -> LabelSelector:
     return LabelSelector(dict(raw.get("matchLabels") or {}), expressions)
 
 
+def _azure(raw: Mapping[str, Any]) -> dict[str, str]:
+    """Flatten ``base.azure``: scalar keys as they are, ``secretRef.name`` as ``secretName``."""
+    flat = {k: str(v) for k, v in raw.items() if not isinstance(v, Mapping)}
+    if (raw.get("secretRef") or {}).get("name"):
+        flat["secretName"] = str(raw["secretRef"]["name"])
+    return flat
+
+
 def parse_policy(name: str, spec: Mapping[str, Any]) -> PolicySpec:
     """Read an ImagePolicy spec; raise InvalidSpec naming the field that cannot be used."""
     from imagedrift.core.tagpolicy import policy_from_spec  # local: keeps import cycles out
@@ -127,9 +135,7 @@ def parse_policy(name: str, spec: Mapping[str, Any]) -> PolicySpec:
         provider=str(base_raw.get("provider") or "generic"),
         insecure=bool(base_raw.get("insecure", False)),
         secret_name=str((base_raw.get("secretRef") or {}).get("name", "")),
-        azure={
-            k: str(v) for k, v in (base_raw.get("azure") or {}).items() if not isinstance(v, dict)
-        },
+        azure=_azure(base_raw.get("azure") or {}),
     )
 
     app_raw = spec.get("app") or {}

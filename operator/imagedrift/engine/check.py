@@ -87,6 +87,7 @@ class _Context:
     base: BaseDigest
     base_ref: ImageRef
     previous_bases: list[str]
+    seen: Mapping[tuple[str, str], tuple[str, str]]  # (workload, container) -> (image, digest)
     history: list[dict[str, Any]]
     events: list[Event] = field(default_factory=list)
     items: list[dict[str, Any]] = field(default_factory=list)
@@ -212,6 +213,13 @@ class PolicyChecker:
             base_ref=observed.ref,
             previous_bases=prior_digests[:MAX_PREVIOUS_BASES],
             history=[dict(e) for e in previous.get("lineage") or []],
+            seen={
+                (i.get("workload", ""), i.get("container", "")): (
+                    i.get("image", ""),
+                    i.get("digest", ""),
+                )
+                for i in (previous.get("workloads") or {}).get("items") or []
+            },
             events=events,
         )
         registry_error: RegistryError | None = None
@@ -307,7 +315,10 @@ class PolicyChecker:
                 continue
             client = self.registries.client_for(running.registry, ctx.policy.base)
             tag = running.tag or state.tags.get(container, "")
-            digest = running.digest or self._tag_digest(ctx, client, running)
+            digest = running.digest or self._running_digest(
+                ctx, client, running, str(ref), container
+            )
+            item["digest"] = digest
             app = self.images.get(client, running.with_digest(digest))
             lineage = self._trace(ctx, client, app)
             on_current, why = built_on(lineage, ctx.base, ctx.policy.base.image.repository)
@@ -353,6 +364,24 @@ class PolicyChecker:
             drifted[container] = (running, tag, candidate)
         if drifted:
             self._roll(ctx, ref, obj, state, drifted)
+
+    def _running_digest(
+        self,
+        ctx: _Context,
+        client: RegistryClient,
+        running: ImageRef,
+        workload: str,
+        container: str,
+    ) -> str:
+        """What a tag-referenced container runs: the digest its tag had when first seen.
+
+        Re-resolving the tag would be wrong once the app's pipeline re-publishes it: the
+        pods still run the digest they pulled, not the tag's new one.
+        """
+        image, digest = ctx.seen.get((workload, container), ("", ""))
+        if digest and image == str(running):
+            return digest
+        return self._tag_digest(ctx, client, running)
 
     def _tag_digest(self, ctx: _Context, client: RegistryClient, ref: ImageRef) -> str:
         key = f"{ref.name}:{ref.tag or 'latest'}"
@@ -414,10 +443,11 @@ class PolicyChecker:
             candidate_ref = running.with_tag(candidate_tag)
             candidate_digest = self._tag_digest(ctx, client, candidate_ref)
             if candidate_digest == digest:
+                # Not rebuilt yet; older tags may be, and are refused below as downgrades.
                 search.rejected.append(
                     f"{candidate_tag}: is the running image ({short_digest(digest)})"
                 )
-                break
+                continue
             image = self.images.get(client, running.with_digest(candidate_digest))
             lineage = self._trace(ctx, client, image)
             on_current, why = built_on(lineage, ctx.base, ctx.policy.base.image.repository)

@@ -1,0 +1,687 @@
+"""The generic OCI distribution backend: any registry that speaks the distribution API.
+
+Authentication follows what Docker clients do, so MCR, Docker Hub, GHCR, Harbor, ACR and
+the CNCF distribution server all work:
+
+- anonymous, when the registry asks for nothing;
+- HTTP basic, when the registry answers 401 with a ``Basic`` challenge;
+- the bearer-token flow, when it answers 401 with ``Bearer realm=..,service=..,scope=..``:
+  GET the realm with ``service`` and ``scope`` (basic credentials when we have them) and
+  send the returned ``token`` / ``access_token``. Tokens are cached per
+  (realm, service, scope) until shortly before ``expires_in``, and once a host's realm is
+  known they are sent proactively, so a steady-state lookup costs one request.
+
+Every failure becomes an ``imagedrift.errors`` exception. Transient ones (connection errors,
+timeouts, 5xx) are retried a bounded number of times with exponential backoff and jitter;
+429 is retried while the registry's ``Retry-After`` stays under a cap and then surfaces as
+``RegistryThrottled`` so the caller can wait longer (throttling never fails a policy).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import hashlib
+import json
+import random
+import re
+import ssl
+import threading
+import time
+from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+import httpx
+
+from imagedrift.core.images import ImageManifest, Platform, ResolvedImage
+from imagedrift.core.refs import ImageRef
+from imagedrift.errors import (
+    InvalidSpec,
+    NotFound,
+    RegistryAuthError,
+    RegistryError,
+    RegistryThrottled,
+    RegistryUnavailable,
+)
+from imagedrift.registry.base import ANONYMOUS, Credentials
+
+OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST_LIST: Final = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST: Final = "application/vnd.docker.distribution.manifest.v2+json"
+OCI_CONFIG: Final = "application/vnd.oci.image.config.v1+json"
+DOCKER_CONFIG: Final = "application/vnd.docker.container.image.v1+json"
+
+INDEX_TYPES: Final = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+IMAGE_MANIFEST_TYPES: Final = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+IMAGE_CONFIG_TYPES: Final = frozenset({OCI_CONFIG, DOCKER_CONFIG})
+MANIFEST_ACCEPT: Final = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST))
+
+# distribution refuses manifests above 4 MiB; anything bigger is not a manifest.
+MAX_MANIFEST_BYTES: Final = 4 * 1024 * 1024
+MAX_CONFIG_BYTES: Final = 16 * 1024 * 1024
+
+RequestHook = Callable[[str, str, str, int], None]
+"""``on_request(host, method, path, status)``; status 0 when no response arrived."""
+
+_CHALLENGE_PARAM = re.compile(r'(\w+)\s*=\s*(?:"((?:[^"\\]|\\.)*)"|([^,\s]*))')
+_LINK_NEXT = re.compile(r'<([^>]*)>\s*;\s*rel="?next"?')
+
+
+@dataclass(frozen=True)
+class Challenge:
+    """A parsed ``WWW-Authenticate`` header: ``scheme`` is ``bearer`` or ``basic``."""
+
+    scheme: str
+    realm: str = ""
+    service: str = ""
+    scope: str = ""
+
+
+def parse_challenge(header: str) -> Challenge | None:
+    """Parse a ``WWW-Authenticate`` value; None when it names neither Bearer nor Basic."""
+    scheme, _, rest = header.strip().partition(" ")
+    scheme = scheme.lower()
+    if scheme not in ("bearer", "basic"):
+        return None
+    params: dict[str, str] = {}
+    for match in _CHALLENGE_PARAM.finditer(rest):
+        quoted, bare = match.group(2), match.group(3)
+        value = re.sub(r"\\(.)", r"\1", quoted) if quoted is not None else bare or ""
+        params[match.group(1).lower()] = value
+    return Challenge(
+        scheme, params.get("realm", ""), params.get("service", ""), params.get("scope", "")
+    )
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Seconds to wait from a ``Retry-After`` value (delta-seconds or an HTTP date).
+
+    None when absent or unparseable; never negative.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+def verify_digest(data: bytes, digest: str, *, registry: str = "") -> None:
+    """Raise RegistryError unless ``data`` hashes to ``digest`` (sha256 or sha512)."""
+    algorithm, _, expected = digest.partition(":")
+    if algorithm not in ("sha256", "sha512"):
+        raise RegistryError(f"unsupported digest algorithm in {digest!r}", registry=registry)
+    actual = hashlib.new(algorithm, data).hexdigest()
+    if actual != expected:
+        raise RegistryError(
+            f"content does not match its digest: expected {digest}, got {algorithm}:{actual}",
+            registry=registry,
+        )
+
+
+def sha256_digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _normalise_registry_key(key: str) -> str:
+    """``https://index.docker.io/v1/`` -> ``docker.io``; ``host:5000/`` -> ``host:5000``."""
+    key = key.strip().lower()
+    if "://" in key:
+        key = key.split("://", 1)[1]
+    key = key.split("/", 1)[0]
+    if key in ("index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"):
+        return "docker.io"
+    return key
+
+
+def credentials_from_docker_config(
+    config: str | bytes | Mapping[str, Any], host: str, *, identity: str
+) -> Credentials | None:
+    """Credentials for ``host`` from a docker config (a ``.dockerconfigjson`` Secret value).
+
+    Reads ``auths.<host>.auth`` (base64 ``user:password``) or its ``username`` /
+    ``password`` fields (the legacy ``.dockercfg`` form without ``auths`` too); keys may
+    carry a scheme or path (``https://index.docker.io/v1/``).
+    Returns None when the config has no entry for ``host``. ``identity`` is what error
+    messages will name (e.g. ``secret ns/name``). A config that does not parse raises
+    InvalidSpec: the user has to fix the Secret.
+    """
+    if isinstance(config, str | bytes):
+        try:
+            document = json.loads(config)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidSpec(f"{identity}: docker config is not JSON: {exc}") from None
+    else:
+        document = config
+    if not isinstance(document, Mapping):
+        raise InvalidSpec(f"{identity}: docker config is not a JSON object")
+    # ``.dockerconfigjson`` nests hosts under "auths"; the legacy ``.dockercfg`` is the map.
+    auths = document.get("auths", {}) if "auths" in document else document
+    if not isinstance(auths, Mapping):
+        raise InvalidSpec(f"{identity}: docker config 'auths' is not an object")
+    wanted = _normalise_registry_key(host)
+    for key, entry in auths.items():
+        if _normalise_registry_key(str(key)) != wanted:
+            continue
+        if not isinstance(entry, Mapping):
+            raise InvalidSpec(f"{identity}: docker config entry for {key!r} is not an object")
+        username = str(entry.get("username") or "")
+        password = str(entry.get("password") or "")
+        encoded = entry.get("auth")
+        if encoded:
+            try:
+                decoded = base64.b64decode(str(encoded), validate=True).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                raise InvalidSpec(
+                    f"{identity}: 'auth' for {key!r} is not base64 user:password"
+                ) from None
+            username, sep, password = decoded.partition(":")
+            if not sep:
+                raise InvalidSpec(
+                    f"{identity}: 'auth' for {key!r} has no ':' between user and password"
+                )
+        return Credentials(username=username, password=password, identity=identity)
+    return None
+
+
+@dataclass
+class _Token:
+    value: str
+    refresh_at: float
+
+
+def _error_detail(response: httpx.Response) -> str:
+    """The registry's own words from a distribution error body, when it sent some."""
+    try:
+        body = response.json()
+        errors = body.get("errors") or []
+        if errors:
+            first = errors[0]
+            return f"{first.get('code', '')}: {first.get('message', '')}".strip(": ")
+    except (ValueError, AttributeError, UnicodeDecodeError):
+        pass
+    return response.reason_phrase
+
+
+def _ssl_context(verify: bool | str | Path) -> ssl.SSLContext | bool:
+    """httpx wants an SSLContext for a private CA bundle (a path is deprecated there)."""
+    if isinstance(verify, bool):
+        return verify
+    return ssl.create_default_context(cafile=str(verify))
+
+
+class OciRegistryClient:
+    """``RegistryClient`` for one OCI distribution host over HTTP(S).
+
+    Thread-safe: the token cache is locked and ``httpx.Client`` may be shared. ``sleep``,
+    ``clock`` and ``transport`` are injectable so unit tests neither sleep nor open sockets.
+    ``on_request`` is called once per HTTP exchange (token requests included) and must
+    not raise.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        credentials: Credentials = ANONYMOUS,
+        *,
+        scheme: str = "https",
+        verify: bool | str | Path = True,
+        timeout: float = 10.0,
+        connect_timeout: float = 5.0,
+        max_attempts: int = 3,
+        backoff: float = 0.5,
+        max_backoff: float = 8.0,
+        max_retry_after: float = 10.0,
+        on_request: RequestHook | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        clock: Callable[[], float] = time.monotonic,
+        transport: httpx.BaseTransport | None = None,
+        page_size: int = 1000,
+        max_pages: int = 100,
+    ) -> None:
+        if scheme not in ("https", "http"):
+            raise ValueError(f"scheme must be https or http, not {scheme!r}")
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.host = host
+        self.credentials = credentials
+        # Docker Hub's name and its API host differ; every other registry serves both.
+        api_host = "registry-1.docker.io" if host == "docker.io" else host
+        self.base_url = f"{scheme}://{api_host}"
+        self._max_attempts = max_attempts
+        self._backoff = backoff
+        self._max_backoff = max_backoff
+        self._max_retry_after = max_retry_after
+        self._on_request = on_request
+        self._sleep = sleep
+        self._clock = clock
+        self._random = random.Random()
+        self._page_size = page_size
+        self._max_pages = max_pages
+        self._lock = threading.Lock()
+        self._tokens: dict[tuple[str, str, str], _Token] = {}
+        self._bearer: tuple[str, str] | None = None  # (realm, service) once challenged
+        self._basic = False  # the host asked for basic auth
+        self._http = httpx.Client(
+            verify=_ssl_context(verify),
+            timeout=httpx.Timeout(timeout, connect=connect_timeout),
+            transport=transport,
+            follow_redirects=True,
+            headers={"User-Agent": "imagedrift"},
+        )
+
+    # -- RegistryClient --------------------------------------------------------------
+
+    def resolve_digest(self, ref: ImageRef) -> str:
+        """The digest ``ref`` points at now: one HEAD request (GET only when the registry
+        sends no ``Docker-Content-Digest``). A digest reference is checked to exist."""
+        response = self.request(
+            "HEAD",
+            f"/v2/{ref.repository}/manifests/{ref.reference}",
+            repository=ref.repository,
+            headers={"Accept": MANIFEST_ACCEPT},
+        )
+        digest = str(response.headers.get("Docker-Content-Digest", ""))
+        if digest:
+            return digest
+        _, _, digest = self.get_manifest(ref)
+        return digest
+
+    def get_manifest(self, ref: ImageRef) -> tuple[bytes, str, str]:
+        """Raw manifest bytes, media type and digest; the content is verified against the
+        digest asked for, or against the ``Docker-Content-Digest`` the registry sent."""
+        response = self.request(
+            "GET",
+            f"/v2/{ref.repository}/manifests/{ref.reference}",
+            repository=ref.repository,
+            headers={"Accept": MANIFEST_ACCEPT},
+            max_bytes=MAX_MANIFEST_BYTES,
+        )
+        data = response.content
+        if ref.digest:
+            digest = ref.digest
+        else:
+            digest = response.headers.get("Docker-Content-Digest", "") or sha256_digest(data)
+        verify_digest(data, digest, registry=self.host)
+        media_type = response.headers.get("Content-Type", "").split(";", 1)[0].strip()
+        if media_type not in INDEX_TYPES | IMAGE_MANIFEST_TYPES:
+            # Some registries answer application/json; the manifest names its own type.
+            media_type = str(self._json(data, f"manifest {ref}").get("mediaType") or media_type)
+        return data, media_type, digest
+
+    def get_blob(self, ref: ImageRef, digest: str) -> bytes:
+        """A blob of ``ref``'s repository, verified against ``digest``."""
+        return self._get_blob(ref, digest, max_bytes=None)
+
+    def get_image(self, ref: ImageRef) -> ResolvedImage:
+        """The manifest or index at ``ref`` with each platform's manifest and config.
+
+        Index entries for platform ``unknown/unknown`` (attestations) and entries that are
+        not image manifests are left out. Everything fetched by digest is verified.
+        """
+        data, media_type, digest = self.get_manifest(ref)
+        document = self._json(data, f"manifest {ref}")
+        pinned = ref.with_digest(digest)
+        if media_type in INDEX_TYPES or "manifests" in document:
+            manifests: list[ImageManifest] = []
+            for entry in document.get("manifests") or []:
+                platform = self._platform(entry.get("platform"))
+                if platform is not None and "unknown" in (platform.os, platform.architecture):
+                    continue
+                if entry.get("mediaType") not in IMAGE_MANIFEST_TYPES:
+                    continue
+                annotations = entry.get("annotations") or {}
+                if annotations.get("vnd.docker.reference.type") == "attestation-manifest":
+                    continue
+                child = ref.with_digest(str(entry["digest"]))
+                child_data, child_type, _ = self.get_manifest(child)
+                manifests.append(self._image_manifest(child, child_data, child_type, platform))
+            return ResolvedImage(
+                ref=pinned,
+                digest=digest,
+                media_type=media_type,
+                manifests=tuple(manifests),
+                annotations=dict(document.get("annotations") or {}),
+            )
+        manifest = self._image_manifest(pinned, data, media_type, None)
+        return ResolvedImage(
+            ref=pinned,
+            digest=digest,
+            media_type=media_type,
+            manifests=(manifest,),
+            annotations=dict(manifest.annotations),
+        )
+
+    def list_tags(self, ref: ImageRef) -> list[str]:
+        """Every tag of the repository, following ``Link: <..>; rel="next"`` pages.
+
+        More than ``max_pages`` pages raises RegistryError rather than returning a silently
+        truncated list (the newest tag could be on the missing page).
+        """
+        tags: list[str] = []
+        url: str = f"/v2/{ref.repository}/tags/list"
+        params: dict[str, str] | None = {"n": str(self._page_size)}
+        for _ in range(self._max_pages):
+            response = self.request("GET", url, repository=ref.repository, params=params)
+            body = self._json(response.content, f"tag list of {ref.name}")
+            tags.extend(str(tag) for tag in body.get("tags") or [])
+            match = _LINK_NEXT.search(response.headers.get("Link", ""))
+            if not match:
+                return tags
+            url, params = match.group(1), None  # the link carries n and last itself
+        raise RegistryError(
+            f"tag list of {ref.name} has more than {self._max_pages} pages", registry=self.host
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self) -> OciRegistryClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- the distribution API, with auth, retries and error mapping ----------------------
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        repository: str | None,
+        push: bool = False,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        ok: Collection[int] = (200, 201, 202, 204),
+        max_bytes: int | None = None,
+    ) -> httpx.Response:
+        """One distribution-API call, authenticated, retried and mapped to our errors.
+
+        ``path`` is ``/v2/...`` or an absolute URL (an upload ``Location``); credentials
+        are only ever sent to this registry's own origin. ``repository`` and ``push`` pick
+        the token scope (``repository:<name>:pull[,push]``). A status in ``ok`` is returned;
+        anything else raises: 404 NotFound, 401/403 RegistryAuthError, 429
+        RegistryThrottled, 5xx and transport failures RegistryUnavailable (after retries),
+        other statuses RegistryError. ``max_bytes`` rejects larger declared bodies.
+        """
+        scope = f"repository:{repository}:{'pull,push' if push else 'pull'}" if repository else ""
+        last: RegistryError | None = None
+        for attempt in range(self._max_attempts):
+            try:
+                response = self._authenticated(method, path, scope, headers, params, content)
+                return self._check(response, method, ok, max_bytes)
+            except RegistryThrottled as exc:
+                last = exc
+                if exc.retry_after > self._max_retry_after or attempt + 1 >= self._max_attempts:
+                    raise
+                self._sleep(exc.retry_after if exc.retry_after > 0 else self._delay(attempt))
+            except RegistryUnavailable as exc:
+                last = exc
+                if attempt + 1 >= self._max_attempts:
+                    raise
+                self._sleep(self._delay(attempt))
+        assert last is not None  # the loop either returned or raised
+        raise last
+
+    def _delay(self, attempt: int) -> float:
+        # Exponential backoff with jitter, so many clients do not retry in lockstep.
+        ceiling = min(self._max_backoff, self._backoff * (2.0**attempt))
+        return ceiling * (0.5 + self._random.random() / 2)
+
+    def _url(self, path: str) -> httpx.URL:
+        # An upload Location may be relative to the registry or absolute.
+        return httpx.URL(self.base_url).join(path)
+
+    def _same_origin(self, url: httpx.URL) -> bool:
+        return url.scheme + "://" + url.netloc.decode() == self.base_url
+
+    def _exchange(
+        self,
+        method: str,
+        url: httpx.URL,
+        *,
+        headers: Mapping[str, str] | None = None,
+        params: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        auth: httpx.BasicAuth | None = None,
+    ) -> httpx.Response:
+        """One HTTP exchange; transport failures become RegistryUnavailable."""
+        if params:
+            # Merge, not replace: an upload Location carries its own state in the query.
+            url = url.copy_merge_params(dict(params))
+        try:
+            response = self._http.request(method, url, headers=headers, content=content, auth=auth)
+        except httpx.TimeoutException as exc:
+            self._notify(url, method, 0)
+            raise RegistryUnavailable(
+                f"{method} {url.path} timed out: {exc!r}", registry=self.host
+            ) from exc
+        except httpx.TransportError as exc:
+            self._notify(url, method, 0)
+            raise RegistryUnavailable(
+                f"{method} {url.path} failed: {exc!r}", registry=self.host
+            ) from exc
+        self._notify(url, method, response.status_code)
+        return response
+
+    def _notify(self, url: httpx.URL, method: str, status: int) -> None:
+        if self._on_request is not None:
+            self._on_request(url.netloc.decode(), method, url.path, status)
+
+    def _authenticated(
+        self,
+        method: str,
+        path: str,
+        scope: str,
+        headers: Mapping[str, str] | None,
+        params: Mapping[str, str] | None,
+        content: bytes | None,
+    ) -> httpx.Response:
+        """Send with what auth we know; on a 401 challenge, authenticate and resend once."""
+        url = self._url(path)
+        if not self._same_origin(url):
+            return self._exchange(method, url, headers=headers, params=params, content=content)
+        sent = self._known_auth(scope)
+        response = self._exchange(
+            method, url, headers={**(headers or {}), **sent}, params=params, content=content
+        )
+        if response.status_code != 401:
+            return response
+        challenge = parse_challenge(response.headers.get("WWW-Authenticate", ""))
+        if challenge is None:
+            raise self._auth_error(f"{method} {url.path} answered 401 without a usable challenge")
+        if challenge.scheme == "basic":
+            if self.credentials.anonymous:
+                raise self._auth_error(f"{method} {url.path} needs credentials (basic auth)")
+            if sent.get("Authorization", "").startswith("Basic "):
+                raise self._auth_error(f"{method} {url.path}: basic credentials refused")
+            self._basic = True
+        else:
+            if not challenge.realm:
+                raise self._auth_error(f"{method} {url.path}: bearer challenge without a realm")
+            with self._lock:
+                self._bearer = (challenge.realm, challenge.service)
+                # A token we sent was refused: it expired early or was revoked.
+                for key, token in list(self._tokens.items()):
+                    if sent.get("Authorization") == f"Bearer {token.value}":
+                        del self._tokens[key]
+            self._token(challenge.realm, challenge.service, challenge.scope or scope, alias=scope)
+        retried = self._exchange(
+            method,
+            url,
+            headers={**(headers or {}), **self._known_auth(scope)},
+            params=params,
+            content=content,
+        )
+        if retried.status_code == 401:
+            raise self._auth_error(
+                f"{method} {url.path}: credentials refused ({_error_detail(retried)})"
+            )
+        return retried
+
+    def _known_auth(self, scope: str) -> dict[str, str]:
+        """The Authorization header to send before being challenged, if we know one."""
+        if self._basic and not self.credentials.anonymous:
+            raw = f"{self.credentials.username}:{self.credentials.password}".encode()
+            return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+        with self._lock:
+            bearer = self._bearer
+        if bearer is None:
+            return {}
+        realm, service = bearer
+        return {"Authorization": f"Bearer {self._token(realm, service, scope)}"}
+
+    def _token(self, realm: str, service: str, scope: str, *, alias: str = "") -> str:
+        """A token for (realm, service, scope): cached, or fetched from the realm."""
+        key = (realm, service, scope)
+        now = self._clock()
+        with self._lock:
+            cached = self._tokens.get(key)
+            if cached is not None and now < cached.refresh_at:
+                return cached.value
+        params = {k: v for k, v in (("service", service), ("scope", scope)) if v}
+        auth = None
+        if not self.credentials.anonymous:
+            auth = httpx.BasicAuth(self.credentials.username, self.credentials.password)
+        response = self._exchange("GET", httpx.URL(realm), params=params, auth=auth)
+        status = response.status_code
+        if status != 200 and status != 429 and status < 500:
+            # A 404 or 400 from the token service is a credential or setup problem, not
+            # a missing image: callers must not read it as NotFound.
+            raise self._auth_error(
+                f"token service {realm} answered {status} ({_error_detail(response)})"
+            )
+        self._check(response, "GET", (200,), MAX_MANIFEST_BYTES)
+        body = self._json(response.content, f"token from {realm}")
+        value = str(body.get("token") or body.get("access_token") or "")
+        if not value:
+            raise self._auth_error(f"token service {realm} answered without a token")
+        try:
+            expires_in = float(body.get("expires_in") or 60)
+        except (TypeError, ValueError):
+            expires_in = 60.0
+        # Refresh a little early so a token never expires between cache check and use.
+        token = _Token(value, now + expires_in - min(30.0, expires_in * 0.1))
+        with self._lock:
+            self._tokens[key] = token
+            if alias and alias != scope:
+                self._tokens[(realm, service, alias)] = token
+        return value
+
+    def _auth_error(self, message: str) -> RegistryAuthError:
+        identity = self.credentials.identity
+        return RegistryAuthError(
+            f"{self.host}: {message} (as {identity})", registry=self.host, identity=identity
+        )
+
+    def _check(
+        self, response: httpx.Response, method: str, ok: Collection[int], max_bytes: int | None
+    ) -> httpx.Response:
+        status = response.status_code
+        where = f"{method} {response.request.url.path}"
+        if status in ok:
+            declared = response.headers.get("Content-Length")
+            if (
+                max_bytes is not None
+                and declared
+                and declared.isdigit()
+                and int(declared) > max_bytes
+            ):
+                raise RegistryError(
+                    f"{where}: {declared} bytes is more than the {max_bytes} allowed",
+                    registry=self.host,
+                )
+            return response
+        detail = _error_detail(response) if method != "HEAD" else response.reason_phrase
+        if status == 404:
+            raise NotFound(f"{self.host}: {where}: not found ({detail})", registry=self.host)
+        if status in (401, 403):
+            raise self._auth_error(f"{where} answered {status} ({detail})")
+        if status == 429:
+            retry_after = parse_retry_after(response.headers.get("Retry-After")) or 0.0
+            raise RegistryThrottled(
+                f"{self.host}: {where} throttled (429), retry after {retry_after:.0f}s",
+                registry=self.host,
+                retry_after=retry_after,
+            )
+        if status >= 500:
+            raise RegistryUnavailable(
+                f"{self.host}: {where} answered {status} ({detail})", registry=self.host
+            )
+        raise RegistryError(
+            f"{self.host}: {where} answered {status} ({detail})", registry=self.host
+        )
+
+    # -- parsing -------------------------------------------------------------------------
+
+    def _json(self, data: bytes, what: str) -> dict[str, Any]:
+        try:
+            document = json.loads(data)
+        except (ValueError, UnicodeDecodeError):
+            raise RegistryError(f"{self.host}: {what} is not JSON", registry=self.host) from None
+        if not isinstance(document, dict):
+            raise RegistryError(f"{self.host}: {what} is not a JSON object", registry=self.host)
+        return document
+
+    @staticmethod
+    def _platform(value: Any) -> Platform | None:
+        if not isinstance(value, dict) or not value.get("os") or not value.get("architecture"):
+            return None
+        return Platform(
+            str(value["os"]), str(value["architecture"]), str(value.get("variant") or "")
+        )
+
+    def _get_blob(self, ref: ImageRef, digest: str, *, max_bytes: int | None) -> bytes:
+        response = self.request(
+            "GET",
+            f"/v2/{ref.repository}/blobs/{digest}",
+            repository=ref.repository,
+            max_bytes=max_bytes,
+        )
+        verify_digest(response.content, digest, registry=self.host)
+        return response.content
+
+    def _image_manifest(
+        self, ref: ImageRef, data: bytes, media_type: str, platform: Platform | None
+    ) -> ImageManifest:
+        document = self._json(data, f"manifest {ref}")
+        if media_type not in IMAGE_MANIFEST_TYPES and "layers" not in document:
+            raise RegistryError(
+                f"{self.host}: {ref} is a {media_type or 'manifest of unknown type'}, not an image",
+                registry=self.host,
+            )
+        config = document.get("config") or {}
+        config_digest = str(config.get("digest") or "")
+        labels: dict[str, str] = {}
+        created = ""
+        # Artifacts (signatures, SBOMs) carry configs that are not image configs.
+        if config_digest and config.get("mediaType") in IMAGE_CONFIG_TYPES:
+            blob = self._get_blob(ref, config_digest, max_bytes=MAX_CONFIG_BYTES)
+            image_config = self._json(blob, f"config {config_digest} of {ref}")
+            labels = dict((image_config.get("config") or {}).get("Labels") or {})
+            created = str(image_config.get("created") or "")
+            if platform is None:
+                platform = self._platform(image_config)
+        return ImageManifest(
+            digest=ref.digest,
+            media_type=media_type,
+            config_digest=config_digest,
+            layers=tuple(str(layer["digest"]) for layer in document.get("layers") or []),
+            annotations=dict(document.get("annotations") or {}),
+            labels=labels,
+            platform=platform,
+            created=created,
+        )
