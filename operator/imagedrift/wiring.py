@@ -9,7 +9,8 @@ Environment:
     IMAGEDRIFT_TICK_SECONDS     how often each policy is considered (default 1)
     IMAGEDRIFT_CA_BUNDLE        extra CA bundle for registries with a private CA
     IMAGEDRIFT_PEERING          kopf peering name for HA (default imagedrift; "" = standalone)
-    IMAGEDRIFT_METRICS_PORT     Prometheus metrics port (default 8080; 0 = off)
+    IMAGEDRIFT_METRICS_PORT     Prometheus metrics port (default 9090; 0 = off)
+    IMAGEDRIFT_METRICS_ADDR     address it listens on (default all)
     IMAGEDRIFT_WEBHOOK_PORT     push-event receiver port (default 0 = off)
 """
 
@@ -29,6 +30,7 @@ from imagedrift.engine.check import PolicyChecker
 from imagedrift.engine.registries import RegistryPool
 from imagedrift.engine.runtime import Runtime
 from imagedrift.kube.adapter import KubeAdapter, load_api_client
+from imagedrift.metrics import Metrics
 
 GROUP, VERSION, PLURAL = "imagedrift.io", "v1alpha1", "imagepolicies"
 TICK = float(os.environ.get("IMAGEDRIFT_TICK_SECONDS", "1"))
@@ -38,6 +40,7 @@ log = logging.getLogger("imagedrift")
 class _State:
     runtime: Runtime | None = None
     pool: RegistryPool | None = None
+    metrics = Metrics()
 
 
 STATE = _State()
@@ -67,8 +70,14 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         settings.peering.clusterwide = True
     namespace = os.environ.get("IMAGEDRIFT_NAMESPACE", "imagedrift-system")
     kube = KubeAdapter(load_api_client(), namespace)
+    metrics_port = int(os.environ.get("IMAGEDRIFT_METRICS_PORT", "9090"))
+    if metrics_port:
+        STATE.metrics.serve(metrics_port, os.environ.get("IMAGEDRIFT_METRICS_ADDR", "0.0.0.0"))
     STATE.pool = RegistryPool(
-        kube, namespace=namespace, verify=os.environ.get("IMAGEDRIFT_CA_BUNDLE") or True
+        kube,
+        namespace=namespace,
+        verify=os.environ.get("IMAGEDRIFT_CA_BUNDLE") or True,
+        on_request=STATE.metrics.on_request,
     )
     STATE.runtime = Runtime(PolicyChecker(STATE.pool, kube, ImageCache(), BaseWatcher()))
 
@@ -137,6 +146,14 @@ def check(name: str, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
     if result is None:
         return
     generation = int(body.metadata.get("generation") or 0)
+    STATE.metrics.observe(
+        name,
+        plain["status"],
+        result.status,
+        result.conditions,
+        [(e.reason, e.type) for e in result.events if e.target is plain],
+        runtime.now(),
+    )
     for key, value in result.status.items():
         patch.status[key] = value
     patch.status["conditions"] = merge(
@@ -151,3 +168,4 @@ def check(name: str, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
 def forget(name: str, **_: Any) -> None:
     if STATE.runtime is not None:
         STATE.runtime.forget(name)
+    STATE.metrics.forget(name)

@@ -1,0 +1,100 @@
+"""The metrics endpoint after a real drift loop, in the Prometheus text format."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.e2e.scenario import World, base_image, rolled_out
+from tests.harness.controlplane import Kube
+from tests.harness.operator import OperatorProcess
+from tests.harness.procs import free_port, wait_for
+from tests.harness.registry import Registry
+
+
+@pytest.fixture
+def world(registry: Registry, kube: Kube, namespace: str) -> Iterator[World]:
+    client = registry.client()
+    w = World(registry.host, client, kube, namespace)
+    try:
+        yield w
+    finally:
+        w.cleanup()
+        client.close()
+
+
+def samples(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return {
+        (s.name, frozenset(s.labels.items())): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+    }
+
+
+def value(
+    found: dict[tuple[str, frozenset[tuple[str, str]]], float], name: str, **labels: str
+) -> float:
+    return sum(v for (n, lbls), v in found.items() if n == name and set(labels.items()) <= lbls)
+
+
+def test_metrics_after_a_drift_loop(
+    world: World, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    old_base, new_base = base_image("v1"), base_image("v2")
+    world.publish("base", "1", old_base)
+    world.publish("app", "1.0.0", world.app_on(old_base, "1"))
+    name = f"metrics-{world.suffix}"
+    world.deployment("web", f"{world.ref('app')}:1.0.0", policy=name)
+    policy = world.policy(
+        "metrics",
+        {
+            "base": {"image": world.ref("base"), "tag": "1", "interval": "2s", "insecure": True},
+            "app": {"tags": {"semver": {"range": ">=1.0.0"}}},
+        },
+    )
+    port = free_port()
+    operator_factory(
+        env={"IMAGEDRIFT_METRICS_PORT": str(port), "IMAGEDRIFT_METRICS_ADDR": "127.0.0.1"}
+    )
+    world.wait_ready(policy, reason="UpToDate")
+    world.publish("base", "1", new_base)
+    rebuilt = world.publish("app", "1.0.1", world.app_on(new_base, "2"))
+    wait_for(
+        lambda: rolled_out(world, "web", f"{world.ref('app')}@{rebuilt}"),
+        what="rollout",
+        timeout=90,
+    )
+    world.wait_ready(policy, reason="UpToDate")
+
+    found = wait_for(
+        lambda: (
+            lambda s: (
+                s
+                if value(s, "imagedrift_rollouts_total", policy=policy, outcome="complete")
+                else None
+            )
+        )(samples(port)),
+        what="a completed rollout counted",
+        timeout=30,
+    )
+    assert value(found, "imagedrift_policies", condition="Ready") >= 1
+    assert value(found, "imagedrift_workloads", policy=policy, state="UpToDate") == 1
+    assert value(found, "imagedrift_workloads", policy=policy, state="Drifted") == 0
+    assert (
+        value(
+            found,
+            "imagedrift_registry_requests_total",
+            registry=world.host,
+            method="HEAD",
+            code="200",
+        )
+        > 0
+    )
+    assert value(found, "imagedrift_rollouts_total", policy=policy, outcome="started") == 1
+    assert value(found, "imagedrift_gate_verdicts_total", policy=policy, verdict="Passed") == 1
+    assert value(found, "imagedrift_base_to_rollout_seconds_count") >= 1
+    assert value(found, "imagedrift_checks_total", policy=policy, result="ok") >= 2
