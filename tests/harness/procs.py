@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -50,7 +51,9 @@ def wait_for(
             result = probe()
             if result:
                 return result
-        except Exception as exc:
+        except HarnessError:
+            raise  # a piece died: waiting longer cannot help
+        except Exception as exc:  # any other failure means "not ready yet"
             last_error = exc
         if time.monotonic() >= deadline:
             break
@@ -131,4 +134,13 @@ def stop_all() -> None:
             proc.stop(grace=2.0)
 
 
+def _on_sigterm(signum: int, frame: object) -> None:
+    """CI and timeouts stop runs with SIGTERM, which skips atexit: clean up first."""
+    stop_all()
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    os.kill(os.getpid(), signal.SIGTERM)
+
+
 atexit.register(stop_all)
+if threading.current_thread() is threading.main_thread():
+    signal.signal(signal.SIGTERM, _on_sigterm)
