@@ -1,0 +1,154 @@
+"""Private OCI registries: credentials from a docker-config Secret, refusals that name who we
+were, throttling that delays instead of failing."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Callable, Iterator
+
+import pytest
+from kubernetes.client.exceptions import ApiException
+
+from tests.e2e.scenario import World, base_image, rolled_out
+from tests.harness.controlplane import Kube
+from tests.harness.operator import OperatorProcess
+from tests.harness.procs import wait_for
+from tests.harness.registry import Registry
+from tests.harness.registry_proxy import RegistryProxy
+
+OPERATOR_NS = "imagedrift-system"
+
+
+@pytest.fixture
+def world(registry: Registry, kube: Kube, namespace: str) -> Iterator[World]:
+    client = registry.client()
+    w = World(registry.host, client, kube, namespace)
+    try:
+        yield w
+    finally:
+        w.cleanup()
+        client.close()
+
+
+@pytest.fixture
+def pull_secret(
+    kube: Kube, registry_proxy: RegistryProxy, crds_installed: None
+) -> Iterator[Callable[[str, str], str]]:
+    names: list[str] = []
+
+    def make(user: str, password: str) -> str:
+        name = f"regcred-{len(names)}-{registry_proxy.port}"
+        auth = base64.b64encode(f"{user}:{password}".encode()).decode()
+        config = {"auths": {registry_proxy.host: {"auth": auth}}}
+        kube.core.create_namespaced_secret(
+            OPERATOR_NS,
+            {
+                "metadata": {"name": name},
+                "type": "kubernetes.io/dockerconfigjson",
+                "data": {
+                    ".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()
+                },
+            },
+        )
+        names.append(name)
+        return name
+
+    yield make
+    for name in names:
+        try:
+            kube.core.delete_namespaced_secret(name, OPERATOR_NS)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+def test_bearer_registry_with_docker_config_secret(
+    world: World,
+    registry_proxy: RegistryProxy,
+    pull_secret: Callable[[str, str], str],
+    operator_factory: Callable[..., OperatorProcess],
+) -> None:
+    old, new = base_image("v1"), base_image("v2")
+    world.publish("base", "1", old)
+    world.publish("app", "1.0.0", world.app_on(old, "1"))
+    registry_proxy.require_bearer({"robot": "s3cret"})
+    behind_proxy = World(
+        registry_proxy.host, world.client, world.kube, world.namespace, suffix=world.suffix
+    )
+    name = f"private-{world.suffix}"
+    world.deployment("web", f"{behind_proxy.ref('app')}:1.0.0", policy=name)
+    secret = pull_secret("robot", "s3cret")
+    base = {
+        "image": behind_proxy.ref("base"),
+        "tag": "1",
+        "interval": "2s",
+        "insecure": True,
+        "secretRef": {"name": secret},
+    }
+    policy = world.policy("private", {"base": base, "app": {"tags": {"semver": {"range": "^1"}}}})
+    operator_factory()
+    world.wait_ready(policy, reason="UpToDate")
+    assert registry_proxy.token_requests, "the operator never used the bearer-token flow"
+
+    world.publish("base", "1", new)
+    rebuilt = world.publish("app", "1.0.1", world.app_on(new, "2"))
+    target = f"{behind_proxy.ref('app')}@{rebuilt}"
+    wait_for(
+        lambda: rolled_out(world, "web", target),
+        what="rolled through the private registry",
+        timeout=90,
+    )
+    # Steady state: the cached token serves every lookup, no new token per poll.
+    tokens = len(registry_proxy.token_requests)
+    world.wait_ready(policy, reason="UpToDate")
+    mark = len(registry_proxy.requests)
+    wait_for(lambda: len(registry_proxy.requests) >= mark + 3, what="three more polls", timeout=30)
+    assert len(registry_proxy.token_requests) == tokens
+
+
+def test_refused_credentials_name_the_identity_and_throttling_only_delays(
+    world: World,
+    registry_proxy: RegistryProxy,
+    pull_secret: Callable[[str, str], str],
+    operator_factory: Callable[..., OperatorProcess],
+) -> None:
+    world.publish("base", "1", base_image("v1"))
+    registry_proxy.require_bearer({"robot": "s3cret"})
+    behind_proxy = World(
+        registry_proxy.host, world.client, world.kube, world.namespace, suffix=world.suffix
+    )
+    secret = pull_secret("robot", "wrong")
+    base = {
+        "image": behind_proxy.ref("base"),
+        "tag": "1",
+        "interval": "1s",
+        "insecure": True,
+        "secretRef": {"name": secret},
+    }
+    policy = world.policy("refused", {"base": base})
+    operator_factory()
+    world.wait_ready(policy, status="False", reason="AuthenticationFailed")
+    assert f"secret {OPERATOR_NS}/{secret}" in world.condition(policy)["message"]
+    assert ("Warning", "AuthenticationFailed") in {(t, r) for t, r, _ in world.all_events(policy)}
+
+    good = pull_secret("robot", "s3cret")
+    base["secretRef"] = {"name": good}
+    world.kube.custom.patch_cluster_custom_object(
+        "imagedrift.io", "v1alpha1", "imagepolicies", policy, {"spec": {"base": base}}
+    )
+    world.wait_ready(policy, reason="UpToDate")
+
+    registry_proxy.fail_next(1000, status=429, retry_after="3")
+    body = world.wait_policy(
+        policy,
+        lambda b: "throttled" in (b.get("status") or {}).get("lastError", ""),
+        "throttling recorded",
+    )
+    assert world.condition(policy, "Stalled") == {}
+    assert world.condition(policy)["reason"] in ("Throttled", "UpToDate"), body["status"]
+    registry_proxy.clear_faults()
+    world.wait_policy(
+        policy, lambda b: not (b.get("status") or {}).get("lastError"), "throttling over"
+    )
+    world.wait_ready(policy, reason="UpToDate")
