@@ -1,14 +1,41 @@
-"""Fixtures that run the operator against the session's control plane."""
+"""Fixtures that run the operator against the session's control plane.
+
+- ``crds_installed`` (session): the ImagePolicy CRD and the ``imagedrift-system`` namespace.
+- ``deploy_rbac`` (session): what ``deploy/`` renders to, minus the workloads: every CRD
+  (kopf's peering CRD too), the namespace, ServiceAccount, roles and bindings, and the
+  ClusterKopfPeering object. Applied server-side, so applying it again changes nothing.
+  It never creates the operator Deployment: a second operator must not run during tests.
+- ``operator_factory``: starts ``kopf run`` processes (see ``tests/harness/operator.py``).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from tests.harness.controlplane import ControlPlane
 from tests.harness.operator import OperatorProcess
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEPLOY_DIR = REPO_ROOT / "deploy"
+OPERATOR_NAMESPACE = "imagedrift-system"
+OPERATOR_SERVICE_ACCOUNT = "imagedrift"
+# The kinds of deploy/ that give the operator its identity and rights (no workloads).
+RBAC_KINDS = frozenset(
+    {
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "ClusterKopfPeering",
+    }
+)
 
 
 @pytest.fixture(scope="session")
@@ -19,6 +46,42 @@ def crds_installed(controlplane: ControlPlane) -> None:
         "wait", "--for=condition=Established", "--timeout=60s", "crd/imagepolicies.imagedrift.io"
     )
     controlplane.kubectl("create", "namespace", "imagedrift-system", check=False)
+
+
+def render_kustomization(controlplane: ControlPlane, path: Path) -> list[dict[str, Any]]:
+    """The objects ``kubectl kustomize path`` renders, in order."""
+    output = controlplane.kubectl("kustomize", str(path)).stdout
+    return [doc for doc in yaml.safe_load_all(output) if doc]
+
+
+def apply_objects(controlplane: ControlPlane, objects: Sequence[dict[str, Any]]) -> None:
+    """Server-side apply (idempotent), as ``kubectl apply --server-side`` would."""
+    controlplane.kubectl(
+        "apply",
+        "--server-side",
+        "--force-conflicts",
+        "-f",
+        "-",
+        input=yaml.safe_dump_all(list(objects), sort_keys=False),
+    )
+
+
+@pytest.fixture(scope="session")
+def deploy_rbac(controlplane: ControlPlane, crds_installed: None) -> list[dict[str, Any]]:
+    """Apply deploy/'s CRDs, then its namespace, ServiceAccount, RBAC and peering object;
+    returns the RBAC-side objects applied."""
+    rendered = render_kustomization(controlplane, DEPLOY_DIR)
+    crds = [doc for doc in rendered if doc["kind"] == "CustomResourceDefinition"]
+    apply_objects(controlplane, crds)
+    controlplane.kubectl(
+        "wait",
+        "--for=condition=Established",
+        "--timeout=60s",
+        *(f"crd/{crd['metadata']['name']}" for crd in crds),
+    )
+    rbac = [doc for doc in rendered if doc["kind"] in RBAC_KINDS]
+    apply_objects(controlplane, rbac)
+    return rbac
 
 
 @pytest.fixture

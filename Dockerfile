@@ -1,0 +1,36 @@
+# syntax=docker/dockerfile:1
+# The imagedrift operator image: `docker build -t imagedrift:0.1.0 .`
+# Runs as a non-root user and needs no writable path but /tmp (the Deployment mounts an
+# emptyDir there and sets readOnlyRootFilesystem).
+
+# python:3.11-slim, pinned by digest so a rebuild is reproducible; update the digest when
+# the base image is re-published (the problem imagedrift itself solves for your apps).
+ARG PYTHON_IMAGE=python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
+
+FROM ${PYTHON_IMAGE} AS build
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_ROOT_USER_ACTION=ignore
+RUN python -m venv /opt/imagedrift
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY operator ./operator
+# A non-editable install: the package and its dependencies land in the venv, compiled to
+# bytecode at install time (nothing is written at run time).
+RUN /opt/imagedrift/bin/pip install . \
+ && /opt/imagedrift/bin/pip uninstall --yes pip setuptools wheel
+
+FROM ${PYTHON_IMAGE}
+RUN groupadd --system --gid 65532 imagedrift \
+ && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
+    --shell /usr/sbin/nologin imagedrift
+COPY --from=build /opt/imagedrift /opt/imagedrift
+ENV PATH=/opt/imagedrift/bin:$PATH \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    HOME=/tmp
+USER 65532:65532
+WORKDIR /tmp
+# 8080 kopf health, 9090 Prometheus metrics, 8443 push-event receiver (TLS)
+EXPOSE 8080 9090 8443
+CMD ["kopf", "run", "-m", "imagedrift.wiring", "--all-namespaces", "--liveness=http://0.0.0.0:8080/healthz"]

@@ -1,0 +1,488 @@
+"""Install and operate: deploy/ applies cleanly, its RBAC is enough to run the drift loop and
+no more, and the Deployment's own command runs two replicas of which exactly one works."""
+
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import sys
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.scenario import World, base_image, rolled_out
+from tests.harness.controlplane import ControlPlane, Kube
+from tests.harness.fixtures_operator import (
+    DEPLOY_DIR,
+    OPERATOR_NAMESPACE,
+    OPERATOR_SERVICE_ACCOUNT,
+    render_kustomization,
+)
+from tests.harness.operator import OperatorProcess
+from tests.harness.procs import ManagedProcess, free_port, wait_for
+from tests.harness.registry import Registry
+
+NS, SA = OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT
+AS_OPERATOR = f"--as=system:serviceaccount:{NS}:{SA}"
+PEERING = "imagedrift"
+CRDS = ("crd/imagepolicies.imagedrift.io", "crd/clusterkopfpeerings.kopf.dev")
+OVERLAY = DEPLOY_DIR / "overlays" / "aks-workload-identity"
+
+# Everything the operator may do: (apiGroup, resource, resourceName, verb). The rules every
+# authenticated user has (self-subject reviews) are left out. Secrets only in its namespace.
+EXPECTED_RULES = {
+    *{("imagedrift.io", "imagepolicies", "", v) for v in ("get", "list", "watch", "patch")},
+    ("imagedrift.io", "imagepolicies/status", "", "patch"),
+    *{
+        ("apps", r, "", v)
+        for r in ("deployments", "statefulsets", "daemonsets")
+        for v in ("get", "list", "watch", "patch")
+    },
+    *{("batch", "cronjobs", "", v) for v in ("get", "list", "watch", "patch")},
+    ("", "events", "", "create"),
+    ("", "events", "", "patch"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "", "list"),
+    ("apiextensions.k8s.io", "customresourcedefinitions", "", "watch"),
+    ("kopf.dev", "clusterkopfpeerings", "", "list"),
+    ("kopf.dev", "clusterkopfpeerings", "", "watch"),
+    ("kopf.dev", "clusterkopfpeerings", PEERING, "get"),
+    ("kopf.dev", "clusterkopfpeerings", PEERING, "patch"),
+    *{("batch", "jobs", "", v) for v in ("create", "get", "list", "watch", "delete")},
+    ("aquasecurity.github.io", "vulnerabilityreports", "", "get"),
+    ("aquasecurity.github.io", "vulnerabilityreports", "", "list"),
+}
+SECRETS_IN_OWN_NAMESPACE = {("", "secrets", "", "get")}
+EVERYONE = {"selfsubjectreviews", "selfsubjectaccessreviews", "selfsubjectrulesreviews"}
+
+
+def by_kind(objects: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    return [o for o in objects if o["kind"] == kind]
+
+
+def operator_deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (deployment,) = by_kind(objects, "Deployment")
+    return deployment
+
+
+def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    (container,) = operator_deployment(objects)["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+# -- what deploy/ says ------------------------------------------------------------------------
+
+
+def test_manifests_are_least_privilege_and_restricted(controlplane: ControlPlane) -> None:
+    objects = render_kustomization(controlplane, DEPLOY_DIR)
+    kinds = {o["kind"] for o in objects}
+    assert {
+        "CustomResourceDefinition",
+        "ClusterKopfPeering",
+        "Namespace",
+        "ServiceAccount",
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "Role",
+        "RoleBinding",
+        "Deployment",
+        "PodDisruptionBudget",
+        "NetworkPolicy",
+        "Service",
+    } <= kinds
+    assert {c["metadata"]["name"] for c in by_kind(objects, "CustomResourceDefinition")} == {
+        "imagepolicies.imagedrift.io",
+        "clusterkopfpeerings.kopf.dev",
+    }
+    assert [p["metadata"]["name"] for p in by_kind(objects, "ClusterKopfPeering")] == [PEERING]
+    for role in [*by_kind(objects, "ClusterRole"), *by_kind(objects, "Role")]:
+        for rule in role["rules"]:
+            for key in ("apiGroups", "resources", "verbs"):
+                assert "*" not in rule[key], (role["metadata"]["name"], rule)
+    (role,) = by_kind(objects, "Role")
+    assert role["metadata"]["namespace"] == NS
+    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    (cluster_role,) = by_kind(objects, "ClusterRole")
+    assert not any("secrets" in rule["resources"] for rule in cluster_role["rules"])
+
+    deployment = operator_deployment(objects)
+    pod = deployment["spec"]["template"]["spec"]
+    container = operator_container(objects)
+    assert deployment["spec"]["replicas"] == 2
+    assert pod["serviceAccountName"] == SA
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    security = container["securityContext"]
+    assert security["readOnlyRootFilesystem"] is True
+    assert security["allowPrivilegeEscalation"] is False
+    assert security["capabilities"] == {"drop": ["ALL"]}
+    assert {"requests", "limits"} <= set(container["resources"])
+    assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp"}
+    command = " ".join(container["command"] + container["args"])
+    assert "kopf run -m imagedrift.wiring --all-namespaces" in command
+    assert "--liveness=http://0.0.0.0:8080/healthz" in command
+    assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
+    assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"health": 8080, "metrics": 9090, "webhook": 8443}
+    env = {e["name"]: e for e in container["env"]}
+    assert env["IMAGEDRIFT_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == (
+        "metadata.namespace"
+    )
+    assert env["IMAGEDRIFT_PEERING"]["value"] == PEERING
+    assert env["IMAGEDRIFT_METRICS_PORT"]["value"] == "9090"
+    assert env["IMAGEDRIFT_WEBHOOK_PORT"]["value"] == "8443"
+    assert env["IMAGEDRIFT_WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"]["name"]
+    assert {"IMAGEDRIFT_WEBHOOK_CERT", "IMAGEDRIFT_WEBHOOK_KEY"} <= set(env)
+    (policy,) = by_kind(objects, "NetworkPolicy")
+    ingress_ports = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    assert ingress_ports == {9090, 8443}
+    (service,) = by_kind(objects, "Service")
+    assert {p["port"] for p in service["spec"]["ports"]} == {9090, 8443}
+
+    overlay = render_kustomization(controlplane, OVERLAY)
+    (account,) = by_kind(overlay, "ServiceAccount")
+    assert "azure.workload.identity/client-id" in account["metadata"]["annotations"]
+    labels = operator_deployment(overlay)["spec"]["template"]["metadata"]["labels"]
+    assert labels["azure.workload.identity/use"] == "true"
+    assert (
+        "azure.workload.identity/use"
+        not in (operator_deployment(objects)["spec"]["template"]["metadata"]["labels"])
+    )
+
+
+def test_server_side_dry_run_of_deploy_passes(
+    controlplane: ControlPlane, deploy_rbac: list[dict[str, Any]]
+) -> None:
+    # The namespace and the peering CRD exist (deploy_rbac): a dry run cannot create them
+    # for the objects that need them.
+    result = controlplane.kubectl("apply", "--dry-run=server", "-k", str(DEPLOY_DIR))
+    assert result.returncode == 0
+    for name in (
+        "deployment.apps/imagedrift",
+        "clusterrole.rbac.authorization.k8s.io/imagedrift",
+        "clusterkopfpeering.kopf.dev/imagedrift",
+        "networkpolicy.networking.k8s.io/imagedrift",
+    ):
+        assert name in result.stdout, result.stdout
+    assert "(server dry run)" in result.stdout
+
+
+# -- deploy/ applied for real -----------------------------------------------------------------
+
+
+def test_install_applies_and_the_operator_deployment_becomes_available(
+    controlplane: ControlPlane, kube: Kube, deploy_rbac: list[dict[str, Any]]
+) -> None:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        # The documented install: CRDs first, then everything.
+        controlplane.kubectl("apply", "--server-side", "-k", str(DEPLOY_DIR / "crds"))
+        controlplane.kubectl("wait", "--for=condition=Established", "--timeout=60s", *CRDS)
+        controlplane.kubectl("apply", "--server-side", "-k", str(DEPLOY_DIR))
+
+        namespace = kube.core.read_namespace(NS)
+        assert namespace.metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
+        assert kube.core.read_namespaced_service_account(SA, NS).metadata.name == SA
+        assert kube.rbac.read_cluster_role("imagedrift").rules
+        assert kube.rbac.read_cluster_role_binding("imagedrift").subjects[0].namespace == NS
+        assert kube.rbac.read_namespaced_role("imagedrift", NS).rules[0].resources == ["secrets"]
+        assert kube.rbac.read_namespaced_role_binding("imagedrift", NS).role_ref.name == (
+            "imagedrift"
+        )
+        assert kube.custom.get_cluster_custom_object(
+            "kopf.dev", "v1", "clusterkopfpeerings", PEERING
+        )
+        assert kube.core.read_namespaced_service("imagedrift", NS).spec.ports
+
+        # kwok runs no container, yet reports the pods Running: Available proves the pods
+        # were admitted (restricted Pod Security) and scheduled, and the PDB sees them.
+        controlplane.kubectl(
+            "wait", "-n", NS, "--for=condition=Available", "--timeout=90s", "deploy/imagedrift"
+        )
+        status = kube.apps.read_namespaced_deployment("imagedrift", NS).status
+        assert status.available_replicas == 2
+        pdbs = client.PolicyV1Api(kube.api_client)
+        wait_for(
+            lambda: (
+                pdbs.read_namespaced_pod_disruption_budget("imagedrift", NS).status.current_healthy
+                == 2
+            ),
+            what="the PodDisruptionBudget counts both replicas",
+            timeout=30,
+        )
+    finally:
+        # Nothing of the operator may keep running for the tests that follow.
+        controlplane.kubectl(
+            "delete", "-n", NS, "deployment/imagedrift", "--ignore-not-found", "--wait=true"
+        )
+    with pytest.raises(ApiException) as gone:
+        kube.apps.read_namespaced_deployment("imagedrift", NS)
+    assert gone.value.status == 404
+    wait_for(
+        lambda: (
+            not kube.core.list_namespaced_pod(
+                NS, label_selector="app.kubernetes.io/name=imagedrift"
+            ).items
+        ),
+        what="the operator's pods are gone",
+        timeout=60,
+    )
+
+
+# -- the rights are enough ... ----------------------------------------------------------------
+
+
+@pytest.fixture
+def world(registry: Registry, kube: Kube, namespace: str) -> Iterator[World]:
+    client = registry.client()
+    w = World(registry.host, client, kube, namespace)
+    try:
+        yield w
+    finally:
+        w.cleanup()
+        client.close()
+
+
+def test_drift_loop_runs_with_the_service_accounts_rights(
+    world: World,
+    controlplane: ControlPlane,
+    deploy_rbac: list[dict[str, Any]],
+    operator_factory: Callable[..., OperatorProcess],
+) -> None:
+    old_base = base_image("v1")
+    world.publish("base", "1", old_base)
+    world.publish("app", "1.0.0", world.app_on(old_base, "1.0.0"))
+    world.deployment("web", f"{world.ref('app')}:1.0.0", policy=f"rbac-{world.suffix}")
+    world.deployment("bystander", f"{world.ref('app')}:1.0.0", policy=None)
+    base = {"image": world.ref("base"), "tag": "1", "interval": "2s", "insecure": True}
+    policy = world.policy("rbac", {"base": base, "app": {"tags": {"semver": {"range": ">=1.0.0"}}}})
+    operator = operator_factory(kubeconfig=controlplane.service_account_kubeconfig(NS, SA))
+
+    world.wait_ready(policy, reason="UpToDate")
+    new_base = base_image("v2")
+    new_base_digest = world.publish("base", "1", new_base)
+    world.wait_ready(policy, reason="WaitingForRebuild")
+    rebuilt = world.publish("app", "1.0.1", world.app_on(new_base, "1.0.1"))
+    target = f"{world.ref('app')}@{rebuilt}"
+    wait_for(
+        lambda: rolled_out(world, "web", target),
+        what="web rolled to the rebuilt digest by the operator's ServiceAccount",
+        timeout=90,
+    )
+    body = world.wait_ready(policy, reason="UpToDate", timeout=60)
+
+    entry = body["status"]["lineage"][0]
+    assert (entry["baseDigest"], entry["appDigest"], entry["verdict"]) == (
+        new_base_digest,
+        rebuilt,
+        "Passed",
+    )
+    assert entry["rollouts"][0]["result"] == "Complete"
+    assert world.image_of("bystander").endswith(":1.0.0")
+    assert {"RolloutStarted", "RolloutComplete"} <= {r for _, r, _ in world.events("web")}
+    assert "BaseChanged" in {r for _, r, _ in world.all_events(policy)}
+    log = operator.log()
+    assert "Forbidden" not in log and " 403" not in log, log[-3000:]
+
+
+# -- ... and not more than enough -------------------------------------------------------------
+
+
+def can_i(controlplane: ControlPlane, *args: str) -> bool:
+    result = controlplane.kubectl("auth", "can-i", AS_OPERATOR, *args, check=False)
+    answer = result.stdout.strip()
+    assert answer in ("yes", "no"), (args, result.stdout, result.stderr)
+    return answer == "yes"
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("delete", "deployments.apps", "-n", "default"),
+        ("create", "deployments.apps", "-n", "default"),
+        ("update", "deployments.apps", "-n", "default"),
+        ("delete", "statefulsets.apps", "-n", "default"),
+        ("get", "secrets", "-n", "default"),
+        ("get", "secrets", "-n", "kube-system"),
+        ("list", "secrets", "-n", NS),
+        ("watch", "secrets", "-n", NS),
+        ("create", "secrets", "-n", NS),
+        ("create", "pods", "-n", "default"),
+        ("create", "pods", "-n", NS),
+        ("create", "pods/exec", "-n", "default"),
+        ("get", "configmaps", "-n", NS),
+        ("*", "*", "--all-namespaces"),
+        ("*", "deployments.apps", "-n", "default"),
+        ("get", "*", "-n", "default"),
+        ("create", "imagepolicies.imagedrift.io"),
+        ("delete", "imagepolicies.imagedrift.io"),
+        ("update", "imagepolicies.imagedrift.io"),
+        ("create", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("delete", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("create", "clusterkopfpeerings.kopf.dev"),
+        ("patch", "clusterkopfpeerings.kopf.dev/someone-else"),
+        ("delete", "clusterkopfpeerings.kopf.dev/imagedrift"),
+        ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
+        ("bind", "clusterroles.rbac.authorization.k8s.io"),
+        ("escalate", "clusterroles.rbac.authorization.k8s.io"),
+        ("impersonate", "users"),
+        ("create", "serviceaccounts/token", "-n", NS),
+        ("get", "nodes"),
+        ("list", "namespaces"),
+        ("delete", "events", "-n", "default"),
+    ],
+    ids=lambda args: " ".join(args),
+)
+def test_service_account_is_denied(
+    controlplane: ControlPlane, deploy_rbac: list[dict[str, Any]], args: tuple[str, ...]
+) -> None:
+    assert not can_i(controlplane, *args)
+
+
+def test_service_account_is_allowed_what_it_uses(
+    controlplane: ControlPlane, deploy_rbac: list[dict[str, Any]]
+) -> None:
+    for args in (
+        ("patch", "deployments.apps", "-n", "default"),
+        ("watch", "cronjobs.batch", "--all-namespaces"),
+        ("patch", "imagepolicies.imagedrift.io", "--subresource=status"),
+        ("get", "secrets", "-n", NS),
+        ("create", "events", "-n", NS),
+        ("patch", "clusterkopfpeerings.kopf.dev/imagedrift"),
+        ("list", "customresourcedefinitions.apiextensions.k8s.io"),
+        ("create", "jobs.batch", "-n", "default"),
+    ):
+        # (VulnerabilityReports: kubectl cannot name a resource whose CRD is not installed;
+        # test_service_account_has_exactly_the_expected_rules covers them.)
+        assert can_i(controlplane, *args), args
+
+
+def rules_of_service_account(controlplane: ControlPlane, namespace: str) -> set[tuple[str, ...]]:
+    """What the ServiceAccount itself may do in ``namespace`` (a SelfSubjectRulesReview made
+    with its own token, as `kubectl auth can-i --list` does), flattened."""
+    from kubernetes import client
+
+    kubeconfig = controlplane.service_account_kubeconfig(NS, SA)
+    with controlplane.api_client(kubeconfig) as api:
+        review = client.AuthorizationV1Api(api).create_self_subject_rules_review(
+            client.V1SelfSubjectRulesReview(
+                spec=client.V1SelfSubjectRulesReviewSpec(namespace=namespace)
+            )
+        )
+    assert not review.status.incomplete, review.status.evaluation_error
+    flat: set[tuple[str, ...]] = set()
+    for rule in review.status.resource_rules:
+        if set(rule.resources) <= EVERYONE:
+            continue
+        for group in rule.api_groups or [""]:
+            for resource in rule.resources:
+                for name in rule.resource_names or [""]:
+                    for verb in rule.verbs:
+                        flat.add((group, resource, name, verb))
+    return flat
+
+
+def test_service_account_has_exactly_the_expected_rules(
+    controlplane: ControlPlane, deploy_rbac: list[dict[str, Any]], namespace: str
+) -> None:
+    elsewhere = rules_of_service_account(controlplane, namespace)
+    assert elsewhere == EXPECTED_RULES, {
+        "unexpected": sorted(elsewhere - EXPECTED_RULES),
+        "missing": sorted(EXPECTED_RULES - elsewhere),
+    }
+    at_home = rules_of_service_account(controlplane, NS)
+    assert at_home == EXPECTED_RULES | SECRETS_IN_OWN_NAMESPACE, sorted(
+        at_home ^ (EXPECTED_RULES | SECRETS_IN_OWN_NAMESPACE)
+    )
+
+
+# -- the Deployment's command: two replicas, one at work ----------------------------------------
+
+
+def start_replica(
+    controlplane: ControlPlane, name: str, kubeconfig: Path, log_dir: Path
+) -> tuple[ManagedProcess, int]:
+    """Run the operator container's own command and env, as pod ``name`` would, on loopback."""
+    container = operator_container(render_kustomization(controlplane, DEPLOY_DIR))
+    port = free_port()
+    argv = [*container["command"], *container["args"]]
+    argv[-1] = argv[-1].replace("http://0.0.0.0:8080/", f"http://127.0.0.1:{port}/")
+    assert f"127.0.0.1:{port}" in argv[-1], argv
+    fields = {"metadata.namespace": NS, "metadata.name": name}
+    env = {
+        e["name"]: e["value"] if "value" in e else fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
+        for e in container["env"]
+        if "value" in e or "fieldRef" in e.get("valueFrom", {})
+    }
+    env.update(
+        KUBECONFIG=str(kubeconfig),
+        # The venv's kopf and python, as the image's PATH has them.
+        PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        # No listeners beyond the health endpoint on loopback in tests.
+        IMAGEDRIFT_METRICS_PORT="0",
+        IMAGEDRIFT_WEBHOOK_PORT="0",
+    )
+    proc = ManagedProcess(name, argv, log_dir, env=env)
+
+    def healthy() -> bool:
+        import httpx
+
+        proc.check_alive()
+        return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+
+    wait_for(healthy, what=f"{name} healthy ({shlex.join(argv)})", timeout=60)
+    return proc, port
+
+
+def peers(kube: Kube) -> dict[str, Any]:
+    body = kube.custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", PEERING)
+    return dict(body.get("status") or {})
+
+
+def test_two_replicas_of_the_deployment_command_work_one_at_a_time(
+    controlplane: ControlPlane, kube: Kube, deploy_rbac: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    kubeconfig = controlplane.service_account_kubeconfig(NS, SA)
+    replicas: dict[str, ManagedProcess] = {}
+    try:
+        for name in ("imagedrift-replica-a", "imagedrift-replica-b"):
+            replicas[name], _ = start_replica(controlplane, name, kubeconfig, tmp_path)
+        seen = wait_for(
+            lambda: (lambda p: p if set(replicas) <= set(p) else None)(peers(kube)),
+            what="both replicas in the peering object",
+            timeout=30,
+        )
+        priorities = {name: int(seen[name]["priority"]) for name in replicas}
+        assert len(set(priorities.values())) == 2, f"equal priorities pause both: {priorities}"
+        active = max(priorities, key=lambda n: priorities[n])
+        standby = min(priorities, key=lambda n: priorities[n])
+
+        def logged(name: str, text: str) -> bool:
+            return text in replicas[name].log_path.read_text(errors="replace")
+
+        wait_for(
+            lambda: logged(standby, "Pausing operations in favour of"),
+            what=f"{standby} (priority {priorities[standby]}) stands by",
+            timeout=30,
+        )
+        assert not logged(active, "Pausing"), replicas[active].log_tail()
+
+        replicas[active].stop(grace=15)  # SIGTERM, as when the pod is deleted
+        wait_for(
+            lambda: logged(standby, "Resuming operations"),
+            what=f"{standby} takes over after {active} stopped",
+            timeout=60,
+        )
+        wait_for(lambda: active not in peers(kube), what=f"{active} left the peering", timeout=30)
+        for name, proc in replicas.items():
+            text = proc.log_path.read_text(errors="replace")
+            assert "Forbidden" not in text and "APIForbiddenError" not in text, (name, text[-3000:])
+    finally:
+        for proc in replicas.values():
+            proc.stop(grace=15)
+    assert json.dumps(peers(kube)).count("imagedrift-replica-") == 0, peers(kube)
