@@ -95,7 +95,9 @@ BUILD_TIMEOUT = 3 * 3600.0
 # found"). These are kwok's own "fast" stages (kustomize/stage/node/fast,
 # node/heartbeat-with-lease and pod/fast in sigs.k8s.io/kwok), trimmed to what a
 # Deployment needs: nodes become Ready and keep a lease, pods become Running and Ready,
-# Job pods complete, deleted pods go away at once.
+# Job pods complete, deleted pods go away at once. Two annotations steer pods for tests:
+# ``imagedrift.test/never-ready`` (pods whose image ends with it stay unready) and
+# ``imagedrift.test/job-outcome: fail`` (the Job's pod fails).
 KWOK_STAGES = r"""
 apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage
@@ -208,6 +210,12 @@ spec:
     - key: '.status.conditions.[] | select( .type == "Ready" ) | .status'
       operator: NotIn
       values: ['True']
+    # imagedrift: a pod whose image ends with this annotation's value never becomes ready.
+    - key: >-
+        (.metadata.annotations["imagedrift.test/never-ready"] // "") as $d
+        | $d != "" and ([.spec.containers[].image | endswith($d)] | any)
+      operator: NotIn
+      values: ['true']
   next:
     statusTemplate: |
       {{ $now := Now }}
@@ -288,6 +296,9 @@ spec:
     - key: '.metadata.ownerReferences.[].kind'
       operator: In
       values: [Job]
+    - key: '.metadata.annotations["imagedrift.test/job-outcome"]'
+      operator: NotIn
+      values: [fail]
   next:
     statusTemplate: |
       {{ $now := Now }}
@@ -306,6 +317,45 @@ spec:
             startedAt: {{ $now | Quote }}
       {{ end }}
       phase: Succeeded
+---
+# imagedrift: Job pods annotated imagedrift.test/job-outcome=fail exit 1.
+apiVersion: kwok.x-k8s.io/v1alpha1
+kind: Stage
+metadata:
+  name: pod-fail
+spec:
+  resourceRef: {apiGroup: v1, kind: Pod}
+  selector:
+    matchExpressions:
+    - key: .metadata.deletionTimestamp
+      operator: DoesNotExist
+    - key: .status.phase
+      operator: In
+      values: [Running]
+    - key: '.metadata.ownerReferences.[].kind'
+      operator: In
+      values: [Job]
+    - key: '.metadata.annotations["imagedrift.test/job-outcome"]'
+      operator: In
+      values: [fail]
+  next:
+    statusTemplate: |
+      {{ $now := Now }}
+      containerStatuses:
+      {{ range .spec.containers }}
+      - image: {{ .image | Quote }}
+        name: {{ .name | Quote }}
+        ready: false
+        restartCount: 0
+        started: false
+        state:
+          terminated:
+            exitCode: 1
+            finishedAt: {{ $now | Quote }}
+            reason: Error
+            startedAt: {{ $now | Quote }}
+      {{ end }}
+      phase: Failed
 ---
 apiVersion: kwok.x-k8s.io/v1alpha1
 kind: Stage

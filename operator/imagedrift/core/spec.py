@@ -7,7 +7,9 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from imagedrift.core.refs import ImageRef
 from imagedrift.errors import InvalidReference, InvalidSpec
@@ -68,12 +70,67 @@ class BaseSpec:
 
 
 @dataclass(frozen=True)
+class Wave:
+    """One wave: ``count`` workloads, or ``percent`` of the workloads to roll (cumulative)."""
+
+    count: int = 0
+    percent: int = 0
+
+
+@dataclass(frozen=True)
+class MaintenanceWindow:
+    schedule: str  # cron expression of window starts
+    duration: float  # seconds
+    time_zone: str = "UTC"
+
+
+@dataclass(frozen=True)
 class RolloutSpec:
     selector: LabelSelector
     namespaces: tuple[str, ...] = ()
     containers: tuple[str, ...] = ()
     suspend: bool = False
     verify_timeout: float = 600.0
+    waves: tuple[Wave, ...] = ()
+    pause_between_waves: float = 0.0
+    maintenance_windows: tuple[MaintenanceWindow, ...] = ()
+    max_concurrent: int = 0  # 0: unlimited
+
+
+@dataclass(frozen=True)
+class IgnoredFinding:
+    id: str
+    expires: datetime | None = None
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class SignatureGate:
+    type: str = "any"  # any | cosign | notation
+    public_key: str = ""  # PEM; when set, signatures are verified, not just found
+
+
+@dataclass(frozen=True)
+class VulnerabilityGate:
+    max_severity: str = "HIGH"
+    max_report_age: float = 0.0  # seconds; 0: any age
+    source: str = "any"  # any | referrer | cluster
+    ignore: tuple[IgnoredFinding, ...] = ()
+
+
+@dataclass(frozen=True)
+class SmokeTestGate:
+    template: Mapping[str, Any]  # a batch/v1 JobSpec
+    namespace: str = ""  # default: the operator's namespace
+    timeout: float = 300.0
+    container: str = ""  # default: the first container
+
+
+@dataclass(frozen=True)
+class ValidationSpec:
+    signature: SignatureGate | None = None
+    vulnerabilities: VulnerabilityGate | None = None
+    smoke_test: SmokeTestGate | None = None
 
 
 @dataclass(frozen=True)
@@ -85,6 +142,7 @@ class PolicySpec:
     max_candidates: int = 10
     history_limit: int = 20
     raw_validation: Mapping[str, Any] = field(default_factory=dict)
+    validation: ValidationSpec = field(default_factory=ValidationSpec)
 
 
 def _selector(raw: Mapping[str, Any] | None, policy_name: str) -> LabelSelector:
@@ -155,6 +213,10 @@ def parse_policy(name: str, spec: Mapping[str, Any]) -> PolicySpec:
         containers=tuple(rollout_raw.get("containers") or ()),
         suspend=bool(rollout_raw.get("suspend", False)),
         verify_timeout=parse_duration(str(rollout_raw.get("verifyTimeout") or "10m")),
+        waves=_waves(rollout_raw.get("waves") or ()),
+        pause_between_waves=parse_duration(str(rollout_raw.get("pauseBetweenWaves") or "0s")),
+        maintenance_windows=_windows(rollout_raw.get("maintenanceWindows") or ()),
+        max_concurrent=int(rollout_raw.get("maxConcurrent") or 0),
     )
     return PolicySpec(
         name=name,
@@ -164,4 +226,116 @@ def parse_policy(name: str, spec: Mapping[str, Any]) -> PolicySpec:
         max_candidates=int(app_raw.get("maxCandidates") or 10),
         history_limit=int(spec.get("historyLimit") or 20),
         raw_validation=dict(spec.get("validation") or {}),
+        validation=_validation(spec.get("validation") or {}),
     )
+
+
+SEVERITIES = ("NONE", "LOW", "MEDIUM", "HIGH", "CRITICAL")
+
+
+def _waves(raw: Any) -> tuple[Wave, ...]:
+    waves = []
+    for i, wave in enumerate(raw):
+        count, percent = int(wave.get("count") or 0), int(wave.get("percent") or 0)
+        if bool(count) == bool(percent) or count < 0 or not 0 <= percent <= 100:
+            raise InvalidSpec(
+                f"spec.rollout.waves[{i}]: set exactly one of count (>=1) or percent (1..100)"
+            )
+        waves.append(Wave(count, percent))
+    return tuple(waves)
+
+
+def _windows(raw: Any) -> tuple[MaintenanceWindow, ...]:
+    from croniter import croniter  # local: only policies with windows need it
+
+    windows = []
+    for i, window in enumerate(raw):
+        where = f"spec.rollout.maintenanceWindows[{i}]"
+        schedule = str(window.get("schedule") or "")
+        if not croniter.is_valid(schedule):
+            raise InvalidSpec(f"{where}.schedule: {schedule!r} is not a cron expression")
+        zone = str(window.get("timeZone") or "UTC")
+        try:
+            ZoneInfo(zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise InvalidSpec(f"{where}.timeZone: unknown time zone {zone!r}") from None
+        duration = parse_duration(str(window.get("duration") or ""))
+        if duration <= 0:
+            raise InvalidSpec(f"{where}.duration: must be longer than 0s")
+        windows.append(MaintenanceWindow(schedule, duration, zone))
+    return tuple(windows)
+
+
+def _timestamp(text: str, where: str) -> datetime:
+    try:
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise InvalidSpec(f"{where}: {text!r} is not an RFC 3339 date-time") from None
+    if when.tzinfo is None:
+        raise InvalidSpec(f"{where}: {text!r} has no time zone offset")
+    return when
+
+
+def _validation(raw: Mapping[str, Any]) -> ValidationSpec:
+    signature = vulnerabilities = smoke = None
+    if "signature" in raw:
+        sig = raw.get("signature") or {}
+        kind = str(sig.get("type") or "any")
+        if kind not in ("any", "cosign", "notation"):
+            raise InvalidSpec(
+                f"spec.validation.signature.type: {kind!r} is not any|cosign|notation"
+            )
+        signature = SignatureGate(kind, str(sig.get("publicKey") or ""))
+    if "vulnerabilities" in raw:
+        vul = raw.get("vulnerabilities") or {}
+        severity = str(vul.get("maxSeverity") or "HIGH").upper()
+        if severity not in SEVERITIES:
+            raise InvalidSpec(
+                f"spec.validation.vulnerabilities.maxSeverity: {severity!r} is not one of "
+                + ", ".join(SEVERITIES)
+            )
+        source = str(vul.get("source") or "any")
+        if source not in ("any", "referrer", "cluster"):
+            raise InvalidSpec(
+                f"spec.validation.vulnerabilities.source: {source!r} is not any|referrer|cluster"
+            )
+        ignore = tuple(
+            IgnoredFinding(
+                str(item["id"]),
+                _timestamp(
+                    str(item["expires"]), f"spec.validation.vulnerabilities.ignore[{i}].expires"
+                )
+                if item.get("expires")
+                else None,
+                str(item.get("reason") or ""),
+            )
+            for i, item in enumerate(vul.get("ignore") or ())
+        )
+        vulnerabilities = VulnerabilityGate(
+            severity,
+            parse_duration(str(vul["maxReportAge"])) if vul.get("maxReportAge") else 0.0,
+            source,
+            ignore,
+        )
+    if "smokeTest" in raw:
+        smoke_raw = raw.get("smokeTest") or {}
+        template = smoke_raw.get("template")
+        containers = (((template or {}).get("template") or {}).get("spec") or {}).get(
+            "containers"
+        ) or []
+        if not isinstance(template, Mapping) or not containers:
+            raise InvalidSpec(
+                "spec.validation.smokeTest.template: a JobSpec with template.spec.containers"
+            )
+        wanted = str(smoke_raw.get("container") or "")
+        if wanted and wanted not in {c.get("name") for c in containers}:
+            raise InvalidSpec(
+                f"spec.validation.smokeTest.container: no container {wanted!r} in the template"
+            )
+        smoke = SmokeTestGate(
+            dict(template),
+            str(smoke_raw.get("namespace") or ""),
+            parse_duration(str(smoke_raw.get("timeout") or "5m")),
+            wanted,
+        )
+    return ValidationSpec(signature, vulnerabilities, smoke)

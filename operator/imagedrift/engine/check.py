@@ -15,7 +15,7 @@ from datetime import datetime
 from typing import Any
 
 from imagedrift.core import conditions as cond
-from imagedrift.core import history
+from imagedrift.core import history, waves
 from imagedrift.core.conditions import Condition, timestamp
 from imagedrift.core.images import ResolvedImage
 from imagedrift.core.lineage import BaseDigest, Lineage, built_on, trace
@@ -33,7 +33,7 @@ from imagedrift.core.workloads import (
     ref_of,
 )
 from imagedrift.engine.caches import BaseObservation, BaseWatcher, ImageCache
-from imagedrift.engine.gates import Verdict, validate
+from imagedrift.engine.gates import GateIO, Verdict, validate
 from imagedrift.engine.ports import Event, KubePort, RegistryPort
 from imagedrift.errors import (
     InvalidReference,
@@ -49,6 +49,8 @@ from imagedrift.registry.base import RegistryClient
 log = logging.getLogger(__name__)
 MAX_PREVIOUS_BASES = 10
 MAX_STATUS_ITEMS = 500
+MAX_SMOKE_TESTS = 20
+MAX_REJECTED = 20
 FOLLOW_INTERVAL = 2.0  # seconds between checks while a rollout is being verified
 
 
@@ -78,6 +80,17 @@ class CheckResult:
 
 
 @dataclass
+class _Pending:
+    """A drifted workload with validated candidates, waiting for the wave planner."""
+
+    ref: WorkloadRef
+    obj: Mapping[str, Any]
+    state: WorkloadState
+    drifted: dict[str, tuple[ImageRef, str, Candidate]]
+    items: list[dict[str, Any]]
+
+
+@dataclass
 class _Context:
     """Per-check state: caches that must not outlive one check (tag lists, tag digests)."""
 
@@ -96,6 +109,13 @@ class _Context:
     tag_lists: dict[str, list[str]] = field(default_factory=dict)
     rolling: int = 0
     candidate_status: dict[str, Any] = field(default_factory=dict)
+    # Policy-level rejections for the current base digest: candidate digest -> why.
+    rejected: dict[str, dict[str, str]] = field(default_factory=dict)
+    smoke_tests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pending: list[_Pending] = field(default_factory=list)
+    rolling_keys: list[str] = field(default_factory=list)
+    done: list[tuple[str, datetime]] = field(default_factory=list)
+    validating: int = 0
 
 
 class PolicyChecker:
@@ -222,6 +242,16 @@ class PolicyChecker:
             },
             events=events,
         )
+        waves_status = dict(previous.get("waves") or {})
+        if waves_status.get("baseDigest") == base.digest:
+            ctx.rejected = {
+                str(r.get("digest")): dict(r) for r in waves_status.get("rejected") or []
+            }
+        ctx.smoke_tests = {
+            str(t.get("digest")): dict(t)
+            for t in previous.get("smokeTests") or []
+            if t.get("digest")
+        }
         registry_error: RegistryError | None = None
         for workload in sorted(workloads, key=lambda w: str(ref_of(w))):
             try:
@@ -237,13 +267,14 @@ class PolicyChecker:
                     {"workload": str(ref_of(workload)), "state": "Error", "reason": str(exc)}
                 )
 
+        plan = self._plan_and_roll(ctx)
         counts = {
             "optedIn": len({i["workload"] for i in ctx.items}),
             "upToDate": sum(1 for i in ctx.items if i["state"] == "UpToDate"),
             "drifted": sum(
                 1
                 for i in ctx.items
-                if i["state"] in ("Drifted", "Paused", "Suspended", "RolledBack")
+                if i["state"] in ("Drifted", "Paused", "Suspended", "RolledBack", "Waiting")
             ),
             "rollingOut": ctx.rolling,
         }
@@ -254,8 +285,28 @@ class PolicyChecker:
             "lineage": ctx.history[: policy.history_limit],
             "candidate": ctx.candidate_status,
             "lastError": str(registry_error) if registry_error else "",
+            "waves": {
+                "baseDigest": base.digest,
+                "current": plan.wave,
+                "total": plan.waves,
+                "done": len(ctx.done),
+                "rolling": len(ctx.rolling_keys),
+                "waiting": len(plan.held),
+                "healthySince": timestamp(max(w for _, w in ctx.done)) if ctx.done else "",
+                "message": plan.message,
+                "rejected": list(ctx.rejected.values())[-MAX_REJECTED:],
+            },
+            "smokeTests": sorted(
+                ctx.smoke_tests.values(), key=lambda t: str(t.get("startedAt", "")), reverse=True
+            )[:MAX_SMOKE_TESTS],
         }
+        if not result["waves"]["healthySince"]:
+            del result["waves"]["healthySince"]
         next_in = policy.base.interval
+        if plan.retry_at is not None:
+            next_in = min(next_in, max((plan.retry_at - now).total_seconds(), 1.0))
+        if ctx.validating:
+            next_in = min(next_in, FOLLOW_INTERVAL)
         if ctx.rolling:
             conditions = cond.reconciling(
                 "RolloutInProgress", f"{ctx.rolling} workload(s) rolling out"
@@ -266,6 +317,12 @@ class PolicyChecker:
             next_in = max(registry_error.retry_after, 1.0)
         elif registry_error:
             conditions = cond.not_ready("RegistryUnavailable", str(registry_error))
+        elif plan.held:
+            conditions = cond.ready("RolloutWaiting", plan.message)
+        elif ctx.validating:
+            conditions = cond.ready(
+                "Validating", f"{ctx.validating} candidate(s) still being validated"
+            )
         elif counts["drifted"]:
             conditions = cond.ready(
                 "WaitingForRebuild",
@@ -303,11 +360,21 @@ class PolicyChecker:
         if state.rollout and state.rollout.phase == Phase.PROGRESSING.value:
             self._follow(ctx, ref, obj, state)
             return
+        record = state.rollout
+        if (
+            record
+            and record.base_digest == ctx.base.digest
+            and record.phase == Phase.COMPLETE.value
+            and record.finished_at
+        ):
+            ctx.done.append((str(ref), _parse_time(record.finished_at)))
         governed = governed_containers(obj, ctx.policy)
         drifted: dict[str, tuple[ImageRef, str, Candidate]] = {}
+        items: list[dict[str, Any]] = []
         for container, image in sorted(governed.items()):
             item = {"workload": str(ref), "container": container, "image": image}
             ctx.items.append(item)
+            items.append(item)
             try:
                 running = ImageRef.parse(image)
             except InvalidReference as exc:
@@ -340,6 +407,12 @@ class PolicyChecker:
                     reason=f"{candidate.ref} was rolled back here before; not retried",
                 )
                 continue
+            if candidate.verdict.pending:
+                item.update(
+                    state="Waiting",
+                    reason=f"validating {candidate.tag}: " + "; ".join(candidate.verdict.reasons),
+                )
+                continue
             if not candidate.verdict.passed:
                 item.update(
                     state="Drifted",
@@ -363,7 +436,44 @@ class PolicyChecker:
             )
             drifted[container] = (running, tag, candidate)
         if drifted:
-            self._roll(ctx, ref, obj, state, drifted)
+            ctx.pending.append(_Pending(ref, obj, state, drifted, items))
+
+    # -- plan the waves -----------------------------------------------------------------------
+
+    def _plan_and_roll(self, ctx: _Context) -> waves.Plan:
+        """Ask the wave planner which pending workloads start now; roll those, hold the rest.
+
+        Runs after every workload was looked at, so a rollout that failed in this very
+        check (its candidate now rejected) stops the wave before anything else starts.
+        """
+        ready: list[_Pending] = []
+        for pending in ctx.pending:
+            blocked = {
+                c: ctx.rejected[cand.ref.digest]
+                for c, (_, _, cand) in pending.drifted.items()
+                if cand.ref.digest in ctx.rejected
+            }
+            for item in pending.items:
+                if item["container"] in blocked:
+                    rejection = blocked[item["container"]]
+                    item.update(
+                        state="Drifted",
+                        reason=f"candidate rejected for this base: {rejection.get('reason', '')}",
+                    )
+            for container in blocked:
+                del pending.drifted[container]
+            if pending.drifted:
+                ready.append(pending)
+        by_key = {str(p.ref): p for p in ready}
+        plan = waves.plan(list(by_key), ctx.rolling_keys, ctx.done, ctx.policy.rollout, ctx.now)
+        for key, why in plan.held.items():
+            for item in by_key[key].items:
+                if item["container"] in by_key[key].drifted:
+                    item.update(state="Waiting", reason=why)
+        for key in plan.start:
+            pending = by_key[key]
+            self._roll(ctx, pending.ref, pending.obj, pending.state, pending.drifted)
+        return plan
 
     def _running_digest(
         self,
@@ -455,7 +565,24 @@ class PolicyChecker:
                 search.rejected.append(f"{candidate_tag}: {why}")
                 continue
             pinned = running.with_digest(candidate_digest)
-            verdict = validate(ctx.policy, pinned, lineage, why)
+            verdict = validate(
+                ctx.policy,
+                pinned,
+                lineage,
+                why,
+                GateIO(client, self.kube, ctx.now, ctx.smoke_tests),
+            )
+            if candidate_digest in ctx.rejected:
+                verdict = Verdict(
+                    False,
+                    (
+                        *verdict.reasons,
+                        f"rollout: {ctx.rejected[candidate_digest].get('reason', 'rolled back')}",
+                    ),
+                )
+            if verdict.pending:
+                ctx.validating += 1
+            first_rejection = self._newly(ctx, candidate_digest)
             search.candidate = Candidate(pinned, candidate_tag, lineage, verdict)
             ctx.history = history.record_verdict(
                 ctx.history,
@@ -463,7 +590,7 @@ class PolicyChecker:
                 app=running.name,
                 app_digest=candidate_digest,
                 tag=candidate_tag,
-                verdict="Passed" if verdict.passed else "Rejected",
+                verdict=_verdict_word(verdict),
                 reasons=verdict.reasons,
                 at=timestamp(ctx.now),
                 limit=ctx.policy.history_limit,
@@ -473,16 +600,17 @@ class PolicyChecker:
                     "image": f"{running.name}:{candidate_tag}",
                     "digest": candidate_digest,
                     "tag": candidate_tag,
-                    "verdict": "Passed" if verdict.passed else "Rejected",
+                    "verdict": _verdict_word(verdict),
                     "reasons": list(verdict.reasons),
                 }
-            if not verdict.passed:
+            if not verdict.passed and not verdict.pending and first_rejection:
+                failed = [r for r in verdict.reasons[1:] if not _passing(r)]
                 ctx.events.append(
                     Event(
                         ctx.body,
                         "Warning",
                         "CandidateRejected",
-                        f"{pinned}: {'; '.join(verdict.reasons)}",
+                        f"{pinned}: {'; '.join(failed or verdict.reasons)}",
                     )
                 )
             return search
@@ -521,8 +649,13 @@ class PolicyChecker:
         except KubeConflict:
             log.info("%s changed while we decided; deciding again next check", ref)
             ctx.rolling += 1
+            ctx.rolling_keys.append(str(ref))
             return
         ctx.rolling += 1
+        ctx.rolling_keys.append(str(ref))
+        for item in ctx.items:
+            if item["workload"] == str(ref) and item.get("container") in target:
+                item.update(state="RollingOut", reason=f"patched to {target[item['container']]}")
         for container, (running, _, cand) in drifted.items():
             ctx.history = history.record_rollout(
                 ctx.history,
@@ -566,6 +699,8 @@ class PolicyChecker:
             )
         if result.phase is Phase.PROGRESSING:
             ctx.rolling += 1
+            if record.base_digest == ctx.base.digest:
+                ctx.rolling_keys.append(str(ref))
             return
         finished = timestamp(ctx.now)
         rejected = state.rejected
@@ -603,7 +738,13 @@ class PolicyChecker:
             patched = self.kube.patch_workload(ref, patch)
         except KubeConflict:
             ctx.rolling += 1
+            if record.base_digest == ctx.base.digest:
+                ctx.rolling_keys.append(str(ref))
             return
+        if phase is Phase.COMPLETE and record.base_digest == ctx.base.digest:
+            ctx.done.append((str(ref), ctx.now))
+        if phase is Phase.ROLLED_BACK and record.base_digest == ctx.base.digest:
+            self._reject(ctx, record, ref, result.reason)
         for container, image in record.target.items():
             ctx.history = history.record_rollout(
                 ctx.history,
@@ -628,3 +769,60 @@ class PolicyChecker:
             message = f"{ref}: rollout failed ({result.reason}); rolled back to the previous image"
             ctx.events.append(Event(ctx.body, "Warning", "RolledBack", message))
             ctx.events.append(Event(patched, "Warning", "RolledBack", message))
+
+    def _newly(self, ctx: _Context, digest: str) -> bool:
+        """Is this the first check to reject ``digest`` (so its Event is posted once)?"""
+        return not any(
+            e.get("appDigest") == digest
+            and e.get("baseDigest") == ctx.base.digest
+            and e.get("verdict") == "Rejected"
+            for e in ctx.history
+        )
+
+    def _reject(self, ctx: _Context, record: RolloutRecord, ref: WorkloadRef, reason: str) -> None:
+        """A rollout failed: its candidates are rejected for this base digest, policy-wide,
+        so the remaining waves stop and no other workload starts on them."""
+        for image in record.target.values():
+            digest = ImageRef.parse(image).digest
+            why = f"rolled back on {ref}: {reason}"
+            ctx.rejected[digest] = {
+                "digest": digest,
+                "image": image,
+                "workload": str(ref),
+                "reason": why,
+                "at": timestamp(ctx.now),
+            }
+            for entry in ctx.history:
+                if entry.get("baseDigest") == ctx.base.digest and entry.get("appDigest") == digest:
+                    entry["verdict"] = "Rejected"
+                    entry["reasons"] = [*(entry.get("reasons") or []), f"rollout: {why}"]
+            if ctx.candidate_status.get("digest") == digest:
+                ctx.candidate_status["verdict"] = "Rejected"
+                ctx.candidate_status["reasons"] = [
+                    *ctx.candidate_status.get("reasons", []),
+                    f"rollout: {why}",
+                ]
+            ctx.events.append(
+                Event(
+                    ctx.body,
+                    "Warning",
+                    "CandidateRejected",
+                    f"{image}: rollout failed on {ref} ({reason}); remaining waves stopped",
+                )
+            )
+
+
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+
+
+def _verdict_word(verdict: Verdict) -> str:
+    if verdict.pending:
+        return "Pending"
+    return "Passed" if verdict.passed else "Rejected"
+
+
+def _passing(reason: str) -> bool:
+    """Lineage reasons are passing by construction (a candidate is only validated once its
+    lineage is proven); the Event shows every other gate's reason."""
+    return reason.startswith("lineage: ")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from imagedrift.core.spec import BaseSpec
 from imagedrift.core.workloads import WorkloadRef
@@ -35,3 +35,27 @@ class Event:
     type: str  # Normal | Warning
     reason: str
     message: str
+
+
+@runtime_checkable
+class ValidationKube(Protocol):
+    """Optional Kubernetes abilities the validation gates use (``KubeAdapter`` has them).
+
+    A ``KubePort`` without them still works; the gates that need them then reject the
+    candidate, naming what is missing.
+    """
+
+    namespace: str  # the operator's own namespace
+
+    def create_job(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a batch/v1 Job; KubeConflict when one of that name exists."""
+        ...
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        """The Job, or None when it does not exist."""
+        ...
+
+    def list_vulnerability_reports(self, digest: str) -> list[dict[str, Any]]:
+        """Trivy Operator VulnerabilityReports (all namespaces) whose artifact digest is
+        ``digest``; [] when the resource type is not installed."""
+        ...

@@ -38,6 +38,7 @@ class KubeAdapter:
         self._apps = k8s.AppsV1Api(api)
         self._batch = k8s.BatchV1Api(api)
         self._core = k8s.CoreV1Api(api)
+        self._custom = k8s.CustomObjectsApi(api)
 
     def _methods(self, kind: str) -> tuple[Any, Any]:
         if kind == "CronJob":
@@ -94,3 +95,48 @@ class KubeAdapter:
                 f"reading secret {self.namespace}/{name}: {exc.status} {exc.reason}"
             ) from exc
         return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+    def create_job(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            batch: Any = self._batch
+            response = batch.create_namespaced_job(
+                namespace, dict(body), field_manager=FIELD_MANAGER, _preload_content=False
+            )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise KubeConflict(f"job {namespace}/{body['metadata']['name']} exists") from exc
+            raise KubeError(
+                f"creating job in {namespace}: {exc.status} {exc.reason}: {exc.body}"
+            ) from exc
+        return self._body(response, "Job")
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            batch: Any = self._batch
+            response = batch.read_namespaced_job(name, namespace, _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubeError(f"reading job {namespace}/{name}: {exc.status} {exc.reason}") from exc
+        body: dict[str, Any] = json.loads(response.data)
+        return body
+
+    def list_vulnerability_reports(self, digest: str) -> list[dict[str, Any]]:
+        try:
+            custom: Any = self._custom
+            response = custom.list_cluster_custom_object(
+                "aquasecurity.github.io",
+                "v1alpha1",
+                "vulnerabilityreports",
+                _preload_content=False,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return []  # the Trivy Operator is not installed
+            raise KubeError(f"listing vulnerabilityreports: {exc.status} {exc.reason}") from exc
+        items = json.loads(response.data).get("items") or []
+        return [
+            dict(item)
+            for item in items
+            if ((item.get("report") or {}).get("artifact") or {}).get("digest") == digest
+        ]

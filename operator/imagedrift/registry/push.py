@@ -27,6 +27,7 @@ from typing import Any, Final
 
 from imagedrift.core.images import Platform
 from imagedrift.core.lineage import BASE_DIGEST_KEY, BASE_NAME_KEY
+from imagedrift.core.refs import ImageRef
 from imagedrift.errors import NotFound, RegistryError
 from imagedrift.registry.oci import (
     OCI_CONFIG,
@@ -393,3 +394,216 @@ def push(
     if isinstance(artifact, Index):
         return push_index(client, repository, artifact, tag)
     return push_image(client, repository, artifact, tag)
+
+
+# -- artifacts attached to an image: signatures and scan reports ------------------------------
+
+OCI_EMPTY: Final = "application/vnd.oci.empty.v1+json"
+COSIGN_PAYLOAD: Final = "application/vnd.dev.cosign.simplesigning.v1+json"
+COSIGN_SIGNATURE: Final = "dev.cosignproject.cosign/signature"
+COSIGN_ARTIFACT: Final = "application/vnd.dev.cosign.artifact.sig.v1+json"
+NOTATION_ARTIFACT: Final = "application/vnd.cncf.notary.signature"
+NOTATION_JWS: Final = "application/jose+json"
+TRIVY_JSON: Final = "application/vnd.aquasecurity.trivy.report.json.v1+json"
+SARIF: Final = "application/sarif+json"
+
+
+def attach(
+    client: OciRegistryClient,
+    repository: str,
+    subject: str,
+    artifact_type: str,
+    blobs: Sequence[tuple[bytes, str, Mapping[str, str]]],
+    *,
+    annotations: Mapping[str, str] | None = None,
+    tag_schema: bool = True,
+) -> str:
+    """Push an OCI 1.1 artifact whose ``subject`` is the manifest ``subject`` (a digest).
+
+    ``blobs`` are (bytes, media type, annotations) layers. With ``tag_schema`` the
+    referrers tag schema index (tag ``sha256-<hex>``) is updated too, as clients do for
+    registries without the referrers API. Returns the artifact manifest's digest.
+    """
+    data, media_type, _ = client.get_manifest(_ref(client, repository).with_digest(subject))
+    config = push_blob(client, repository, b"{}")
+    layers = []
+    for blob, blob_type, blob_annotations in blobs:
+        push_blob(client, repository, blob)
+        descriptor: dict[str, Any] = {
+            "mediaType": blob_type,
+            "digest": sha256_digest(blob),
+            "size": len(blob),
+        }
+        if blob_annotations:
+            descriptor["annotations"] = dict(blob_annotations)
+        layers.append(descriptor)
+    manifest: dict[str, Any] = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "artifactType": artifact_type,
+        "config": {"mediaType": OCI_EMPTY, "digest": config, "size": 2},
+        "layers": layers,
+        "subject": {"mediaType": media_type, "digest": subject, "size": len(data)},
+    }
+    if annotations:
+        manifest["annotations"] = dict(annotations)
+    body = _canonical(manifest)
+    digest = _put_manifest(client, repository, sha256_digest(body), body, OCI_MANIFEST)
+    if tag_schema:
+        tag = subject.replace(":", "-", 1)
+        try:
+            existing, _, _ = client.get_manifest(_ref(client, repository).with_tag(tag))
+            index = json.loads(existing)
+        except NotFound:
+            index = {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": []}
+        entry: dict[str, Any] = {
+            "mediaType": OCI_MANIFEST,
+            "digest": digest,
+            "size": len(body),
+            "artifactType": artifact_type,
+        }
+        if annotations:
+            entry["annotations"] = dict(annotations)
+        index["manifests"] = [
+            m for m in index.get("manifests") or [] if m.get("digest") != digest
+        ] + [entry]
+        _put_manifest(client, repository, tag, _canonical(index), OCI_INDEX)
+    return digest
+
+
+def _ref(client: OciRegistryClient, repository: str) -> ImageRef:
+    return ImageRef(client.host, repository, "", "")
+
+
+def cosign_payload(reference: str, digest: str) -> bytes:
+    """The simple-signing JSON cosign signs for ``digest``."""
+    return _canonical(
+        {
+            "critical": {
+                "identity": {"docker-reference": reference},
+                "image": {"docker-manifest-digest": digest},
+                "type": "cosign container image signature",
+            },
+            "optional": None,
+        }
+    )
+
+
+def _sign(private_key: Any, data: bytes) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    if isinstance(private_key, ec.EllipticCurvePrivateKey):
+        return private_key.sign(data, ec.ECDSA(hashes.SHA256()))
+    if isinstance(private_key, ed25519.Ed25519PrivateKey):
+        return private_key.sign(data)
+    raise TypeError(f"unsupported key {type(private_key).__name__}")
+
+
+def cosign_sign(
+    client: OciRegistryClient,
+    repository: str,
+    digest: str,
+    private_key: Any,
+    *,
+    as_referrer: bool = False,
+    signed_digest: str | None = None,
+) -> str:
+    """Sign ``digest`` as cosign does: by default a ``sha256-<hex>.sig`` tag; with
+    ``as_referrer`` an OCI 1.1 referrer (cosign's ``--registry-referrers-mode=oci-1-1``).
+    ``signed_digest`` puts another digest in the payload (a signature for something else)."""
+    import base64
+
+    payload = cosign_payload(f"{client.host}/{repository}", signed_digest or digest)
+    signature = base64.b64encode(_sign(private_key, payload)).decode()
+    layer = (payload, COSIGN_PAYLOAD, {COSIGN_SIGNATURE: signature})
+    if as_referrer:
+        return attach(client, repository, digest, COSIGN_ARTIFACT, [layer])
+    push_blob(client, repository, payload)
+    config = _canonical({"architecture": "", "os": "", "rootfs": {"type": "layers"}})
+    push_blob(client, repository, config)
+    manifest = {
+        "schemaVersion": 2,
+        "mediaType": OCI_MANIFEST,
+        "config": {"mediaType": OCI_CONFIG, "digest": sha256_digest(config), "size": len(config)},
+        "layers": [
+            {
+                "mediaType": COSIGN_PAYLOAD,
+                "digest": sha256_digest(payload),
+                "size": len(payload),
+                "annotations": {COSIGN_SIGNATURE: signature},
+            }
+        ],
+    }
+    tag = digest.replace(":", "-", 1) + ".sig"
+    return _put_manifest(client, repository, tag, _canonical(manifest), OCI_MANIFEST)
+
+
+def _b64url(data: bytes) -> str:
+    import base64
+
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def notation_sign(client: OciRegistryClient, repository: str, digest: str, private_key: Any) -> str:
+    """Attach a Notation JWS signature (ES256 over ``targetArtifact``) to ``digest``.
+
+    The envelope carries no certificate chain: enough for key-based verification and for
+    presence checks, not for ``notation verify`` with a trust store.
+    """
+    from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
+
+    data, media_type, _ = client.get_manifest(_ref(client, repository).with_digest(digest))
+    payload = _canonical(
+        {"targetArtifact": {"mediaType": media_type, "digest": digest, "size": len(data)}}
+    )
+    header = _canonical(
+        {
+            "alg": "ES256",
+            "crit": ["io.cncf.notary.signingScheme"],
+            "cty": "application/vnd.cncf.notary.payload.v1+json",
+            "io.cncf.notary.signingScheme": "notary.x509",
+            "io.cncf.notary.signingTime": DEFAULT_CREATED,
+        }
+    )
+    protected, body = _b64url(header), _b64url(payload)
+    r, s = decode_dss_signature(_sign(private_key, f"{protected}.{body}".encode()))
+    signature = r.to_bytes(32, "big") + s.to_bytes(32, "big")
+    envelope = _canonical(
+        {"payload": body, "protected": protected, "header": {}, "signature": _b64url(signature)}
+    )
+    return attach(client, repository, digest, NOTATION_ARTIFACT, [(envelope, NOTATION_JWS, {})])
+
+
+def attach_report(
+    client: OciRegistryClient,
+    repository: str,
+    digest: str,
+    report: Mapping[str, Any],
+    *,
+    sarif: bool = False,
+    created: str = "",
+) -> str:
+    """Attach a Trivy JSON (or SARIF) report to ``digest`` as a referrer."""
+    kind = SARIF if sarif else TRIVY_JSON
+    annotations = {"org.opencontainers.image.created": created} if created else None
+    return attach(
+        client, repository, digest, kind, [(_canonical(report), kind, {})], annotations=annotations
+    )
+
+
+def trivy_report(digest: str, findings: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """A minimal ``trivy image -f json`` document with (id, severity) findings."""
+    return {
+        "SchemaVersion": 2,
+        "ArtifactType": "container_image",
+        "Metadata": {"RepoDigests": [f"app@{digest}"]},
+        "Results": [
+            {
+                "Target": "app",
+                "Vulnerabilities": [
+                    {"VulnerabilityID": i, "Severity": s, "PkgName": "pkg"} for i, s in findings
+                ],
+            }
+        ],
+    }

@@ -1,0 +1,61 @@
+"""Shared helpers of the gate, wave and kind end-to-end tests."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from imagedrift.registry.push import Image
+from tests.e2e.scenario import World, base_image, rolled_out
+from tests.harness.controlplane import Kube
+from tests.harness.procs import wait_for
+from tests.harness.registry import Registry
+
+
+@contextmanager
+def make_world(registry: Registry, kube: Kube, namespace: str) -> Iterator[World]:
+    client = registry.client()
+    world = World(registry.host, client, kube, namespace)
+    try:
+        yield world
+    finally:
+        world.cleanup()
+        client.close()
+
+
+def base_spec(world: World, **extra: object) -> dict[str, object]:
+    return {"image": world.ref("base"), "tag": "1", "interval": "2s", "insecure": True, **extra}
+
+
+def drift(world: World, app: str, *, rebuilt_tag: str = "1.0.1") -> tuple[Image, Image, str]:
+    """Publish base v1 and ``app:1.0.0`` on it, then base v2; return (old, new base,
+    the rebuilt image's ref pinned by digest, not yet published)."""
+    old, new = base_image("v1"), base_image("v2")
+    world.publish("base", "1", old)
+    world.publish(app, "1.0.0", world.app_on(old, "1.0.0"))
+    world.publish("base", "1", new)
+    rebuilt = world.app_on(new, rebuilt_tag)
+    return old, new, f"{world.ref(app)}@{rebuilt.digest}"
+
+
+def publish_rebuild(world: World, app: str, new: Image, tag: str = "1.0.1") -> str:
+    return world.publish(app, tag, world.app_on(new, tag))
+
+
+def policy_status(world: World, policy: str) -> dict[str, Any]:
+    return dict(world.get_policy(policy).get("status") or {})
+
+
+def wait_rolled(world: World, name: str, image: str, timeout: float = 90) -> None:
+    wait_for(
+        lambda: rolled_out(world, name, image), what=f"{name} rolled to {image}", timeout=timeout
+    )
+
+
+def rollouts(world: World, policy: str) -> list[dict[str, Any]]:
+    return [
+        dict(r)
+        for entry in policy_status(world, policy).get("lineage") or []
+        for r in entry.get("rollouts") or []
+    ]
