@@ -1,0 +1,298 @@
+"""``imagedrift plan POLICY``: a dry run of the policy's next check.
+
+The real engine (``PolicyChecker``) runs once against the real registries and the real
+cluster, through a Kubernetes port that reads for real and *records* patches instead of
+sending them. Nothing is written: no workload patch, no status, no Event.
+
+A suspended policy is planned as if it were resumed (that is what an SRE asks before
+``imagedrift resume``); the document says ``suspended: true``. Paused workloads stay held
+back, with the reason.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Iterable, Mapping
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from imagedrift.cli import render
+from imagedrift.cli.cluster import describe
+from imagedrift.core.conditions import Condition
+from imagedrift.core.spec import PolicySpec
+from imagedrift.core.workloads import (
+    WorkloadRef,
+    WorkloadState,
+    containers,
+    selected,
+)
+from imagedrift.engine.caches import BaseWatcher, ImageCache
+from imagedrift.engine.check import CheckResult, PolicyChecker
+from imagedrift.engine.ports import KubePort, ValidationKube
+from imagedrift.engine.registries import RegistryPool, SecretReader
+
+
+class RecordingKube:
+    """A ``KubePort`` (and ``ValidationKube``) that reads through ``reader`` and records
+    every write instead of sending it: workload patches in ``patches``, smoke-test Jobs in
+    ``jobs``. A Job it would create reads back as running, so its gate stays pending."""
+
+    def __init__(self, reader: KubePort, namespace: str = "") -> None:
+        self._reader = reader
+        self.namespace = namespace or str(getattr(reader, "namespace", ""))
+        self._seen: dict[WorkloadRef, dict[str, Any]] = {}
+        self.patches: list[tuple[WorkloadRef, dict[str, Any], dict[str, Any]]] = []
+        self.jobs: list[dict[str, Any]] = []
+
+    def get_workload(self, ref: WorkloadRef) -> dict[str, Any] | None:
+        body = self._reader.get_workload(ref)
+        if body is not None:
+            self._seen[ref] = copy.deepcopy(body)
+        return body
+
+    def patch_workload(self, ref: WorkloadRef, patch: Mapping[str, Any]) -> dict[str, Any]:
+        """Record; answer with the body as read (the engine only uses it as Event target)."""
+        before = self._seen.get(ref) or {"kind": ref.kind, "metadata": {}}
+        self.patches.append((ref, copy.deepcopy(dict(patch)), before))
+        return copy.deepcopy(before)
+
+    def create_job(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
+        job = copy.deepcopy(dict(body))
+        job.setdefault("metadata", {})["namespace"] = namespace
+        self.jobs.append(job)
+        return copy.deepcopy(job)
+
+    def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
+        for job in self.jobs:
+            meta = job.get("metadata") or {}
+            if (meta.get("namespace"), meta.get("name")) == (namespace, name):
+                return {**job, "status": {}}  # would be running now
+        if isinstance(self._reader, ValidationKube):
+            return self._reader.get_job(namespace, name)
+        return None
+
+    def list_vulnerability_reports(self, digest: str) -> list[dict[str, Any]]:
+        if isinstance(self._reader, ValidationKube):
+            return self._reader.list_vulnerability_reports(digest)
+        return []
+
+
+def governed_workloads(
+    spec: PolicySpec, workloads: Iterable[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    return [w for w in workloads if selected(w, spec)]
+
+
+def run_check(
+    spec: PolicySpec,
+    body: Mapping[str, Any],
+    workloads: Iterable[Mapping[str, Any]],
+    reader: KubePort,
+    secrets: SecretReader,
+    *,
+    operator_namespace: str,
+    verify: bool | str | Path,
+    now: datetime,
+    clock: float,
+) -> tuple[CheckResult, RecordingKube]:
+    """One check of ``spec`` with fresh caches; patches recorded, never sent."""
+    if spec.rollout.suspend:
+        spec = dataclasses.replace(spec, rollout=dataclasses.replace(spec.rollout, suspend=False))
+    kube = RecordingKube(reader, operator_namespace)
+    pool = RegistryPool(secrets, namespace=operator_namespace, verify=verify)
+    try:
+        checker = PolicyChecker(pool, kube, ImageCache(), BaseWatcher())
+        result = checker.check(spec, body, workloads, now, clock)
+    finally:
+        pool.close()
+    return result, kube
+
+
+def _action(state: WorkloadState) -> str:
+    phase = state.rollout.phase if state.rollout else ""
+    return {"Progressing": "roll", "Complete": "complete", "RolledBack": "rollback"}.get(
+        phase, phase.lower() or "record"
+    )
+
+
+def _job(job: Mapping[str, Any]) -> dict[str, Any]:
+    meta = job.get("metadata") or {}
+    pod = ((job.get("spec") or {}).get("template") or {}).get("spec") or {}
+    return {
+        "namespace": str(meta.get("namespace", "")),
+        "name": str(meta.get("name", "")),
+        "images": [str(c.get("image", "")) for c in pod.get("containers") or []],
+    }
+
+
+def _condition(c: Condition) -> dict[str, str]:
+    return {
+        "type": c.type,
+        "status": "True" if c.status else "False",
+        "reason": c.reason,
+        "message": c.message,
+    }
+
+
+def build(
+    spec: PolicySpec, body: Mapping[str, Any], result: CheckResult, kube: RecordingKube
+) -> dict[str, Any]:
+    """The ``Plan`` document from one recorded check."""
+    status = result.status
+    before = (body.get("status") or {}).get("base") or {}
+    base = status.get("base") or {}
+    rollouts = []
+    planned: set[tuple[str, str]] = set()
+    for ref, patch, read in kube.patches:
+        state = WorkloadState.decode({"metadata": patch.get("metadata") or {}})
+        record = state.rollout
+        running = containers(read)
+        target = dict(record.target) if record else {}
+        images = containers({"kind": ref.kind, "spec": patch.get("spec") or {}})
+        action = _action(state)
+        changes = [
+            {
+                "container": name,
+                "from": running.get(name, ""),
+                "to": image,
+                "tag": str((record.tags if record else {}).get(name, "")),
+            }
+            for name, image in sorted(images.items())
+        ]
+        if action == "roll":
+            planned.update((str(ref), name) for name in target)
+        rollouts.append(
+            {
+                "workload": str(ref),
+                "kind": ref.kind,
+                "namespace": ref.namespace,
+                "name": ref.name,
+                "action": action,
+                "baseDigest": record.base_digest if record else "",
+                "containers": changes,
+                "reason": record.reason if record else "",
+                "patch": patch,
+            }
+        )
+    held: list[dict[str, str]] = []
+    up_to_date: list[dict[str, str]] = []
+    in_progress: list[dict[str, str]] = []
+    for item in (status.get("workloads") or {}).get("items") or []:
+        key = (str(item.get("workload", "")), str(item.get("container", "")))
+        if key in planned:
+            continue  # listed under rollouts
+        row = {
+            "workload": key[0],
+            "container": key[1],
+            "image": str(item.get("image", "")),
+            "baseDigest": str(item.get("baseDigest", "")),
+            "state": str(item.get("state", "")),
+            "reason": str(item.get("reason", "")),
+        }
+        if row["state"] == "UpToDate":
+            up_to_date.append(row)
+        elif row["state"] == "RollingOut":
+            in_progress.append(row)
+        else:
+            held.append(row)
+    return render.document(
+        "Plan",
+        policy=spec.name,
+        suspended=bool(((body.get("spec") or {}).get("rollout") or {}).get("suspend", False)),
+        base={
+            "image": str(base.get("image", "")),
+            "tag": str(base.get("tag", "")),
+            "digest": str(base.get("digest", "")),
+            "recordedDigest": str(before.get("digest", "")),
+            "changed": bool(before.get("digest")) and before.get("digest") != base.get("digest"),
+        },
+        candidate=dict(status.get("candidate") or {}) or None,
+        rollouts=rollouts,
+        heldBack=held,
+        rollingOut=in_progress,
+        smokeTests=[_job(j) for j in kube.jobs],
+        upToDate=up_to_date,
+        counts=dict(result.counts),
+        conditions=[_condition(c) for c in result.conditions],
+        events=[{"type": e.type, "reason": e.reason, "message": e.message} for e in result.events],
+        lastError=str(status.get("lastError", "")),
+    )
+
+
+def table(doc: Mapping[str, Any], now: datetime, width: int = render.DEFAULT_WIDTH) -> str:
+    del now  # a plan is about the next check; no ages to show
+    base = doc["base"]
+    lines = [f"plan for imagepolicy {doc['policy']} (dry run: nothing was changed)"]
+    if doc["suspended"]:
+        lines.append(
+            render.wrap(
+                "the policy is suspended: planned as if resumed; nothing rolls until "
+                f"`imagedrift resume {doc['policy']}`",
+                width,
+                indent=0,
+            )
+        )
+    moved = f" (was {render.short(base['recordedDigest'])})" if base["changed"] else ""
+    pairs = [
+        ("base", f"{base['image']}:{base['tag']}" if base["tag"] else base["image"] or "-"),
+        ("digest", render.short(base["digest"]) + moved),
+    ]
+    cand = doc["candidate"]
+    if cand:
+        text = f"{cand.get('image', '')} @ {render.short(cand.get('digest', ''))}  "
+        text += str(cand.get("verdict", ""))
+        if cand.get("reasons"):
+            text += " (" + "; ".join(cand["reasons"]) + ")"
+        pairs.append(("candidate", text))
+    else:
+        pairs.append(("candidate", "none"))
+    conds = {c["type"]: c for c in doc["conditions"]}
+    shown = next(
+        (conds[t] for t in ("Stalled", "Reconciling", "Ready") if t in conds),
+        None,
+    )
+    if shown:
+        state = {"Stalled": "Stalled", "Reconciling": "Reconciling"}.get(shown["type"], "")
+        state = state or ("Ready" if shown["status"] == "True" else "NotReady")
+        pairs.append(("then", f"{state}  {shown['reason']}: {shown['message']}"))
+    if doc["lastError"]:
+        pairs.append(("error", doc["lastError"]))
+    lines.append(render.fields(pairs, width))
+    sections = ["\n".join(lines)]
+    if doc["rollouts"]:
+        patches = ["would patch:"]
+        for r in doc["rollouts"]:
+            ref = WorkloadRef(r["kind"], r["namespace"], r["name"])
+            patches.append(f"  {describe(ref)}  ({r['action']})")
+            for change in r["containers"]:
+                tag = f" ({change['tag']})" if change["tag"] else ""
+                patches.append(f"    {change['container']}: {change['from'] or '-'}")
+                patches.append(f"      -> {render.short_image(change['to'])}{tag}")
+            if not r["containers"]:
+                patches.append(f"    state annotation only: {r['reason'] or r['action']}")
+        sections.append("\n".join(patches))
+    else:
+        sections.append("would patch: nothing")
+    if doc["smokeTests"]:
+        jobs = ["would start smoke-test Jobs:"]
+        jobs.extend(
+            f"  job/{j['name']} -n {j['namespace']}: "
+            + ", ".join(render.short_image(i) for i in j["images"])
+            for j in doc["smokeTests"]
+        )
+        sections.append("\n".join(jobs))
+    for key, title in (("heldBack", "held back"), ("rollingOut", "rolling out now")):
+        if doc[key]:
+            rows = [f"{title}:"]
+            for h in doc[key]:
+                rows.append(f"  {render.workload(h['workload'])}  {h['container']}: {h['state']}")
+                rows.append(render.wrap(h["reason"], width, indent=4))
+            sections.append("\n".join(rows))
+    if doc["upToDate"]:
+        names = ", ".join(
+            f"{render.workload(u['workload'])} {u['container']}" for u in doc["upToDate"]
+        )
+        sections.append(render.fields([("up to date", names)], width, indent=0))
+    return "\n\n".join(sections)
