@@ -12,12 +12,15 @@ Environment:
     IMAGEDRIFT_METRICS_PORT     Prometheus metrics port (default 9090; 0 = off)
     IMAGEDRIFT_METRICS_ADDR     address it listens on (default all)
     IMAGEDRIFT_WEBHOOK_PORT     push-event receiver port (default 0 = off)
+    IMAGEDRIFT_WEBHOOK_SECRET   its shared secret (or IMAGEDRIFT_WEBHOOK_SECRET_FILE)
+    IMAGEDRIFT_WEBHOOK_CERT/KEY its TLS key pair (IMAGEDRIFT_WEBHOOK_PLAIN_HTTP=true: none)
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import secrets
 from collections.abc import Iterable, Mapping
 from typing import Any, cast
 
@@ -68,6 +71,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     if peering:
         settings.peering.name = peering
         settings.peering.clusterwide = True
+        if not settings.peering.priority:
+            # Equal priorities make every replica pause; a random one elects a single worker.
+            settings.peering.priority = secrets.randbelow(1_000_000) + 1
     namespace = os.environ.get("IMAGEDRIFT_NAMESPACE", "imagedrift-system")
     kube = KubeAdapter(load_api_client(), namespace)
     metrics_port = int(os.environ.get("IMAGEDRIFT_METRICS_PORT", "9090"))
@@ -80,10 +86,77 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         on_request=STATE.metrics.on_request,
     )
     STATE.runtime = Runtime(PolicyChecker(STATE.pool, kube, ImageCache(), BaseWatcher()))
+    _start_receiver(STATE.runtime)
+
+
+# -- push-event receiver (registry webhooks, Event Grid) ---------------------------------------
+
+_RECEIVERS: list[Any] = []  # the running imagedrift.events.Receiver, if any
+
+
+def _start_receiver(runtime: Runtime) -> None:
+    """Start the push-event receiver when IMAGEDRIFT_WEBHOOK_PORT is set (0 = off).
+
+    IMAGEDRIFT_WEBHOOK_SECRET (or IMAGEDRIFT_WEBHOOK_SECRET_FILE) is the shared secret;
+    IMAGEDRIFT_WEBHOOK_CERT / IMAGEDRIFT_WEBHOOK_KEY the TLS key pair; without them the
+    receiver serves plain HTTP only if IMAGEDRIFT_WEBHOOK_PLAIN_HTTP=true.
+    IMAGEDRIFT_WEBHOOK_HOST is the address to bind (default 0.0.0.0). Each pushed image
+    reference wakes the policies following it (``Runtime.wake_for_image``).
+    """
+    from imagedrift.events import start_receiver
+
+    port = int(os.environ.get("IMAGEDRIFT_WEBHOOK_PORT", "0") or 0)
+    if not port or _RECEIVERS:
+        return
+    secret = os.environ.get("IMAGEDRIFT_WEBHOOK_SECRET", "")
+    secret_file = os.environ.get("IMAGEDRIFT_WEBHOOK_SECRET_FILE", "")
+    if not secret and secret_file:
+        with open(secret_file, encoding="utf-8") as handle:
+            secret = handle.read().strip()
+    # deploy/ mounts the receiver's Secrets as optional: without them the operator still
+    # polls, and says loudly why push events are off instead of crash-looping.
+    if not secret:
+        log.warning(
+            "push-event receiver off: IMAGEDRIFT_WEBHOOK_PORT is set but neither "
+            "IMAGEDRIFT_WEBHOOK_SECRET nor IMAGEDRIFT_WEBHOOK_SECRET_FILE gives a secret"
+        )
+        return
+    certfile = os.environ.get("IMAGEDRIFT_WEBHOOK_CERT") or None
+    keyfile = os.environ.get("IMAGEDRIFT_WEBHOOK_KEY") or None
+    plain = os.environ.get("IMAGEDRIFT_WEBHOOK_PLAIN_HTTP", "").lower() in ("1", "true", "yes")
+    missing = [f for f in (certfile, keyfile) if f is None or not os.path.exists(f)]
+    if missing and not plain:
+        log.warning(
+            "push-event receiver off: it needs IMAGEDRIFT_WEBHOOK_CERT and IMAGEDRIFT_WEBHOOK_KEY "
+            "(existing files), or IMAGEDRIFT_WEBHOOK_PLAIN_HTTP=true behind a TLS-terminating proxy"
+        )
+        return
+
+    def on_push(refs: list[str]) -> None:
+        for ref in refs:
+            woken = runtime.wake_for_image(ref)
+            log.info("push of %s woke %s", ref, ", ".join(woken) or "no policy")
+
+    _RECEIVERS.append(
+        start_receiver(
+            host=os.environ.get("IMAGEDRIFT_WEBHOOK_HOST", "0.0.0.0"),
+            port=port,
+            secret=secret,
+            on_push=on_push,
+            certfile=certfile,
+            keyfile=keyfile,
+        )
+    )
+
+
+def _stop_receiver() -> None:
+    while _RECEIVERS:
+        _RECEIVERS.pop().stop()
 
 
 @kopf.on.cleanup()
 def shutdown(**_: Any) -> None:
+    _stop_receiver()
     if STATE.pool is not None:
         STATE.pool.close()
 

@@ -113,6 +113,9 @@ class Runtime:
             self._specs[name] = policy
         mine = [w for w in workloads if selected(w, policy)]
         result = self.checker.check(policy, body, mine, self._now(), self._clock())
+        from imagedrift.rebuild.hook import after_check  # rebuild triggers, status.rebuild
+
+        after_check(self.checker, policy, body, result, self._now())
         failed = any(
             c.type == cond.READY and not c.status and c.reason != "RolloutInProgress"
             for c in result.conditions

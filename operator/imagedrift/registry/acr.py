@@ -189,9 +189,9 @@ def build_credential(
     if identity.type == "servicePrincipal":
         if not secret:
             raise InvalidSpec(f"{identity.description}: no client secret was provided")
-        if identity.authority_host:
+        if identity.authority_host or os.environ.get("AZURE_AUTHORITY_HOST"):
             # Instance discovery asks the public cloud about the authority; a private or
-            # sovereign authority is what the user named, so trust it.
+            # sovereign authority is what the user (or AZURE_AUTHORITY_HOST) named: trust it.
             common["disable_instance_discovery"] = True
         return ClientSecretCredential(identity.tenant_id, identity.client_id, secret, **common)
     if identity.type == "workloadIdentity":
@@ -208,6 +208,9 @@ def build_credential(
             raise InvalidSpec(f"{identity.description}: {exc}") from None
     if identity.type == "managedIdentity":
         common.pop("authority", None)
+        # ManagedIdentityCredential turns into workload identity whenever the pod has the
+        # AZURE_FEDERATED_TOKEN_FILE variables; the policy asked for the managed identity.
+        common["_exclude_workload_identity_credential"] = True
         if identity.client_id:
             return ManagedIdentityCredential(client_id=identity.client_id, **common)
         return ManagedIdentityCredential(**common)

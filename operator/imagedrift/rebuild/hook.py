@@ -1,0 +1,263 @@
+"""The rebuild step of a check: after ``PolicyChecker.check``, fire the policy's rebuild
+triggers when ``decision.should_trigger`` says so, and record ``status.rebuild`` and an
+Event (``Normal RebuildTriggered`` / ``Warning RebuildFailed``).
+
+``after_check`` is what ``Runtime.tick`` calls; it keeps one ``RebuildHook`` per checker.
+Besides the status ledger, the hook remembers in memory what it fired per policy (by uid),
+so a status write that has not landed yet cannot cause a second run for one digest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from imagedrift.core import conditions as cond
+from imagedrift.core.conditions import timestamp
+from imagedrift.core.spec import PolicySpec
+from imagedrift.engine.ports import Event
+from imagedrift.errors import ImageDriftError, InvalidSpec
+from imagedrift.rebuild.decision import (
+    FAILED,
+    TRIGGERED,
+    RebuildSpec,
+    parse_rebuild,
+    should_trigger,
+)
+from imagedrift.rebuild.triggers import (
+    AcrTaskTrigger,
+    RebuildRequest,
+    Trigger,
+    TriggerResult,
+    WebhookTrigger,
+)
+
+if TYPE_CHECKING:
+    from imagedrift.engine.check import CheckResult
+
+log = logging.getLogger(__name__)
+DRIFTED_STATES = ("Drifted", "Paused", "Suspended", "RolledBack")
+MAX_LISTED_WORKLOADS = 100
+
+
+class SecretReader(Protocol):
+    def read_secret(self, name: str) -> dict[str, bytes] | None: ...
+
+
+TriggerFactory = Callable[[str, RebuildSpec, PolicySpec], Trigger]
+
+
+class RebuildHook:
+    """Fires rebuild triggers for checks that call for one. Thread-safe.
+
+    ``secrets`` reads Secrets in the operator's namespace (the webhook's HMAC key, a service
+    principal's client secret); ``verify`` is the CA bundle (or bool) for outgoing TLS.
+    ``make_trigger(kind, rebuild, policy)`` may be replaced (tests).
+    """
+
+    def __init__(
+        self,
+        secrets: SecretReader | None,
+        *,
+        verify: bool | str | Path = True,
+        make_trigger: TriggerFactory | None = None,
+    ) -> None:
+        self._secrets = secrets
+        self._verify = verify
+        self._make_trigger = make_trigger or self._default_trigger
+        self._lock = threading.Lock()
+        self._fired: dict[str, dict[str, Any]] = {}  # policy uid -> last ledger written
+
+    def apply(
+        self, policy: PolicySpec, body: Mapping[str, Any], result: CheckResult, now: datetime
+    ) -> None:
+        """Fire the triggers if this check calls for it; add ``rebuild`` to
+        ``result.status`` and an Event to ``result.events`` when it did."""
+        spec = body.get("spec") or {}
+        try:
+            rebuild = parse_rebuild(spec.get("rebuild"))
+        except InvalidSpec as exc:
+            log.warning("policy %s: %s", policy.name, exc)
+            return
+        if rebuild is None:
+            return
+        if any(c.type == cond.READY and not c.status for c in result.conditions):
+            return  # the check failed; it saw nothing to rebuild for
+        digest = str((result.status.get("base") or {}).get("digest") or "")
+        counts = result.status.get("workloads") or {}
+        drifted = int(counts.get("drifted") or 0)
+        uid = str((body.get("metadata") or {}).get("uid") or policy.name)
+        previous = dict(body.get("status") or {})
+        with self._lock:
+            remembered = self._fired.get(uid)
+        ledger = dict(previous.get("rebuild") or {})
+        # The status may lag behind what this process fired (its patch is written after
+        # the check returns); the newer of the two records is the ledger.
+        if remembered and str(remembered.get("triggeredAt", "")) >= str(
+            ledger.get("triggeredAt", "")
+        ):
+            ledger = dict(remembered)
+        if not should_trigger({"rebuild": ledger}, digest, spec, drifted=drifted, now=now):
+            return
+        same_digest = ledger.get("baseDigest") == digest
+        succeeded = list(ledger.get("succeeded") or []) if same_digest else []
+        attempts = int(ledger.get("attempts") or 0) + 1 if same_digest else 1
+        request = self._request(policy, result, previous, digest)
+        outcomes: list[TriggerResult] = []
+        for kind in rebuild.kinds:
+            if kind in succeeded:
+                continue
+            try:
+                trigger = self._make_trigger(kind, rebuild, policy)
+            except (ImageDriftError, ValueError) as exc:
+                outcomes.append(TriggerResult(kind, "", FAILED, f"{kind}: {exc}"))
+                continue
+            outcomes.append(trigger.trigger(request))
+        succeeded += [o.trigger for o in outcomes if o.ok]
+        failed = [o for o in outcomes if not o.ok]
+        run_ids = [o.run_id for o in outcomes if o.run_id]
+        entry: dict[str, Any] = {
+            "baseDigest": digest,
+            "trigger": ",".join(o.trigger for o in outcomes),
+            "runId": ",".join(run_ids),
+            "outcome": FAILED if failed else TRIGGERED,
+            "message": "; ".join(o.message for o in outcomes),
+            "triggeredAt": timestamp(now),
+            "attempts": attempts,
+            "succeeded": succeeded,
+        }
+        result.status["rebuild"] = entry
+        with self._lock:
+            self._fired[uid] = dict(entry)
+        if failed:
+            result.events.append(
+                Event(body, "Warning", "RebuildFailed", f"attempt {attempts}: {entry['message']}")
+            )
+        else:
+            result.events.append(Event(body, "Normal", "RebuildTriggered", entry["message"]))
+
+    def forget(self, uid: str) -> None:
+        with self._lock:
+            self._fired.pop(uid, None)
+
+    # -- internals -----------------------------------------------------------------------
+
+    @staticmethod
+    def _request(
+        policy: PolicySpec, result: CheckResult, previous: Mapping[str, Any], digest: str
+    ) -> RebuildRequest:
+        base = result.status.get("base") or {}
+        old = str((previous.get("base") or {}).get("digest") or "")
+        if old == digest:
+            old = str(next(iter(base.get("previousDigests") or []), ""))
+        items: Sequence[Mapping[str, Any]] = (result.status.get("workloads") or {}).get(
+            "items"
+        ) or []
+        workloads = [
+            {
+                "workload": str(i.get("workload", "")),
+                "container": str(i.get("container", "")),
+                "image": str(i.get("image", "")),
+                "baseDigest": str(i.get("baseDigest", "")),
+            }
+            for i in items
+            if i.get("state") in DRIFTED_STATES
+        ][:MAX_LISTED_WORKLOADS]
+        image = str(base.get("image") or policy.base.image.name)
+        tag = str(base.get("tag") or policy.base.tag)
+        return RebuildRequest(
+            policy=policy.name,
+            base_image=f"{image}:{tag}" if tag else image,
+            old_base_digest=old,
+            new_base_digest=digest,
+            workloads=workloads,
+        )
+
+    def _secret_value(self, name: str, key: str, what: str) -> bytes:
+        if self._secrets is None:
+            raise InvalidSpec(f"{what}: no Secret reader configured")
+        data = self._secrets.read_secret(name)
+        if data is None:
+            raise InvalidSpec(f"{what}: Secret {name} does not exist")
+        value = data.get(key, b"")
+        if not value:
+            raise InvalidSpec(f"{what}: Secret {name} has no key {key}")
+        return value
+
+    def _default_trigger(self, kind: str, rebuild: RebuildSpec, policy: PolicySpec) -> Trigger:
+        if kind == "webhook" and rebuild.webhook is not None:
+            hook = rebuild.webhook
+            key = self._secret_value(hook.secret_name, hook.secret_key, "rebuild webhook")
+            return WebhookTrigger(hook.url, key, verify=self._verify)
+        if kind == "acrTask" and rebuild.acr_task is not None:
+            from imagedrift.registry.acr import AcrIdentity, build_credential
+
+            task = rebuild.acr_task
+            azure = dict(policy.base.azure)
+            identity = AcrIdentity.from_spec(azure)
+            if identity.type == "anonymous":
+                raise InvalidSpec("an anonymous identity cannot schedule ACR Task runs")
+            secret = ""
+            if identity.type == "servicePrincipal":
+                secret = self._secret_value(
+                    azure.get("secretName", ""), "clientSecret", identity.description
+                ).decode()
+            verify = str(self._verify) if isinstance(self._verify, Path) else self._verify
+            credential = build_credential(identity, secret, connection_verify=verify)
+            assert credential is not None
+            return AcrTaskTrigger(
+                subscription_id=task.subscription_id,
+                resource_group=task.resource_group,
+                registry=task.registry,
+                task_name=task.task_name,
+                credential=credential,
+                endpoint=task.endpoint or "https://management.azure.com",
+                audience=task.audience,
+                connection_verify=self._verify,
+            )
+        raise InvalidSpec(f"unknown rebuild trigger {kind!r}")
+
+
+_HOOKS: weakref.WeakKeyDictionary[object, RebuildHook] = weakref.WeakKeyDictionary()
+_HOOKS_LOCK = threading.Lock()
+
+
+def hook_for(checker: object) -> RebuildHook:
+    """The hook of ``checker`` (a ``PolicyChecker``): its Kubernetes port reads Secrets,
+    ``IMAGEDRIFT_CA_BUNDLE`` (when set) is trusted for outgoing TLS."""
+    with _HOOKS_LOCK:
+        hook = _HOOKS.get(checker)
+        if hook is None:
+            secrets = getattr(checker, "kube", None)
+            reader = secrets if callable(getattr(secrets, "read_secret", None)) else None
+            hook = RebuildHook(reader, verify=os.environ.get("IMAGEDRIFT_CA_BUNDLE") or True)
+            _HOOKS[checker] = hook
+        return hook
+
+
+def install_hook(checker: object, hook: RebuildHook) -> None:
+    """Use ``hook`` for ``checker`` (tests, or a wiring that builds its own)."""
+    with _HOOKS_LOCK:
+        _HOOKS[checker] = hook
+
+
+def after_check(
+    checker: object,
+    policy: PolicySpec,
+    body: Mapping[str, Any],
+    result: CheckResult,
+    now: datetime,
+) -> None:
+    """The rebuild step of one check (see the module docstring). Never raises for a
+    trigger's failure: that is recorded in ``status.rebuild`` and a Warning Event; nor for
+    a fault of its own, which is logged (the check's result stands)."""
+    try:
+        hook_for(checker).apply(policy, body, result, now)
+    except Exception:
+        log.exception("policy %s: the rebuild step failed", policy.name)

@@ -1,0 +1,485 @@
+"""The drift loop end to end with provider ``azure``: the operator as a ``kopf run`` process,
+the real Azure SDKs talking TLS to the fake ACR, Entra ID and Resource Manager, and
+registry push events delivered to the operator's receiver."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client
+from kubernetes.client.exceptions import ApiException
+
+from imagedrift.registry.base import Credentials
+from imagedrift.registry.oci import OciRegistryClient
+from tests.e2e.scenario import World, base_image
+from tests.harness.acr_server import FakeAcr
+from tests.harness.arm_server import ARM_AUDIENCE, FakeArm
+from tests.harness.controlplane import Kube
+from tests.harness.entra import FakeEntra
+from tests.harness.fixtures_acr import AcrIdentities
+from tests.harness.operator import OperatorProcess
+from tests.harness.procs import free_port, wait_for
+from tests.harness.tlsca import TestCA
+
+OPERATOR_NS = "imagedrift-system"
+WEBHOOK_SECRET = "e2e-webhook-" + uuid.uuid4().hex
+ENTRA_FLOW = {
+    "workloadIdentity": "federated",
+    "managedIdentity": "managed_identity",
+    "servicePrincipal": "client_secret",
+}
+
+
+@pytest.fixture
+def acr_world(fake_acr: FakeAcr, acr_tls: TestCA, kube: Kube, namespace: str) -> Iterator[World]:
+    user, password = fake_acr.admin_user
+    pusher = OciRegistryClient(
+        fake_acr.host, Credentials(user, password, identity="acr admin"), verify=acr_tls.ca_cert
+    )
+    world = World(fake_acr.host, pusher, kube, namespace)
+    try:
+        yield world
+    finally:
+        world.cleanup()
+        pusher.close()
+
+
+@pytest.fixture
+def operator_secrets(kube: Kube) -> Iterator[Callable[[str, dict[str, str]], str]]:
+    """``make(name, data)``: a Secret in the operator's namespace, deleted afterwards."""
+    made: list[str] = []
+
+    def make(name: str, data: dict[str, str]) -> str:
+        full = f"{name}-{uuid.uuid4().hex[:6]}"
+        kube.core.create_namespaced_secret(
+            OPERATOR_NS,
+            client.V1Secret(metadata=client.V1ObjectMeta(name=full), string_data=data),
+        )
+        made.append(full)
+        return full
+
+    yield make
+    for name in made:
+        try:
+            kube.core.delete_namespaced_secret(name, OPERATOR_NS)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+
+@pytest.fixture
+def azure_operator(
+    operator_factory: Callable[..., OperatorProcess],
+    acr_identities: AcrIdentities,
+    acr_tls: TestCA,
+) -> Callable[..., tuple[OperatorProcess, int]]:
+    """Start the operator with the environment AKS would give it (workload identity
+    variables, the IMDS endpoint) pointed at the fakes; returns it and its receiver port."""
+
+    def start(**extra: str) -> tuple[OperatorProcess, int]:
+        port = free_port()
+        ca = str(acr_tls.ca_cert)
+        env = {
+            "IMAGEDRIFT_CA_BUNDLE": ca,
+            "REQUESTS_CA_BUNDLE": ca,
+            "SSL_CERT_FILE": ca,
+            "AZURE_AUTHORITY_HOST": acr_identities.authority,
+            "AZURE_TENANT_ID": acr_identities.tenant_id,
+            "AZURE_CLIENT_ID": acr_identities.wi_client_id,
+            "AZURE_FEDERATED_TOKEN_FILE": str(acr_identities.wi_token_file),
+            "AZURE_POD_IDENTITY_AUTHORITY_HOST": acr_identities.authority,
+            "IMAGEDRIFT_TICK_SECONDS": "0.2",
+            "IMAGEDRIFT_WEBHOOK_PORT": str(port),
+            "IMAGEDRIFT_WEBHOOK_HOST": "127.0.0.1",
+            "IMAGEDRIFT_WEBHOOK_SECRET": WEBHOOK_SECRET,
+            "IMAGEDRIFT_WEBHOOK_CERT": str(acr_tls.server_cert),
+            "IMAGEDRIFT_WEBHOOK_KEY": str(acr_tls.server_key),
+            **extra,
+        }
+        return operator_factory(env=env), port
+
+    return start
+
+
+def azure_spec(ids: AcrIdentities, kind: str, secret: str = "") -> dict[str, Any]:
+    """``spec.base.azure`` as a user writes it (the CRD has no authority fields)."""
+    if kind == "servicePrincipal":
+        return {
+            "identity": kind,
+            "clientId": ids.sp_client_id,
+            "tenantId": ids.tenant_id,
+            "secretRef": {"name": secret},
+        }
+    if kind == "workloadIdentity":
+        return {"identity": kind, "clientId": ids.wi_client_id, "tenantId": ids.tenant_id}
+    if kind == "managedIdentity":
+        return {"identity": kind, "clientId": ids.mi_client_id}
+    return {"identity": kind}
+
+
+def base_spec(
+    world: World, azure: dict[str, Any], *, name: str = "base", interval: str = "2s"
+) -> dict[str, Any]:
+    return {
+        "image": world.ref(name),
+        "tag": "1",
+        "interval": interval,
+        "provider": "azure",
+        "azure": azure,
+    }
+
+
+def digest_of(world: World, policy: str) -> str:
+    return str(
+        ((world.get_policy(policy).get("status") or {}).get("base") or {}).get("digest") or ""
+    )
+
+
+def test_each_identity_follows_its_base(
+    acr_world: World,
+    fake_acr: FakeAcr,
+    fake_entra: FakeEntra,
+    acr_identities: AcrIdentities,
+    azure_operator: Callable[..., tuple[OperatorProcess, int]],
+    operator_secrets: Callable[[str, dict[str, str]], str],
+) -> None:
+    world = acr_world
+    kinds = ["workloadIdentity", "managedIdentity", "servicePrincipal", "anonymous"]
+    sp_secret = operator_secrets("sp", {"clientSecret": acr_identities.sp_secret})
+    policies = {}
+    for kind in kinds:
+        base, app = f"base-{kind.lower()}", f"app-{kind.lower()}"
+        old = base_image(f"{kind}-v1")
+        world.publish(base, "1", old)
+        world.publish(app, "1.0.0", world.app_on(old, kind, base_name=f"{world.ref(base)}:1"))
+        if kind == "anonymous":
+            fake_acr.set_anonymous_pull(world.repo(base))
+            fake_acr.set_anonymous_pull(world.repo(app))
+        name = f"{kind.lower()}-{world.suffix}"
+        world.deployment(kind.lower(), f"{world.ref(app)}:1.0.0", policy=name, replicas=1)
+        policies[kind] = world.policy(
+            kind.lower(),
+            {"base": base_spec(world, azure_spec(acr_identities, kind, sp_secret), name=base)},
+        )
+    azure_operator()
+    for kind in kinds:
+        world.wait_ready(policies[kind], reason="UpToDate", timeout=90)
+    flows = set(fake_entra.flows())
+    assert {ENTRA_FLOW[k] for k in kinds if k in ENTRA_FLOW} <= flows
+
+    new_digests = {}
+    for kind in kinds:
+        new_digests[kind] = world.publish(f"base-{kind.lower()}", "1", base_image(f"{kind}-v2"))
+    for kind in kinds:
+        body = world.wait_ready(policies[kind], reason="WaitingForRebuild", timeout=60)
+        assert body["status"]["base"]["digest"] == new_digests[kind], kind
+        assert body["status"]["workloads"]["drifted"] == 1, kind
+    subjects = {r.subject for r in fake_acr.log()}
+    assert "anonymous" in subjects
+    assert {
+        acr_identities.wi_client_id,
+        acr_identities.sp_client_id,
+        acr_identities.mi_client_id,
+    } <= subjects
+
+
+def test_steady_state_costs_one_request_per_distinct_base_per_poll(
+    acr_world: World,
+    fake_acr: FakeAcr,
+    fake_entra: FakeEntra,
+    acr_identities: AcrIdentities,
+    azure_operator: Callable[..., tuple[OperatorProcess, int]],
+) -> None:
+    world = acr_world
+    bases = ["base-a", "base-b"]  # M = 2 distinct bases
+    for base in bases:
+        world.publish(base, "1", base_image(base))
+    policies = [
+        world.policy(
+            f"p{i}",
+            {
+                "base": base_spec(
+                    world, azure_spec(acr_identities, "workloadIdentity"), name=bases[i % 2]
+                )
+            },
+        )
+        for i in range(4)  # N = 4 policies
+    ]
+    azure_operator()
+    for policy in policies:
+        world.wait_ready(policy, reason="UpToDate", timeout=90)
+    time.sleep(2.5)  # every base has been polled again since the first tokens were made
+    fake_acr.reset_counts()
+    fake_entra.reset()
+    window, interval = 8.0, 2.0
+    time.sleep(window)
+    counts = fake_acr.counts()
+    log = fake_acr.log()
+    per_base = {b: sum(1 for r in log if f"/{world.repo(b)}/" in r.path) for b in bases}
+    polls = window / interval
+    print(f"steady state over {window:g}s, interval {interval:g}s: {counts}, per base {per_base}")
+    assert counts["exchange"] == 0 and counts["token"] == 0, counts
+    assert fake_entra.issued == [], "no Entra ID token was requested again"
+    assert all(r.method == "HEAD" and r.status == 200 for r in log), log
+    for base, count in per_base.items():
+        assert polls - 1 <= count <= polls + 1, (base, count)
+    assert sum(per_base.values()) == counts["v2"] + counts["metadata"] == len(log)
+    assert len(log) <= len(bases) * (polls + 1) < len(policies) * (polls - 1)
+
+
+def test_throttling_delays_and_does_not_fail_the_policy(
+    acr_world: World,
+    fake_acr: FakeAcr,
+    acr_identities: AcrIdentities,
+    azure_operator: Callable[..., tuple[OperatorProcess, int]],
+) -> None:
+    world = acr_world
+    world.publish("base", "1", base_image("v1"))
+    policy = world.policy(
+        "throttled", {"base": base_spec(world, azure_spec(acr_identities, "workloadIdentity"))}
+    )
+    azure_operator()
+    world.wait_ready(policy, reason="UpToDate", timeout=90)
+    fake_acr.reset_counts()
+    fake_acr.throttle(count=1, retry_after=5)
+    throttled = world.wait_policy(
+        policy,
+        lambda b: "throttled" in str((b.get("status") or {}).get("lastError") or ""),
+        "lastError says throttled",
+        timeout=30,
+    )
+    refused_at = time.monotonic()
+    assert world.condition(policy)["status"] == "True", throttled["status"]["conditions"]
+    assert "5s" in throttled["status"]["lastError"]
+    wait_for(
+        lambda: len(fake_acr.log()) >= 2,
+        what="the request after the 429",
+        timeout=30,
+        interval=0.05,
+    )
+    waited = time.monotonic() - refused_at
+    first, second = fake_acr.log()[:2]
+    assert first.status == 429 and second.status == 200
+    assert waited >= 3.5, f"retried {waited:.1f}s after a Retry-After of 5s"
+    world.wait_policy(
+        policy, lambda b: not (b.get("status") or {}).get("lastError"), "lastError cleared"
+    )
+    assert world.condition(policy)["status"] == "True"
+    assert not any(r == "AuthenticationFailed" for _, r, _ in world.all_events(policy))
+
+
+def test_refused_identities_mark_the_policy_not_ready_naming_them(
+    acr_world: World,
+    fake_acr: FakeAcr,
+    acr_identities: AcrIdentities,
+    azure_operator: Callable[..., tuple[OperatorProcess, int]],
+    operator_secrets: Callable[[str, dict[str, str]], str],
+) -> None:
+    world = acr_world
+    world.publish("base", "1", base_image("v1"))
+    wrong = operator_secrets("sp-wrong", {"clientSecret": "not-the-secret"})
+    sp = world.policy(
+        "wrongsecret",
+        {"base": base_spec(world, azure_spec(acr_identities, "servicePrincipal", wrong))},
+    )
+    fake_acr.deny(acr_identities.mi_client_id)
+    mi = world.policy(
+        "denied", {"base": base_spec(world, azure_spec(acr_identities, "managedIdentity"))}
+    )
+    azure_operator()
+    sp_body = world.wait_ready(sp, status="False", reason="AuthenticationFailed", timeout=90)
+    mi_body = world.wait_ready(mi, status="False", reason="AuthenticationFailed", timeout=90)
+    sp_message = world.condition(sp)["message"]
+    assert f"service principal (client id {acr_identities.sp_client_id}" in sp_message
+    assert "Invalid client secret" in sp_message
+    mi_message = world.condition(mi)["message"]
+    assert f"managed identity (client id {acr_identities.mi_client_id})" in mi_message
+    assert "401" in mi_message or "refused" in mi_message
+    assert sp_body["status"]["lastError"] and mi_body["status"]["lastError"]
+    assert ("Warning", "AuthenticationFailed") in {(t, r) for t, r, _ in world.all_events(sp)}
+
+
+def _acr_webhook(world: World, repo: str, tag: str) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "timestamp": "2025-01-02T03:04:05.0000000Z",
+        "action": "push",
+        "target": {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "repository": repo,
+            "tag": tag,
+            "digest": "sha256:" + "0" * 64,
+        },
+        "request": {"id": str(uuid.uuid4()), "host": world.host, "method": "PUT"},
+    }
+
+
+def _first_request_after(fake_acr: FakeAcr, start: float, timeout: float) -> float:
+    wait_for(
+        lambda: fake_acr.registry_requests() > 0,
+        what="a registry request caused by the event",
+        timeout=timeout,
+        interval=0.02,
+    )
+    return time.monotonic() - start
+
+
+def test_push_events_cause_a_check_at_once(
+    acr_world: World,
+    fake_acr: FakeAcr,
+    acr_identities: AcrIdentities,
+    acr_tls: TestCA,
+    azure_operator: Callable[..., tuple[OperatorProcess, int]],
+) -> None:
+    world = acr_world
+    world.publish("base", "1", base_image("v1"))
+    policy = world.policy(
+        "events",
+        {"base": base_spec(world, azure_spec(acr_identities, "workloadIdentity"), interval="1h")},
+    )
+    _, port = azure_operator()
+    world.wait_ready(policy, reason="UpToDate", timeout=90)
+    receiver = f"https://127.0.0.1:{port}/"
+    http = httpx.Client(verify=acr_tls.client_context(), timeout=10)
+    try:
+        # Refused deliveries wake nothing.
+        v2 = world.publish("base", "1", base_image("v2"))
+        fake_acr.reset_counts()
+        body = _acr_webhook(world, world.repo("base"), "1")
+        assert http.post(receiver, json=body).status_code == 401
+        assert http.post(receiver, json=body, params={"token": "wrong"}).status_code == 401
+        bad = http.post(
+            receiver,
+            content=b'{"action": "push", "target": {}}',
+            headers={"Authorization": f"Bearer {WEBHOOK_SECRET}"},
+        )
+        assert bad.status_code == 400 and "target.repository" in bad.json()["error"]
+        time.sleep(2.0)
+        assert fake_acr.registry_requests() == 0, "a refused delivery caused a check"
+
+        # An ACR webhook delivery (the secret in a header): a check within a second.
+        start = time.monotonic()
+        answer = http.post(
+            receiver, json=body, headers={"Authorization": f"Bearer {WEBHOOK_SECRET}"}
+        )
+        assert answer.status_code == 200 and answer.json()["accepted"] == 1
+        latency = _first_request_after(fake_acr, start, timeout=10)
+        print(f"ACR webhook -> first registry request: {latency:.2f}s")
+        assert latency < 1.0
+        wait_for(lambda: digest_of(world, policy) == v2, what="base v2 recorded", timeout=10)
+
+        # An Event Grid delivery (the secret in the query, as Event Grid can only send).
+        validation = http.post(
+            receiver,
+            params={"token": WEBHOOK_SECRET},
+            json=[
+                {
+                    "id": "1",
+                    "topic": "/subscriptions/x",
+                    "subject": "",
+                    "eventType": "Microsoft.EventGrid.SubscriptionValidationEvent",
+                    "eventTime": "2025-01-02T03:04:05Z",
+                    "data": {"validationCode": "abc-123"},
+                    "dataVersion": "1",
+                    "metadataVersion": "1",
+                }
+            ],
+        )
+        assert validation.json() == {"validationResponse": "abc-123"}
+        v3 = world.publish("base", "1", base_image("v3"))
+        fake_acr.reset_counts()
+        event = {
+            "id": str(uuid.uuid4()),
+            "topic": "/subscriptions/sub/resourceGroups/rg/providers/"
+            "Microsoft.ContainerRegistry/registries/fake",
+            "subject": f"{world.repo('base')}:1",
+            "eventType": "Microsoft.ContainerRegistry.ImagePushed",
+            "eventTime": "2025-01-02T03:04:05Z",
+            "data": _acr_webhook(world, world.repo("base"), "1"),
+            "dataVersion": "1.0",
+            "metadataVersion": "1",
+        }
+        start = time.monotonic()
+        answer = http.post(
+            receiver, params={"token": WEBHOOK_SECRET}, content=json.dumps([event]).encode()
+        )
+        assert answer.status_code == 200 and answer.json()["accepted"] == 1
+        latency = _first_request_after(fake_acr, start, timeout=10)
+        print(f"Event Grid -> first registry request: {latency:.2f}s")
+        assert latency < 1.0
+        wait_for(lambda: digest_of(world, policy) == v3, what="base v3 recorded", timeout=10)
+        assert ("Normal", "BaseChanged") in {(t, r) for t, r, _ in world.all_events(policy)}
+    finally:
+        http.close()
+
+
+def test_acr_task_runs_once_per_base_digest(
+    acr_world: World,
+    fake_acr: FakeAcr,
+    fake_arm: FakeArm,
+    acr_identities: AcrIdentities,
+    azure_operator: Callable[..., tuple[OperatorProcess, int]],
+) -> None:
+    world = acr_world
+    fake_arm.mode = "async"
+    task_id = fake_arm.add_task("sub-e2e", "rg-e2e", "imagedriftacr", "rebuild-app")
+    old = base_image("v1")
+    world.publish("base", "1", old)
+    world.publish("app", "1.0.0", world.app_on(old, "1.0.0"))
+    name = f"rebuild-{world.suffix}"
+    world.deployment("web", f"{world.ref('app')}:1.0.0", policy=name, replicas=1)
+    policy = world.policy(
+        "rebuild",
+        {
+            "base": base_spec(world, azure_spec(acr_identities, "workloadIdentity")),
+            "rebuild": {
+                "acrTask": {
+                    "subscriptionId": "sub-e2e",
+                    "resourceGroup": "rg-e2e",
+                    "registry": "imagedriftacr",
+                    "taskName": "rebuild-app",
+                    "endpoint": fake_arm.url,
+                    "audience": ARM_AUDIENCE,
+                }
+            },
+        },
+    )
+    azure_operator()
+    world.wait_ready(policy, reason="UpToDate", timeout=90)
+    assert fake_arm.runs == [], "no rebuild while nothing drifted"
+
+    v2 = world.publish("base", "1", base_image("v2"))
+    body = world.wait_policy(
+        policy,
+        lambda b: ((b.get("status") or {}).get("rebuild") or {}).get("baseDigest") == v2,
+        "a rebuild for base v2",
+        timeout=60,
+    )
+    rebuild = body["status"]["rebuild"]
+    assert (rebuild["trigger"], rebuild["runId"], rebuild["outcome"]) == (
+        "acrTask",
+        "ca1",
+        "Triggered",
+    )
+    assert rebuild["triggeredAt"] and "run ca1 Queued" in rebuild["message"]
+    time.sleep(6)  # three more checks at a 2s interval
+    assert [r.run_id for r in fake_arm.runs_for(task_id)] == ["ca1"]
+    assert fake_arm.runs[0].client_id == acr_identities.wi_client_id
+
+    v3 = world.publish("base", "1", base_image("v3"))
+    world.wait_policy(
+        policy,
+        lambda b: ((b.get("status") or {}).get("rebuild") or {}).get("baseDigest") == v3,
+        "a rebuild for base v3",
+        timeout=60,
+    )
+    time.sleep(4)
+    assert [r.run_id for r in fake_arm.runs_for(task_id)] == ["ca1", "ca2"]
+    events = [(t, r) for t, r, _ in world.all_events(policy)]
+    assert events.count(("Normal", "RebuildTriggered")) == 2
