@@ -43,15 +43,13 @@ EXPECTED_RULES = {
     },
     *{("batch", "cronjobs", "", v) for v in ("get", "list", "watch", "patch")},
     ("", "events", "", "create"),
-    ("", "events", "", "patch"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "", "watch"),
     ("kopf.dev", "clusterkopfpeerings", "", "list"),
     ("kopf.dev", "clusterkopfpeerings", "", "watch"),
     ("kopf.dev", "clusterkopfpeerings", PEERING, "get"),
     ("kopf.dev", "clusterkopfpeerings", PEERING, "patch"),
-    *{("batch", "jobs", "", v) for v in ("create", "get", "list", "watch", "delete")},
-    ("aquasecurity.github.io", "vulnerabilityreports", "", "get"),
+    *{("batch", "jobs", "", v) for v in ("create", "get")},
     ("aquasecurity.github.io", "vulnerabilityreports", "", "list"),
 }
 SECRETS_IN_OWN_NAMESPACE = {("", "secrets", "", "get")}
@@ -335,6 +333,9 @@ def can_i(controlplane: ControlPlane, *args: str) -> bool:
         ("get", "nodes"),
         ("list", "namespaces"),
         ("delete", "events", "-n", "default"),
+        ("patch", "events", "-n", "default"),
+        ("delete", "jobs.batch", "-n", "default"),
+        ("list", "jobs.batch", "--all-namespaces"),
     ],
     ids=lambda args: " ".join(args),
 )
