@@ -63,7 +63,7 @@ from azure.core.pipeline.policies import HTTPPolicy, RetryPolicy, UserAgentPolic
 from azure.core.pipeline.transport import HttpTransport, RequestsTransport
 from azure.core.rest import HttpRequest, HttpResponse
 
-from imagedrift.core.images import ImageManifest, Platform, ResolvedImage
+from imagedrift.core.images import ResolvedImage
 from imagedrift.core.refs import ImageRef
 from imagedrift.errors import (
     InvalidSpec,
@@ -74,8 +74,8 @@ from imagedrift.errors import (
     RegistryUnavailable,
 )
 from imagedrift.registry.base import TagInfo
+from imagedrift.registry.manifests import parse_json, resolve_image
 from imagedrift.registry.oci import (
-    IMAGE_CONFIG_TYPES,
     IMAGE_MANIFEST_TYPES,
     INDEX_TYPES,
     MANIFEST_ACCEPT,
@@ -617,34 +617,8 @@ class AcrRegistryClient:
 
         Attestations (platform ``unknown/unknown``) and non-image entries are left out.
         """
-        data, media_type, digest = self.get_manifest(ref)
-        document = self._json(data, f"manifest {ref}")
-        pinned = ref.with_digest(digest)
-        if media_type in INDEX_TYPES or "manifests" in document:
-            manifests: list[ImageManifest] = []
-            for entry in document.get("manifests") or []:
-                platform = _platform(entry.get("platform"))
-                if platform is not None and "unknown" in (platform.os, platform.architecture):
-                    continue
-                if entry.get("mediaType") not in IMAGE_MANIFEST_TYPES:
-                    continue
-                child = ref.with_digest(str(entry["digest"]))
-                child_data, child_type, _ = self.get_manifest(child)
-                manifests.append(self._image_manifest(child, child_data, child_type, platform))
-            return ResolvedImage(
-                ref=pinned,
-                digest=digest,
-                media_type=media_type,
-                manifests=tuple(manifests),
-                annotations=dict(document.get("annotations") or {}),
-            )
-        manifest = self._image_manifest(pinned, data, media_type, None)
-        return ResolvedImage(
-            ref=pinned,
-            digest=digest,
-            media_type=media_type,
-            manifests=(manifest,),
-            annotations=dict(manifest.annotations),
+        return resolve_image(
+            ref, get_manifest=self.get_manifest, get_config=self.get_blob, host=self.host
         )
 
     def list_tags(self, ref: ImageRef) -> list[str]:
@@ -759,43 +733,7 @@ class AcrRegistryClient:
             yield
 
     def _json(self, data: bytes, what: str) -> dict[str, Any]:
-        try:
-            document = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            raise RegistryError(f"{self.host}: {what} is not JSON", registry=self.host) from None
-        if not isinstance(document, dict):
-            raise RegistryError(f"{self.host}: {what} is not a JSON object", registry=self.host)
-        return document
-
-    def _image_manifest(
-        self, ref: ImageRef, data: bytes, media_type: str, platform: Platform | None
-    ) -> ImageManifest:
-        document = self._json(data, f"manifest {ref}")
-        if media_type not in IMAGE_MANIFEST_TYPES and "layers" not in document:
-            raise RegistryError(
-                f"{self.host}: {ref} is a {media_type or 'manifest of unknown type'}, not an image",
-                registry=self.host,
-            )
-        config = document.get("config") or {}
-        config_digest = str(config.get("digest") or "")
-        labels: dict[str, str] = {}
-        created = ""
-        if config_digest and config.get("mediaType") in IMAGE_CONFIG_TYPES:
-            image_config = self._json(self.get_blob(ref, config_digest), f"config of {ref}")
-            labels = dict((image_config.get("config") or {}).get("Labels") or {})
-            created = str(image_config.get("created") or "")
-            if platform is None:
-                platform = _platform(image_config)
-        return ImageManifest(
-            digest=ref.digest,
-            media_type=media_type,
-            config_digest=config_digest,
-            layers=tuple(str(layer["digest"]) for layer in document.get("layers") or []),
-            annotations=dict(document.get("annotations") or {}),
-            labels=labels,
-            platform=platform,
-            created=created,
-        )
+        return parse_json(data, what, self.host)
 
 
 def client_from_spec(
@@ -952,12 +890,6 @@ def _raw_json(
 ) -> dict[str, Any]:
     body = pipeline_response.http_response.json()
     return body if isinstance(body, dict) else {}
-
-
-def _platform(value: Any) -> Platform | None:
-    if not isinstance(value, dict) or not value.get("os") or not value.get("architecture"):
-        return None
-    return Platform(str(value["os"]), str(value["architecture"]), str(value.get("variant") or ""))
 
 
 def _iso(moment: Any) -> str:

@@ -36,7 +36,7 @@ from typing import Any, Final
 
 import httpx
 
-from imagedrift.core.images import ImageManifest, Platform, ResolvedImage
+from imagedrift.core.images import ResolvedImage
 from imagedrift.core.refs import ImageRef
 from imagedrift.errors import (
     InvalidSpec,
@@ -47,18 +47,40 @@ from imagedrift.errors import (
     RegistryUnavailable,
 )
 from imagedrift.registry.base import ANONYMOUS, Credentials
-
-OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
-DOCKER_MANIFEST_LIST: Final = "application/vnd.docker.distribution.manifest.list.v2+json"
-DOCKER_MANIFEST: Final = "application/vnd.docker.distribution.manifest.v2+json"
-OCI_CONFIG: Final = "application/vnd.oci.image.config.v1+json"
-DOCKER_CONFIG: Final = "application/vnd.docker.container.image.v1+json"
-
-INDEX_TYPES: Final = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
-IMAGE_MANIFEST_TYPES: Final = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
-IMAGE_CONFIG_TYPES: Final = frozenset({OCI_CONFIG, DOCKER_CONFIG})
-MANIFEST_ACCEPT: Final = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST))
+from imagedrift.registry.manifests import (
+    DOCKER_CONFIG as DOCKER_CONFIG,
+)
+from imagedrift.registry.manifests import (
+    DOCKER_MANIFEST as DOCKER_MANIFEST,
+)
+from imagedrift.registry.manifests import (
+    DOCKER_MANIFEST_LIST as DOCKER_MANIFEST_LIST,
+)
+from imagedrift.registry.manifests import (
+    IMAGE_CONFIG_TYPES as IMAGE_CONFIG_TYPES,
+)
+from imagedrift.registry.manifests import (
+    IMAGE_MANIFEST_TYPES as IMAGE_MANIFEST_TYPES,
+)
+from imagedrift.registry.manifests import (
+    INDEX_TYPES as INDEX_TYPES,
+)
+from imagedrift.registry.manifests import (
+    MANIFEST_ACCEPT as MANIFEST_ACCEPT,
+)
+from imagedrift.registry.manifests import (
+    OCI_CONFIG as OCI_CONFIG,
+)
+from imagedrift.registry.manifests import (
+    OCI_INDEX as OCI_INDEX,
+)
+from imagedrift.registry.manifests import (
+    OCI_MANIFEST as OCI_MANIFEST,
+)
+from imagedrift.registry.manifests import (
+    parse_json,
+    resolve_image,
+)
 
 # distribution refuses manifests above 4 MiB; anything bigger is not a manifest.
 MAX_MANIFEST_BYTES: Final = 4 * 1024 * 1024
@@ -330,37 +352,11 @@ class OciRegistryClient:
         Index entries for platform ``unknown/unknown`` (attestations) and entries that are
         not image manifests are left out. Everything fetched by digest is verified.
         """
-        data, media_type, digest = self.get_manifest(ref)
-        document = self._json(data, f"manifest {ref}")
-        pinned = ref.with_digest(digest)
-        if media_type in INDEX_TYPES or "manifests" in document:
-            manifests: list[ImageManifest] = []
-            for entry in document.get("manifests") or []:
-                platform = self._platform(entry.get("platform"))
-                if platform is not None and "unknown" in (platform.os, platform.architecture):
-                    continue
-                if entry.get("mediaType") not in IMAGE_MANIFEST_TYPES:
-                    continue
-                annotations = entry.get("annotations") or {}
-                if annotations.get("vnd.docker.reference.type") == "attestation-manifest":
-                    continue
-                child = ref.with_digest(str(entry["digest"]))
-                child_data, child_type, _ = self.get_manifest(child)
-                manifests.append(self._image_manifest(child, child_data, child_type, platform))
-            return ResolvedImage(
-                ref=pinned,
-                digest=digest,
-                media_type=media_type,
-                manifests=tuple(manifests),
-                annotations=dict(document.get("annotations") or {}),
-            )
-        manifest = self._image_manifest(pinned, data, media_type, None)
-        return ResolvedImage(
-            ref=pinned,
-            digest=digest,
-            media_type=media_type,
-            manifests=(manifest,),
-            annotations=dict(manifest.annotations),
+        return resolve_image(
+            ref,
+            get_manifest=self.get_manifest,
+            get_config=lambda r, digest: self._get_blob(r, digest, max_bytes=MAX_CONFIG_BYTES),
+            host=self.host,
         )
 
     def list_tags(self, ref: ImageRef) -> list[str]:
@@ -628,21 +624,7 @@ class OciRegistryClient:
     # -- parsing -------------------------------------------------------------------------
 
     def _json(self, data: bytes, what: str) -> dict[str, Any]:
-        try:
-            document = json.loads(data)
-        except (ValueError, UnicodeDecodeError):
-            raise RegistryError(f"{self.host}: {what} is not JSON", registry=self.host) from None
-        if not isinstance(document, dict):
-            raise RegistryError(f"{self.host}: {what} is not a JSON object", registry=self.host)
-        return document
-
-    @staticmethod
-    def _platform(value: Any) -> Platform | None:
-        if not isinstance(value, dict) or not value.get("os") or not value.get("architecture"):
-            return None
-        return Platform(
-            str(value["os"]), str(value["architecture"]), str(value.get("variant") or "")
-        )
+        return parse_json(data, what, self.host)
 
     def _get_blob(self, ref: ImageRef, digest: str, *, max_bytes: int | None) -> bytes:
         response = self.request(
@@ -653,35 +635,3 @@ class OciRegistryClient:
         )
         verify_digest(response.content, digest, registry=self.host)
         return response.content
-
-    def _image_manifest(
-        self, ref: ImageRef, data: bytes, media_type: str, platform: Platform | None
-    ) -> ImageManifest:
-        document = self._json(data, f"manifest {ref}")
-        if media_type not in IMAGE_MANIFEST_TYPES and "layers" not in document:
-            raise RegistryError(
-                f"{self.host}: {ref} is a {media_type or 'manifest of unknown type'}, not an image",
-                registry=self.host,
-            )
-        config = document.get("config") or {}
-        config_digest = str(config.get("digest") or "")
-        labels: dict[str, str] = {}
-        created = ""
-        # Artifacts (signatures, SBOMs) carry configs that are not image configs.
-        if config_digest and config.get("mediaType") in IMAGE_CONFIG_TYPES:
-            blob = self._get_blob(ref, config_digest, max_bytes=MAX_CONFIG_BYTES)
-            image_config = self._json(blob, f"config {config_digest} of {ref}")
-            labels = dict((image_config.get("config") or {}).get("Labels") or {})
-            created = str(image_config.get("created") or "")
-            if platform is None:
-                platform = self._platform(image_config)
-        return ImageManifest(
-            digest=ref.digest,
-            media_type=media_type,
-            config_digest=config_digest,
-            layers=tuple(str(layer["digest"]) for layer in document.get("layers") or []),
-            annotations=dict(document.get("annotations") or {}),
-            labels=labels,
-            platform=platform,
-            created=created,
-        )

@@ -1,0 +1,142 @@
+"""Reading an image (manifest or index, platform manifests, configs) from any backend.
+
+Both registry backends fetch bytes their own way; what the bytes mean is decided once here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any, Final
+
+from imagedrift.core.images import ImageManifest, Platform, ResolvedImage
+from imagedrift.core.refs import ImageRef
+from imagedrift.errors import RegistryError
+
+OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
+DOCKER_MANIFEST_LIST: Final = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST: Final = "application/vnd.docker.distribution.manifest.v2+json"
+OCI_CONFIG: Final = "application/vnd.oci.image.config.v1+json"
+DOCKER_CONFIG: Final = "application/vnd.docker.container.image.v1+json"
+
+INDEX_TYPES: Final = frozenset({OCI_INDEX, DOCKER_MANIFEST_LIST})
+IMAGE_MANIFEST_TYPES: Final = frozenset({OCI_MANIFEST, DOCKER_MANIFEST})
+IMAGE_CONFIG_TYPES: Final = frozenset({OCI_CONFIG, DOCKER_CONFIG})
+MANIFEST_ACCEPT: Final = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_MANIFEST_LIST, DOCKER_MANIFEST))
+
+
+GetManifest = Callable[[ImageRef], tuple[bytes, str, str]]  # -> (bytes, media type, digest)
+GetConfig = Callable[[ImageRef, str], bytes]  # (ref, config digest) -> verified config bytes
+
+
+def parse_json(data: bytes, what: str, host: str) -> dict[str, Any]:
+    """``data`` as a JSON object, or RegistryError saying which document was not."""
+    try:
+        document = json.loads(data)
+    except (ValueError, UnicodeDecodeError):
+        raise RegistryError(f"{host}: {what} is not JSON", registry=host) from None
+    if not isinstance(document, dict):
+        raise RegistryError(f"{host}: {what} is not a JSON object", registry=host)
+    return document
+
+
+def platform_of(value: Any) -> Platform | None:
+    """The platform of an index entry's ``platform`` or of an image config, if it names one."""
+    if not isinstance(value, dict) or not value.get("os") or not value.get("architecture"):
+        return None
+    return Platform(str(value["os"]), str(value["architecture"]), str(value.get("variant") or ""))
+
+
+def _is_image_entry(entry: dict[str, Any]) -> bool:
+    """Image manifests of an index, without attestations (``unknown/unknown``, Docker's
+    ``attestation-manifest`` reference type) and other artifacts."""
+    platform = platform_of(entry.get("platform"))
+    if platform is not None and "unknown" in (platform.os, platform.architecture):
+        return False
+    if entry.get("mediaType") not in IMAGE_MANIFEST_TYPES:
+        return False
+    annotations = entry.get("annotations") or {}
+    return bool(annotations.get("vnd.docker.reference.type") != "attestation-manifest")
+
+
+def image_manifest(
+    ref: ImageRef,
+    data: bytes,
+    media_type: str,
+    platform: Platform | None,
+    *,
+    get_config: GetConfig,
+    host: str,
+) -> ImageManifest:
+    """One platform's manifest at ``ref`` (pinned), with its config's labels and created time."""
+    document = parse_json(data, f"manifest {ref}", host)
+    if media_type not in IMAGE_MANIFEST_TYPES and "layers" not in document:
+        raise RegistryError(
+            f"{host}: {ref} is a {media_type or 'manifest of unknown type'}, not an image",
+            registry=host,
+        )
+    config = document.get("config") or {}
+    config_digest = str(config.get("digest") or "")
+    labels: dict[str, str] = {}
+    created = ""
+    # Artifacts (signatures, SBOMs) carry configs that are not image configs.
+    if config_digest and config.get("mediaType") in IMAGE_CONFIG_TYPES:
+        image_config = parse_json(
+            get_config(ref, config_digest), f"config {config_digest} of {ref}", host
+        )
+        labels = dict((image_config.get("config") or {}).get("Labels") or {})
+        created = str(image_config.get("created") or "")
+        if platform is None:
+            platform = platform_of(image_config)
+    return ImageManifest(
+        digest=ref.digest,
+        media_type=media_type,
+        config_digest=config_digest,
+        layers=tuple(str(layer["digest"]) for layer in document.get("layers") or []),
+        annotations=dict(document.get("annotations") or {}),
+        labels=labels,
+        platform=platform,
+        created=created,
+    )
+
+
+def resolve_image(
+    ref: ImageRef, *, get_manifest: GetManifest, get_config: GetConfig, host: str
+) -> ResolvedImage:
+    """The image at ``ref``: a single manifest, or an index with its platform manifests."""
+    data, media_type, digest = get_manifest(ref)
+    document = parse_json(data, f"manifest {ref}", host)
+    pinned = ref.with_digest(digest)
+    if media_type in INDEX_TYPES or "manifests" in document:
+        manifests: list[ImageManifest] = []
+        for entry in document.get("manifests") or []:
+            if not _is_image_entry(entry):
+                continue
+            child = ref.with_digest(str(entry["digest"]))
+            child_data, child_type, _ = get_manifest(child)
+            manifests.append(
+                image_manifest(
+                    child,
+                    child_data,
+                    child_type,
+                    platform_of(entry.get("platform")),
+                    get_config=get_config,
+                    host=host,
+                )
+            )
+        return ResolvedImage(
+            ref=pinned,
+            digest=digest,
+            media_type=media_type,
+            manifests=tuple(manifests),
+            annotations=dict(document.get("annotations") or {}),
+        )
+    manifest = image_manifest(pinned, data, media_type, None, get_config=get_config, host=host)
+    return ResolvedImage(
+        ref=pinned,
+        digest=digest,
+        media_type=media_type,
+        manifests=(manifest,),
+        annotations=dict(manifest.annotations),
+    )
