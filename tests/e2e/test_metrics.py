@@ -2,28 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import httpx
-import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.e2e.scenario import World, base_image, rolled_out
-from tests.harness.controlplane import Kube
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import free_port, wait_for
-from tests.harness.registry import Registry
-
-
-@pytest.fixture
-def world(registry: Registry, kube: Kube, namespace: str) -> Iterator[World]:
-    client = registry.client()
-    w = World(registry.host, client, kube, namespace)
-    try:
-        yield w
-    finally:
-        w.cleanup()
-        client.close()
 
 
 def samples(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
@@ -97,4 +83,5 @@ def test_metrics_after_a_drift_loop(
     assert value(found, "imagedrift_rollouts_total", policy=policy, outcome="started") == 1
     assert value(found, "imagedrift_gate_verdicts_total", policy=policy, verdict="Passed") == 1
     assert value(found, "imagedrift_base_to_rollout_seconds_count") >= 1
+    assert value(found, "imagedrift_base_detection_seconds_count") >= 1
     assert value(found, "imagedrift_checks_total", policy=policy, result="ok") >= 2

@@ -223,6 +223,8 @@ class PolicyChecker:
             ],
             checkedAt=timestamp(now),
             previousDigests=prior_digests[:MAX_PREVIOUS_BASES],
+            # When the base was built (newest platform): detection latency is measured from it.
+            created=max((m.created for m in observed.image.manifests), default=""),
         )
         base_status.setdefault("changedAt", timestamp(now))
         ctx = _Context(
