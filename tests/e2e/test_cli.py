@@ -8,28 +8,16 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.e2e.scenario import World, base_image, rolled_out
-from tests.harness.controlplane import ControlPlane, Kube, write_kubeconfig
+from tests.harness.controlplane import ControlPlane, write_kubeconfig
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import free_port, wait_for
-from tests.harness.registry import Registry
-
-
-@pytest.fixture
-def world(registry: Registry, kube: Kube, namespace: str) -> Iterator[World]:
-    client = registry.client()
-    w = World(registry.host, client, kube, namespace)
-    try:
-        yield w
-    finally:
-        w.cleanup()
-        client.close()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import json
 import os
 import shlex
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +23,6 @@ from tests.harness.fixtures_operator import (
 )
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import ManagedProcess, free_port, wait_for
-from tests.harness.registry import Registry
 
 NS, SA = OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT
 AS_OPERATOR = f"--as=system:serviceaccount:{NS}:{SA}"
@@ -233,17 +232,6 @@ def test_install_applies_and_the_operator_deployment_becomes_available(
 
 
 # -- the rights are enough ... ----------------------------------------------------------------
-
-
-@pytest.fixture
-def world(registry: Registry, kube: Kube, namespace: str) -> Iterator[World]:
-    client = registry.client()
-    w = World(registry.host, client, kube, namespace)
-    try:
-        yield w
-    finally:
-        w.cleanup()
-        client.close()
 
 
 def test_drift_loop_runs_with_the_service_accounts_rights(

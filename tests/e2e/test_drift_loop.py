@@ -3,31 +3,17 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
 from imagedrift.registry.push import LINUX_AMD64, LINUX_ARM64, Index
 from tests.e2e.scenario import World, base_image, rolled_out
-from tests.harness.controlplane import ControlPlane, Kube
+from tests.e2e.support import base_spec
+from tests.harness.controlplane import ControlPlane
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import HarnessError, wait_for
 from tests.harness.registry import Registry
-
-
-@pytest.fixture
-def world(registry: Registry, kube: Kube, namespace: str) -> Iterator[World]:
-    client = registry.client()
-    w = World(registry.host, client, kube, namespace)
-    try:
-        yield w
-    finally:
-        w.cleanup()
-        client.close()
-
-
-def base_spec(world: World, **extra: object) -> dict[str, object]:
-    return {"image": world.ref("base"), "tag": "1", "interval": "2s", "insecure": True, **extra}
 
 
 def test_rebuilt_app_is_rolled_out_by_digest(

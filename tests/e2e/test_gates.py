@@ -4,25 +4,16 @@ whether a rebuilt candidate may roll, and say why on the policy and in Events.""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
-import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from imagedrift.registry.push import attach_report, cosign_sign, trivy_report
 from tests.e2e.scenario import World, base_image
-from tests.e2e.support import base_spec, drift, make_world, policy_status, wait_rolled
-from tests.harness.controlplane import Kube
+from tests.e2e.support import base_spec, drift, policy_status, wait_rolled
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import wait_for
-from tests.harness.registry import Registry
-
-
-@pytest.fixture
-def world(registry: Registry, kube: Kube, namespace: str) -> Iterator[World]:
-    with make_world(registry, kube, namespace) as w:
-        yield w
 
 
 def _public_pem(key: ec.EllipticCurvePrivateKey) -> str:

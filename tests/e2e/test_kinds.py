@@ -2,24 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
-import pytest
 from kubernetes import client
 
 from tests.e2e.scenario import World
-from tests.e2e.support import base_spec, drift, make_world, rollouts
-from tests.harness.controlplane import Kube
+from tests.e2e.support import base_spec, drift, rollouts
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import wait_for
-from tests.harness.registry import Registry
-
-
-@pytest.fixture
-def world(registry: Registry, kube: Kube, namespace: str) -> Iterator[World]:
-    with make_world(registry, kube, namespace) as w:
-        yield w
 
 
 def _pod_template(name: str, image: str) -> dict[str, Any]:

@@ -14,21 +14,9 @@ from tests.e2e.scenario import World, base_image, rolled_out
 from tests.harness.controlplane import Kube
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import wait_for
-from tests.harness.registry import Registry
 from tests.harness.registry_proxy import RegistryProxy
 
 OPERATOR_NS = "imagedrift-system"
-
-
-@pytest.fixture
-def world(registry: Registry, kube: Kube, namespace: str) -> Iterator[World]:
-    client = registry.client()
-    w = World(registry.host, client, kube, namespace)
-    try:
-        yield w
-    finally:
-        w.cleanup()
-        client.close()
 
 
 @pytest.fixture

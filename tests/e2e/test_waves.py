@@ -4,23 +4,13 @@ rollout rolled back with the remaining waves stopped, and maintenance windows.""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from tests.e2e.scenario import World
-from tests.e2e.support import base_spec, drift, make_world, policy_status, rollouts, wait_rolled
-from tests.harness.controlplane import Kube
+from tests.e2e.support import base_spec, drift, policy_status, rollouts, wait_rolled
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import wait_for
-from tests.harness.registry import Registry
-
-
-@pytest.fixture
-def world(registry: Registry, kube: Kube, namespace: str) -> Iterator[World]:
-    with make_world(registry, kube, namespace) as w:
-        yield w
 
 
 def _time(text: str) -> datetime:
