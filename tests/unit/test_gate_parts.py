@@ -70,6 +70,31 @@ def test_verify_cosign(
     assert check.ok is ok and reason in check.reason, check.reason
 
 
+def test_a_certificate_stands_for_its_public_key() -> None:
+    import datetime
+
+    from cryptography import x509
+    from cryptography.x509.oid import NameOID
+
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "signer")])
+    now = datetime.datetime(2026, 1, 1, tzinfo=datetime.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(EC.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .sign(EC, hashes.SHA256())
+    )
+    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    payload = cosign_payload("r/app", DIGEST)
+    assert sig.verify_cosign(payload, cosign_sig(EC, payload), cert_pem, DIGEST).ok
+    other = sig.verify_cosign(payload, cosign_sig(EC, payload), cert_pem, "sha256:" + "c" * 64)
+    assert not other.ok
+
+
 def test_bad_public_key_and_signature_are_reasons_not_errors() -> None:
     payload = cosign_payload("r/app", DIGEST)
     assert "not a PEM public key" in sig.verify_cosign(payload, "AA==", "nope", DIGEST).reason

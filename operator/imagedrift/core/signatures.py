@@ -18,6 +18,7 @@ import binascii
 import json
 from dataclasses import dataclass
 
+from cryptography import x509
 from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
@@ -36,11 +37,15 @@ class Check:
 
 
 def load_public_key(pem: str) -> object:
-    """The key in ``pem``; ValueError when it is not a supported PEM public key."""
+    """The key in ``pem`` (a public key, or a certificate whose key is used); ValueError
+    when it is neither, or of an unsupported type. Certificate chains are not evaluated."""
     try:
-        key = serialization.load_pem_public_key(pem.encode())
+        if "BEGIN CERTIFICATE" in pem:
+            key: object = x509.load_pem_x509_certificate(pem.encode()).public_key()
+        else:
+            key = serialization.load_pem_public_key(pem.encode())
     except (ValueError, UnsupportedAlgorithm) as exc:
-        raise ValueError(f"publicKey is not a PEM public key: {exc}") from None
+        raise ValueError(f"publicKey is not a PEM public key or certificate: {exc}") from None
     if not isinstance(key, ec.EllipticCurvePublicKey | ed25519.Ed25519PublicKey | rsa.RSAPublicKey):
         raise ValueError(f"publicKey type {type(key).__name__} is not supported")
     return key
