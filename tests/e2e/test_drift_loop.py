@@ -280,8 +280,15 @@ def test_restart_mid_rollout_finishes_without_a_second_patch(
     assert len(replica_sets) == 2, [
         rs.spec.template.spec.containers[0].image for rs in replica_sets
     ]
-    started = [m for _, reason, m in world.events("slow") if reason == "RolloutStarted"]
-    assert len(started) == 1, started
+    # Events are posted asynchronously: the killed operator may have lost its RolloutStarted,
+    # but there is never a second one, and the restarted operator reports the completion.
+    reasons = [reason for _, reason, _ in world.events("slow")]
+    assert reasons.count("RolloutStarted") <= 1, reasons
+    wait_for(
+        lambda: "RolloutComplete" in {r for _, r, _ in world.events("slow")},
+        what="RolloutComplete posted",
+        timeout=30,
+    )
     rollouts = body["status"]["lineage"][0]["rollouts"]
     assert len(rollouts) == 1 and rollouts[0]["result"] == "Complete"
 

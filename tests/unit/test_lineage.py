@@ -184,3 +184,64 @@ def test_built_on(
     ok, why = built_on(trace(app, [base]), base, repo)
     assert ok is verdict
     assert reason in why
+
+
+def test_rollout_record_restores_a_missing_lineage_entry() -> None:
+    from imagedrift.core.history import record_rollout, record_verdict
+
+    restored = record_rollout(
+        [],
+        base_digest=d(2),
+        app_digest=d(7),
+        workload="deployment/ns/web",
+        container="app",
+        previous_image="r/app:1",
+        result="Complete",
+        reason="done",
+        started_at="t0",
+        finished_at="t1",
+        app="r/app",
+        tag="1.0.1",
+    )
+    assert restored[0]["appDigest"] == d(7) and restored[0]["verdict"] == "Passed"
+    assert restored[0]["rollouts"][0]["result"] == "Complete"
+    # Without the app it stays as it was (nothing to name the entry by).
+    assert (
+        record_rollout(
+            [],
+            base_digest=d(2),
+            app_digest=d(7),
+            workload="w",
+            container="c",
+            previous_image="",
+            result="Complete",
+            reason="",
+            started_at="t0",
+        )
+        == []
+    )
+    # An existing entry is updated in place, not duplicated.
+    existing = record_verdict(
+        [],
+        base_digest=d(2),
+        app="r/app",
+        app_digest=d(7),
+        tag="1.0.1",
+        verdict="Passed",
+        reasons=["lineage"],
+        at="t0",
+        limit=5,
+    )
+    again = record_rollout(
+        existing,
+        base_digest=d(2),
+        app_digest=d(7),
+        workload="w",
+        container="c",
+        previous_image="",
+        result="Complete",
+        reason="",
+        started_at="t0",
+        app="r/app",
+    )
+    assert len(again) == 1 and again[0]["reasons"] == ["lineage"]

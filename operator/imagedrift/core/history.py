@@ -60,13 +60,30 @@ def record_rollout(
     reason: str,
     started_at: str,
     finished_at: str = "",
+    app: str = "",
+    tag: str = "",
 ) -> list[dict[str, Any]]:
     """Insert or update the rollout of ``workload``/``container`` under its lineage entry.
 
-    An entry missing (e.g. trimmed away) is not recreated here: the workload's own state
-    annotation still holds the rollout.
+    When the entry is missing and ``app`` is given, it is restored from the workload's own
+    rollout record: an operator that died after patching but before writing status must
+    not leave the rollout out of the lineage. (A rolled-out candidate had passed its gates.)
     """
     entries = [dict(e) for e in history]
+    if app and not any(_key(e) == (base_digest, app_digest) for e in entries):
+        entries.insert(
+            0,
+            {
+                "baseDigest": base_digest,
+                "app": app,
+                "appDigest": app_digest,
+                "tag": tag,
+                "verdict": "Passed",
+                "reasons": ["restored from the workload's rollout record"],
+                "validatedAt": started_at,
+                "rollouts": [],
+            },
+        )
     for entry in entries:
         if _key(entry) != (base_digest, app_digest):
             continue
