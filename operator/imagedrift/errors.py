@@ -6,6 +6,7 @@
     └── RegistryError            anything that went wrong talking to a registry
         ├── RegistryUnavailable  connection refused, timeout, 5xx: retry with backoff
         ├── RegistryThrottled    429; carries retry_after seconds: retry, do not fail the policy
+        │   └── RequestBudgetSpent   our own per-registry budget refused it (nothing was sent)
         ├── RegistryAuthError    401/403 or a credential that cannot get a token; names the identity
         └── NotFound             the repository, tag, manifest or blob does not exist
 
@@ -46,6 +47,11 @@ class RegistryThrottled(RegistryError):
     def __init__(self, message: str, *, registry: str = "", retry_after: float = 0.0) -> None:
         super().__init__(message, registry=registry)
         self.retry_after = retry_after
+
+
+class RequestBudgetSpent(RegistryThrottled):
+    """Our own per-registry request budget is spent: the request was not sent. Callers must
+    not sleep on it in place (that would hold a worker); the check is rescheduled instead."""
 
 
 class RegistryAuthError(RegistryError):

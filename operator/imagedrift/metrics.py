@@ -7,6 +7,7 @@ clients' request hook, so the engine stays free of metric calls.
     imagedrift_workloads{policy,state}                   opted-in containers by drift state
     imagedrift_registry_requests_total{registry,method,code}
     imagedrift_registry_throttled_total{registry}        429 answers
+    imagedrift_registry_budget_exhausted_total{registry} requests held back by our own budget
     imagedrift_base_detection_seconds                    base image created -> digest change seen
     imagedrift_base_to_rollout_seconds                   base change seen -> rollout complete
     imagedrift_rollouts_total{policy,outcome}            started / complete / rolled_back
@@ -67,6 +68,12 @@ class Metrics:
         self.throttled = Counter(
             "imagedrift_registry_throttled_total", "Registry 429 answers.", ["registry"], registry=r
         )
+        self.budget_exhausted = Counter(
+            "imagedrift_registry_budget_exhausted_total",
+            "Registry requests held back because the per-registry request budget was spent.",
+            ["registry"],
+            registry=r,
+        )
         self.detection = Histogram(
             "imagedrift_base_detection_seconds",
             "From the base image's creation to imagedrift seeing its digest.",
@@ -102,6 +109,9 @@ class Metrics:
         self.requests.labels(host, method, str(status or "error")).inc()
         if status == 429:
             self.throttled.labels(host).inc()
+
+    def on_budget_exhausted(self, host: str) -> None:
+        self.budget_exhausted.labels(host).inc()
 
     def forget(self, policy: str) -> None:
         with self._lock:

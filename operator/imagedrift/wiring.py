@@ -11,6 +11,7 @@ Environment:
     IMAGEDRIFT_PEERING          kopf peering name for HA (default imagedrift; "" = standalone)
     IMAGEDRIFT_METRICS_PORT     Prometheus metrics port (default 9090; 0 = off)
     IMAGEDRIFT_METRICS_ADDR     address it listens on (default all)
+    IMAGEDRIFT_REGISTRY_BUDGET  requests per minute per registry host (default 600; 0 = none)
     IMAGEDRIFT_WEBHOOK_PORT     push-event receiver port (default 0 = off)
     IMAGEDRIFT_WEBHOOK_SECRET   its shared secret (or IMAGEDRIFT_WEBHOOK_SECRET_FILE)
     IMAGEDRIFT_WEBHOOK_CERT/KEY its TLS key pair (IMAGEDRIFT_WEBHOOK_PLAIN_HTTP=true: none)
@@ -34,6 +35,7 @@ from imagedrift.engine.registries import RegistryPool
 from imagedrift.engine.runtime import Runtime
 from imagedrift.kube.adapter import KubeAdapter, load_api_client
 from imagedrift.metrics import Metrics
+from imagedrift.registry.budget import DEFAULT_PER_MINUTE, RequestBudget
 
 GROUP, VERSION, PLURAL = "imagedrift.io", "v1alpha1", "imagepolicies"
 TICK = float(os.environ.get("IMAGEDRIFT_TICK_SECONDS", "1"))
@@ -84,6 +86,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         namespace=namespace,
         verify=os.environ.get("IMAGEDRIFT_CA_BUNDLE") or True,
         on_request=STATE.metrics.on_request,
+        budget=_budget(),
     )
     STATE.runtime = Runtime(PolicyChecker(STATE.pool, kube, ImageCache(), BaseWatcher()))
     _start_receiver(STATE.runtime)
@@ -152,6 +155,14 @@ def _start_receiver(runtime: Runtime) -> None:
 def _stop_receiver() -> None:
     while _RECEIVERS:
         _RECEIVERS.pop().stop()
+
+
+def _budget() -> RequestBudget | None:
+    """IMAGEDRIFT_REGISTRY_BUDGET requests per minute per registry (0: no budget)."""
+    per_minute = float(os.environ.get("IMAGEDRIFT_REGISTRY_BUDGET", str(DEFAULT_PER_MINUTE)))
+    if per_minute <= 0:
+        return None
+    return RequestBudget(per_minute, on_exhausted=STATE.metrics.on_budget_exhausted)
 
 
 @kopf.on.cleanup()

@@ -11,6 +11,7 @@ import pytest
 from kubernetes.client.exceptions import ApiException
 
 from tests.e2e.scenario import World, base_image, rolled_out
+from tests.e2e.support import base_spec
 from tests.harness.controlplane import Kube
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import wait_for
@@ -140,3 +141,27 @@ def test_refused_credentials_name_the_identity_and_throttling_only_delays(
         policy, lambda b: not (b.get("status") or {}).get("lastError"), "throttling over"
     )
     world.wait_ready(policy, reason="UpToDate")
+
+
+def test_a_spent_request_budget_delays_and_never_fails(
+    world: World, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    world.publish("base", "1", base_image("v1"))
+    policies = [
+        world.policy(f"budget{i}", {"base": {**base_spec(world, interval="1s"), "tag": "1"}})
+        for i in range(2)
+    ]
+    # 6 requests a minute (a burst of 10) against a lookup a second: spent within seconds.
+    operator_factory(env={"IMAGEDRIFT_REGISTRY_BUDGET": "6"})
+    for policy in policies:
+        world.wait_ready(policy, reason="UpToDate")
+    world.publish("base", "1", base_image("v2"))
+    body = world.wait_policy(
+        policies[0],
+        lambda b: "request budget" in (b.get("status") or {}).get("lastError", ""),
+        "the budget refusing a lookup",
+        timeout=30,
+    )
+    for policy in policies:
+        assert world.condition(policy, "Stalled") == {}
+        assert world.condition(policy)["reason"] in ("Throttled", "UpToDate"), body["status"]

@@ -84,16 +84,23 @@ def deploy_rbac(controlplane: ControlPlane, crds_installed: None) -> list[dict[s
     return rbac
 
 
+@pytest.fixture(scope="session")
+def operator_kubeconfig(controlplane: ControlPlane, deploy_rbac: list[dict[str, Any]]) -> Path:
+    """The operator's own identity: the ServiceAccount and RBAC from deploy/, never the
+    admin, so every end-to-end test also proves the RBAC is enough."""
+    return Path(
+        controlplane.service_account_kubeconfig(OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT)
+    )
+
+
 @pytest.fixture
 def operator_factory(
-    controlplane: ControlPlane, crds_installed: None, tmp_path: Path
+    operator_kubeconfig: Path, tmp_path: Path
 ) -> Iterator[Callable[..., OperatorProcess]]:
     started: list[OperatorProcess] = []
 
     def start(env: dict[str, str] | None = None, kubeconfig: Path | None = None) -> OperatorProcess:
-        proc = OperatorProcess(
-            kubeconfig or controlplane.kubeconfig, tmp_path / "operator", env=env
-        )
+        proc = OperatorProcess(kubeconfig or operator_kubeconfig, tmp_path / "operator", env=env)
         started.append(proc)
         return proc.start()
 

@@ -415,3 +415,28 @@ def test_outage_is_unavailable_and_recovery_works_again(
         registry.start()
         assert registry.port == port
         assert client.resolve_digest(tag) == digest  # same storage: the image survived
+
+
+def test_request_budget_refuses_before_sending(registry: Registry, registry_repo: str) -> None:
+    from imagedrift.registry.budget import RequestBudget
+
+    with registry.client() as publisher:
+        push_image(
+            publisher, registry_repo, Image(layers=(Layer.from_files({"f": "budget"}),)), "1"
+        )
+    now = [0.0]
+    budget = RequestBudget(60, burst=2, clock=lambda: now[0])
+    client = registry.client(budget=budget)
+    try:
+        ref = ImageRef.parse(f"{registry.host}/{registry_repo}:1")
+        client.resolve_digest(ref)
+        client.resolve_digest(ref)
+        mark = registry.mark()
+        with pytest.raises(RegistryThrottled) as refused:
+            client.resolve_digest(ref)
+        assert refused.value.retry_after == pytest.approx(1.0)
+        assert registry.requests_since(mark, path=registry_repo) == [], "a refused request was sent"
+        now[0] = 1.0
+        assert client.resolve_digest(ref).startswith("sha256:")
+    finally:
+        client.close()

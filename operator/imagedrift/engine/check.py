@@ -177,7 +177,7 @@ class PolicyChecker:
             wait = max(exc.retry_after, 1.0)
             status = {
                 **previous,
-                "lastError": f"throttled by {exc.registry}: retrying in {wait:g}s",
+                "lastError": f"throttled by {exc.registry}: retrying in {wait:g}s ({exc})",
             }
             kept = [
                 Condition(
@@ -759,6 +759,8 @@ class PolicyChecker:
                 reason=result.reason,
                 started_at=record.started_at,
                 finished_at=finished,
+                app=ImageRef.parse(image).name,
+                tag=record.tags.get(container, ""),
             )
         for item in ctx.items:
             if item["workload"] == str(ref):

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from imagedrift.core.spec import BaseSpec
 from imagedrift.registry.base import ANONYMOUS, Credentials, RegistryClient
+from imagedrift.registry.budget import RequestBudget
 from imagedrift.registry.oci import OciRegistryClient, RequestHook, credentials_from_docker_config
 
 SECRET_TTL = 60.0  # seconds a Secret's content is reused before it is read again
@@ -34,8 +35,10 @@ class RegistryPool:
         namespace: str,
         verify: bool | str | Path = True,
         on_request: RequestHook | None = None,
+        budget: RequestBudget | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        self._budget = budget  # shared: one bucket per host across all clients of that host
         self._secrets = secrets
         self._namespace = namespace
         self._verify = verify
@@ -89,6 +92,7 @@ class RegistryPool:
                         scheme="http" if base.insecure else "https",
                         verify=self._verify,
                         on_request=self._on_request,
+                        budget=self._budget,
                     )
                 )
                 self._clients[key] = client
@@ -106,6 +110,7 @@ class RegistryPool:
             client_secret=client_secret,
             verify=self._verify,
             on_request=self._on_request,
+            budget=self._budget,
         )
 
     def close(self) -> None:

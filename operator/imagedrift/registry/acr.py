@@ -74,6 +74,7 @@ from imagedrift.errors import (
     RegistryUnavailable,
 )
 from imagedrift.registry.base import TagInfo
+from imagedrift.registry.budget import RequestBudget
 from imagedrift.registry.manifests import parse_json, resolve_image
 from imagedrift.registry.oci import (
     IMAGE_MANIFEST_TYPES,
@@ -518,6 +519,7 @@ class AcrRegistryClient:
         page_size: int = 100,
         max_pages: int = 100,
         on_request: RequestHook | None = None,
+        budget: RequestBudget | None = None,
     ) -> None:
         self.host = host
         self.identity = (
@@ -541,7 +543,7 @@ class AcrRegistryClient:
         token_pipeline: PipelineClient[HttpRequest, HttpResponse] = PipelineClient(
             base_url=self.endpoint,
             policies=[UserAgentPolicy(sdk_moniker=USER_AGENT), _FailFastRetryPolicy(**retry)],
-            transport=_SharedTransport(self._transport, host, on_request),
+            transport=_SharedTransport(self._transport, host, on_request, budget),
         )
         self.tokens = AcrTokenCache(
             self.endpoint,
@@ -557,7 +559,7 @@ class AcrRegistryClient:
             AcrTokenPolicy(self.tokens),
             audience=audience,
             retry_policy=_FailFastRetryPolicy(**retry),
-            transport=_SharedTransport(self._transport, host, on_request),
+            transport=_SharedTransport(self._transport, host, on_request, budget),
         )
 
     @property
@@ -762,12 +764,21 @@ class _SharedTransport(HttpTransport[Any, Any]):
     """One connection pool for the SDK and token pipelines (closed by its owner only),
     reporting every HTTP exchange to ``on_request``."""
 
-    def __init__(self, inner: RequestsTransport, host: str, on_request: RequestHook | None) -> None:
+    def __init__(
+        self,
+        inner: RequestsTransport,
+        host: str,
+        on_request: RequestHook | None,
+        budget: RequestBudget | None = None,
+    ) -> None:
         self._inner = inner
         self._host = host
         self._on_request = on_request
+        self._budget = budget
 
     def send(self, request: Any, **kwargs: Any) -> Any:
+        if self._budget is not None:
+            self._budget.spend(self._host)  # refused before anything is sent
         status = 0
         try:
             response = self._inner.send(request, **kwargs)

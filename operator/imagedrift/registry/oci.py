@@ -45,8 +45,10 @@ from imagedrift.errors import (
     RegistryError,
     RegistryThrottled,
     RegistryUnavailable,
+    RequestBudgetSpent,
 )
 from imagedrift.registry.base import ANONYMOUS, Credentials
+from imagedrift.registry.budget import RequestBudget
 from imagedrift.registry.manifests import (
     DOCKER_CONFIG as DOCKER_CONFIG,
 )
@@ -271,6 +273,7 @@ class OciRegistryClient:
         transport: httpx.BaseTransport | None = None,
         page_size: int = 1000,
         max_pages: int = 100,
+        budget: RequestBudget | None = None,
     ) -> None:
         if scheme not in ("https", "http"):
             raise ValueError(f"scheme must be https or http, not {scheme!r}")
@@ -278,6 +281,7 @@ class OciRegistryClient:
             raise ValueError("max_attempts must be at least 1")
         self.host = host
         self.credentials = credentials
+        self._budget = budget
         # Docker Hub's name and its API host differ; every other registry serves both.
         api_host = "registry-1.docker.io" if host == "docker.io" else host
         self.base_url = f"{scheme}://{api_host}"
@@ -419,6 +423,8 @@ class OciRegistryClient:
             try:
                 response = self._authenticated(method, path, scope, headers, params, content)
                 return self._check(response, method, ok, max_bytes)
+            except RequestBudgetSpent:
+                raise  # our own budget: the engine reschedules; sleeping here holds a worker
             except RegistryThrottled as exc:
                 last = exc
                 if exc.retry_after > self._max_retry_after or attempt + 1 >= self._max_attempts:
@@ -455,6 +461,8 @@ class OciRegistryClient:
         auth: httpx.BasicAuth | None = None,
     ) -> httpx.Response:
         """One HTTP exchange; transport failures become RegistryUnavailable."""
+        if self._budget is not None:
+            self._budget.spend(self.host)
         if params:
             # Merge, not replace: an upload Location carries its own state in the query.
             url = url.copy_merge_params(dict(params))

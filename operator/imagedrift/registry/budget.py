@@ -1,0 +1,67 @@
+"""A request budget per registry host, so imagedrift never spends a registry's rate limit.
+
+A token bucket: ``per_minute`` requests a minute on average, bursts up to ``burst``. A
+request over budget is refused *before* it is sent, as ``RegistryThrottled`` with the time
+until the next token; the engine then treats it exactly like a 429 (delay, never fail).
+ACR's published limits are per minute (ReadOps: Basic 1,000, Standard 3,000, Premium
+10,000), so the default stays under the smallest tier with room for other clients.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+from imagedrift.errors import RequestBudgetSpent
+
+DEFAULT_PER_MINUTE = 600.0
+MIN_BURST = 10.0
+
+
+class RequestBudget:
+    def __init__(
+        self,
+        per_minute: float = DEFAULT_PER_MINUTE,
+        *,
+        burst: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        on_exhausted: Callable[[str], None] | None = None,
+    ) -> None:
+        if per_minute <= 0:
+            raise ValueError("per_minute must be positive")
+        self.per_minute = per_minute
+        # 10s worth, and never less than one check's worth of requests in a row (tag, index,
+        # platform manifests, configs): a smaller bucket could starve a check forever.
+        self.burst = burst if burst is not None else max(MIN_BURST, per_minute / 6)
+        self._clock = clock
+        self._on_exhausted = on_exhausted
+        self._buckets: dict[str, tuple[float, float]] = {}  # host -> (tokens, at)
+        self._lock = threading.Lock()
+
+    def wait_for(self, host: str) -> float:
+        """Take one request from ``host``'s budget: 0.0 when granted, else the seconds
+        until one would be (nothing is taken then)."""
+        rate = self.per_minute / 60.0
+        with self._lock:
+            now = self._clock()
+            tokens, at = self._buckets.get(host, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - at) * rate)
+            if tokens >= 1.0:
+                self._buckets[host] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[host] = (tokens, now)
+            return (1.0 - tokens) / rate
+
+    def spend(self, host: str) -> None:
+        """Take one request or raise RequestBudgetSpent (not sent: no registry was hit)."""
+        wait = self.wait_for(host)
+        if wait:
+            if self._on_exhausted is not None:
+                self._on_exhausted(host)
+            raise RequestBudgetSpent(
+                f"{host}: request budget of {self.per_minute:g}/min spent; "
+                f"next request in {wait:.1f}s",
+                registry=host,
+                retry_after=wait,
+            )
