@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import datetime
 import ipaddress
 import json
 import os
@@ -49,11 +48,12 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import yaml
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.harness.procs import LOOPBACK, HarnessError, ManagedProcess, free_port, wait_for
+from tests.harness.tlsca import new_authority, pem_cert, pem_key
 
 if TYPE_CHECKING:
     from kubernetes import client as k8s
@@ -174,18 +174,6 @@ def _rel(path: Path) -> str:
 # --- certificates ------------------------------------------------------------------------
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-
-
-def _pem_cert(cert: x509.Certificate) -> bytes:
-    return cert.public_bytes(serialization.Encoding.PEM)
-
-
 @dataclass(frozen=True)
 class Pki:
     """PEM files of a throwaway cluster PKI: a CA, the serving certificate of the API server
@@ -204,67 +192,11 @@ class Pki:
     @classmethod
     def create(cls, directory: Path, *, days: int = 7) -> Pki:
         directory.mkdir(parents=True, exist_ok=True)
-        now = datetime.datetime.now(datetime.UTC)
-        not_before = now - datetime.timedelta(minutes=5)
-        not_after = now + datetime.timedelta(days=days)
-
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "imagedrift-test-ca")])
-        ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(ca_name)
-            .issuer_name(ca_name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(not_before)
-            .not_valid_after(not_after)
-            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=True,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .add_extension(
-                x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-            )
-            .sign(ca_key, hashes.SHA256())
+        ca = new_authority(
+            x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "imagedrift-test-ca")]), days=days
         )
-
-        def leaf(
-            subject: x509.Name,
-            usage: x509.ObjectIdentifier,
-            sans: list[x509.GeneralName] | None = None,
-        ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-            key = ec.generate_private_key(ec.SECP256R1())
-            builder = (
-                x509.CertificateBuilder()
-                .subject_name(subject)
-                .issuer_name(ca_name)
-                .public_key(key.public_key())
-                .serial_number(x509.random_serial_number())
-                .not_valid_before(not_before)
-                .not_valid_after(not_after)
-                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-                .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
-                .add_extension(
-                    x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
-                    critical=False,
-                )
-            )
-            if sans:
-                builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            return builder.sign(ca_key, hashes.SHA256()), key
-
-        serving_cert, serving_key = leaf(
+        ca_key = ca.key
+        serving_cert, serving_key = ca.issue(
             x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]),
             ExtendedKeyUsageOID.SERVER_AUTH,
             [
@@ -278,7 +210,7 @@ class Pki:
             ],
         )
         # The API server maps CN to the user name and O to groups.
-        admin_cert, admin_key = leaf(
+        admin_cert, admin_key = ca.issue(
             x509.Name(
                 [
                     x509.NameAttribute(NameOID.ORGANIZATION_NAME, ADMIN_GROUP),
@@ -299,9 +231,9 @@ class Pki:
             sa_key=directory / "sa.key",
             sa_pub=directory / "sa.pub",
         )
-        pki.ca_cert.write_bytes(_pem_cert(ca_cert))
-        pki.serving_cert.write_bytes(_pem_cert(serving_cert))
-        pki.admin_cert.write_bytes(_pem_cert(admin_cert))
+        pki.ca_cert.write_bytes(pem_cert(ca.cert))
+        pki.serving_cert.write_bytes(pem_cert(serving_cert))
+        pki.admin_cert.write_bytes(pem_cert(admin_cert))
         pki.sa_pub.write_bytes(
             sa_key.public_key().public_bytes(
                 serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
@@ -313,7 +245,7 @@ class Pki:
             (pki.admin_key, admin_key),
             (pki.sa_key, sa_key),
         ):
-            path.write_bytes(_pem_key(key))
+            path.write_bytes(pem_key(key))
             path.chmod(0o600)
         return pki
 

@@ -57,7 +57,7 @@ def _name(common_name: str) -> x509.Name:
     )
 
 
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
+def pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     return key.private_bytes(
         serialization.Encoding.PEM,
         serialization.PrivateFormat.PKCS8,
@@ -65,20 +65,58 @@ def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
     )
 
 
-def make_test_ca(directory: Path, *, days: int = 2) -> TestCA:
-    """Create a CA and a server certificate (SAN IP 127.0.0.1, DNS localhost) in ``directory``."""
-    directory.mkdir(parents=True, exist_ok=True)
+def pem_cert(cert: x509.Certificate) -> bytes:
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+@dataclass(frozen=True)
+class Authority:
+    """A CA in memory: issues leaf certificates valid over the same window as itself."""
+
+    cert: x509.Certificate
+    key: ec.EllipticCurvePrivateKey
+    not_before: datetime.datetime
+    not_after: datetime.datetime
+
+    def issue(
+        self,
+        subject: x509.Name,
+        usage: x509.ObjectIdentifier,
+        sans: list[x509.GeneralName] | None = None,
+    ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+        """A new key and a certificate for ``subject`` with one extended key usage."""
+        key = ec.generate_private_key(ec.SECP256R1())
+        builder = (
+            x509.CertificateBuilder()
+            .subject_name(subject)
+            .issuer_name(self.cert.subject)
+            .public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(self.not_before)
+            .not_valid_after(self.not_after)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()),
+                critical=False,
+            )
+        )
+        if sans:
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        return builder.sign(self.key, hashes.SHA256()), key
+
+
+def new_authority(name: x509.Name, *, days: int) -> Authority:
+    """A self-signed CA valid from five minutes ago (clock skew) for ``days`` days."""
     now = datetime.datetime.now(datetime.UTC)
     not_before = now - datetime.timedelta(minutes=5)
     not_after = now + datetime.timedelta(days=days)
-
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name("imagedrift test CA")
-    ca_cert = (
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
         x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(not_before)
         .not_valid_after(not_after)
@@ -97,33 +135,20 @@ def make_test_ca(directory: Path, *, days: int = 2) -> TestCA:
             ),
             critical=True,
         )
-        .add_extension(
-            x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .sign(key, hashes.SHA256())
     )
+    return Authority(cert, key, not_before, not_after)
 
-    server_key = ec.generate_private_key(ec.SECP256R1())
-    server_cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("localhost"))
-        .issuer_name(ca_name)
-        .public_key(server_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before)
-        .not_valid_after(not_after)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
+
+def make_test_ca(directory: Path, *, days: int = 2) -> TestCA:
+    """Create a CA and a server certificate (SAN IP 127.0.0.1, DNS localhost) in ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca = new_authority(_name("imagedrift test CA"), days=days)
+    server_cert, server_key = ca.issue(
+        _name("localhost"),
+        ExtendedKeyUsageOID.SERVER_AUTH,
+        [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))],
     )
 
     paths = TestCA(
@@ -131,9 +156,9 @@ def make_test_ca(directory: Path, *, days: int = 2) -> TestCA:
         server_cert=directory / "server.pem",
         server_key=directory / "server-key.pem",
     )
-    paths.ca_cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    paths.server_cert.write_bytes(server_cert.public_bytes(serialization.Encoding.PEM))
-    paths.server_key.write_bytes(_pem_key(server_key))
+    paths.ca_cert.write_bytes(pem_cert(ca.cert))
+    paths.server_cert.write_bytes(pem_cert(server_cert))
+    paths.server_key.write_bytes(pem_key(server_key))
     paths.server_key.chmod(0o600)
     return paths
 
