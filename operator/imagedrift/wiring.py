@@ -167,9 +167,9 @@ def _budget() -> RequestBudget | None:
 
 @kopf.on.cleanup()
 def shutdown(**_: Any) -> None:
+    # Stop taking push events. The registry clients are left to process exit: timers can
+    # still be mid-check here, and closing their connections would fail those checks.
     _stop_receiver()
-    if STATE.pool is not None:
-        STATE.pool.close()
 
 
 # -- which workloads exist (kept in memory instead of listing them on every check) ----------
