@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 
 from imagedrift.registry.base import Credentials
 from imagedrift.registry.oci import OciRegistryClient
-from tests.e2e.scenario import World, base_image
+from tests.e2e.scenario import World, base_image, rolled_out
 from tests.harness.acr_server import FakeAcr
 from tests.harness.arm_server import ARM_AUDIENCE, FakeArm
 from tests.harness.controlplane import Kube
@@ -180,6 +180,24 @@ def test_each_identity_follows_its_base(
         body = world.wait_ready(policies[kind], reason="WaitingForRebuild", timeout=60)
         assert body["status"]["base"]["digest"] == new_digests[kind], kind
         assert body["status"]["workloads"]["drifted"] == 1, kind
+    # The app's pipeline re-publishes 1.0.0 on the new base (sameTag): each identity rolls it.
+    targets = {}
+    for kind in kinds:
+        rebuilt = world.app_on(
+            base_image(f"{kind}-v2"), kind, base_name=f"{world.ref(f'base-{kind.lower()}')}:1"
+        )
+        digest = world.publish(f"app-{kind.lower()}", "1.0.0", rebuilt)
+        targets[kind] = f"{world.ref(f'app-{kind.lower()}')}@{digest}"
+    for kind in kinds:
+        wait_for(
+            lambda kind=kind: rolled_out(world, kind.lower(), targets[kind]),
+            what=f"{kind}: rolled to the rebuilt app",
+            timeout=90,
+        )
+        body = world.wait_ready(policies[kind], reason="UpToDate", timeout=60)
+        entry = body["status"]["lineage"][0]
+        assert entry["baseDigest"] == new_digests[kind] and entry["verdict"] == "Passed", kind
+        assert entry["rollouts"][0]["result"] == "Complete", kind
     subjects = {r.subject for r in fake_acr.log()}
     assert "anonymous" in subjects
     assert {
@@ -483,3 +501,38 @@ def test_acr_task_runs_once_per_base_digest(
     assert [r.run_id for r in fake_arm.runs_for(task_id)] == ["ca1", "ca2"]
     events = [(t, r) for t, r, _ in world.all_events(policy)]
     assert events.count(("Normal", "RebuildTriggered")) == 2
+
+
+def test_a_quarantined_rebuild_waits_for_the_registry_to_release_it(
+    acr_world: World,
+    fake_acr: FakeAcr,
+    acr_identities: AcrIdentities,
+    azure_operator: Callable[..., tuple[OperatorProcess, int]],
+) -> None:
+    world = acr_world
+    old, new = base_image("q-v1"), base_image("q-v2")
+    world.publish("base", "1", old)
+    world.publish("app", "1.0.0", world.app_on(old, "q", base_name=f"{world.ref('base')}:1"))
+    name = f"quarantine-{world.suffix}"
+    world.deployment("web", f"{world.ref('app')}:1.0.0", policy=name, replicas=1)
+    spec = base_spec(world, azure_spec(acr_identities, "workloadIdentity"))
+    policy = world.policy("quarantine", {"base": spec})
+    azure_operator()
+    world.wait_ready(policy, reason="UpToDate", timeout=90)
+
+    world.publish("base", "1", new)
+    rebuilt = world.app_on(new, "q", base_name=f"{world.ref('base')}:1")
+    fake_acr.set_quarantine(rebuilt.digest, "Quarantined")  # before it can be seen
+    world.publish("app", "1.0.0", rebuilt)
+    world.wait_policy(
+        policy,
+        lambda b: "quarantine" in str((b.get("status") or {}).get("workloads", {}).get("items")),
+        "the quarantine named as the reason",
+        timeout=60,
+    )
+    time.sleep(3)
+    assert world.image_of("web").endswith(":1.0.0"), "a quarantined image was rolled"
+
+    fake_acr.set_quarantine(rebuilt.digest, "Passed")
+    target = f"{world.ref('app')}@{rebuilt.digest}"
+    wait_for(lambda: rolled_out(world, "web", target), what="rolled once released", timeout=90)

@@ -44,7 +44,7 @@ from imagedrift.errors import (
     RegistryError,
     RegistryThrottled,
 )
-from imagedrift.registry.base import RegistryClient
+from imagedrift.registry.base import RegistryClient, TagFacts
 
 log = logging.getLogger(__name__)
 MAX_PREVIOUS_BASES = 10
@@ -566,6 +566,10 @@ class PolicyChecker:
             if not on_current:
                 search.rejected.append(f"{candidate_tag}: {why}")
                 continue
+            refused = _registry_refuses(client, running.with_tag(candidate_tag), candidate_digest)
+            if refused:
+                search.rejected.append(f"{candidate_tag}: {refused}")
+                continue
             pinned = running.with_digest(candidate_digest)
             verdict = validate(
                 ctx.policy,
@@ -830,3 +834,23 @@ def _passing(reason: str) -> bool:
     """Lineage reasons are passing by construction (a candidate is only validated once its
     lineage is proven); the Event shows every other gate's reason."""
     return reason.startswith("lineage: ")
+
+
+def _registry_refuses(client: RegistryClient, tagged: ImageRef, digest: str) -> str:
+    """Why the registry itself says ``tagged`` must not run ("" when it does not).
+
+    ACR quarantine: a quarantined image (or one whose tag moved meanwhile) is not a
+    candidate until the registry's own scanner lets it pass. Asked only for a candidate
+    already proven on the current base, so it costs nothing in steady state.
+    """
+    if not isinstance(client, TagFacts):
+        return ""
+    try:
+        info = client.tag_info(tagged)
+    except RegistryAuthError:
+        return ""  # e.g. anonymous pull: no metadata rights, so no facts to consult
+    if info.digest and info.digest != digest:
+        return f"tag moved to {short_digest(info.digest)} while it was inspected"
+    if info.quarantine_state and info.quarantine_state.lower() != "passed":
+        return f"the registry holds it in quarantine (state {info.quarantine_state})"
+    return ""

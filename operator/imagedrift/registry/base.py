@@ -8,7 +8,7 @@ digest are immutable, so callers may cache ``get_image`` results by digest forev
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from imagedrift.core.images import ResolvedImage
 from imagedrift.core.refs import ImageRef
@@ -42,6 +42,13 @@ class TagInfo:
     last_updated: str = ""
     signed: bool | None = None
     quarantine_state: str = ""
+
+
+@runtime_checkable
+class TagFacts(Protocol):
+    """A backend that knows more about a tag than its digest (ACR: quarantine, signed)."""
+
+    def tag_info(self, ref: ImageRef) -> TagInfo: ...
 
 
 class RegistryClient(Protocol):
