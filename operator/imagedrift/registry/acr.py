@@ -665,6 +665,13 @@ class AcrRegistryClient:
         drop ``signed`` and ``quarantineState``.
         """
         tag = ref.tag or "latest"
+        if self._anonymous:
+            # Anonymous tokens never carry metadata_read: refuse without a doomed request.
+            raise RegistryAuthError(
+                f"{self.host}: anonymous pull cannot read tag metadata of {ref.name}:{tag}",
+                registry=self.host,
+                identity=self.identity.description,
+            )
         generated = self._sdk.generated.container_registry
         with self._errors(f"tag {ref.name}:{tag}"):
             tag_doc = cast(
