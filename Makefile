@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: all deps python-deps system-deps controlplane lint test unit demo bench clean
+.PHONY: all deps python-deps system-deps controlplane lint test unit demo bench bench-scale clean
 
 all: test
 
@@ -44,6 +44,10 @@ demo: deps
 
 bench: deps
 	$(BIN)/python scripts/bench_polling.py
+
+# The real operator process at fleet size, e.g. make bench-scale ARGS="--policies 1000 --workloads 10000 --bases 20"
+bench-scale: deps
+	$(BIN)/python scripts/bench_scale.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -157,9 +157,7 @@ def main() -> int:
         }
         show(json.dumps(policy["spec"], indent=2))
         cp.kubectl("apply", "-f", "-", input=json.dumps(policy))
-        operator = OperatorProcess(
-            cp.kubeconfig, workdir / "operator", env={"IMAGEDRIFT_TICK_SECONDS": "1"}
-        ).start()
+        operator = OperatorProcess(cp.kubeconfig, workdir / "operator").start()
         wait_ready(cp, "UpToDate")
         show(kubectl("get", "imagepolicies"))
 

@@ -36,6 +36,8 @@ WORKLOAD_STATES = (
     "Paused",
     "Suspended",
     "Waiting",
+    "Error",
+    "Unknown",
 )
 
 
@@ -153,11 +155,9 @@ class Metrics:
             self._conditions[policy] = condition
             self._publish_conditions()
 
-        items = (status.get("workloads") or {}).get("items") or []
+        by_state = (status.get("workloads") or {}).get("states") or {}
         for state in WORKLOAD_STATES:
-            self.workloads.labels(policy, state).set(
-                sum(1 for i in items if i.get("state") == state)
-            )
+            self.workloads.labels(policy, state).set(int(by_state.get(state) or 0))
 
         base, before = status.get("base") or {}, previous.get("base") or {}
         if base.get("digest") and before.get("digest") and base["digest"] != before["digest"]:

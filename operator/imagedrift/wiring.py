@@ -1,12 +1,15 @@
 """The kopf wiring: the only module that imports kopf.
 
-It registers the handlers, reads settings at startup, keeps the workload indexes, and maps
-what the engine returns onto status patches and Events. Run it with
+It reads settings at startup and builds the controller (``imagedrift.engine.controller``):
+its workers, the workload watch cache and the push-event receiver. kopf feeds it what
+kopf is good at: the ImagePolicy watch (every body, as it changes) and HA peering (a
+daemon per policy runs only on the replica that is active; the controller works on a
+policy only while its daemon runs here). Run it with
 ``kopf run -m imagedrift.wiring --all-namespaces`` (the container image does so).
 
 Environment:
     IMAGEDRIFT_NAMESPACE        namespace of the operator (credentials Secrets live here)
-    IMAGEDRIFT_TICK_SECONDS     how often each policy is considered (default 1)
+    IMAGEDRIFT_WORKERS          workers that check policies (default 4)
     IMAGEDRIFT_CA_BUNDLE        extra CA bundle for registries with a private CA
     IMAGEDRIFT_PEERING          kopf peering name for HA (default imagedrift; "" = standalone)
     IMAGEDRIFT_METRICS_PORT     Prometheus metrics port (default 9090; 0 = off)
@@ -22,28 +25,29 @@ from __future__ import annotations
 import logging
 import os
 import secrets
-from collections.abc import Iterable, Mapping
-from typing import Any, cast
+from collections.abc import Mapping
+from typing import Any
 
 import kopf
 
-from imagedrift.core.conditions import merge
-from imagedrift.core.spec import POLICY_LABEL
+from imagedrift.core.conditions import Condition
 from imagedrift.engine.caches import BaseWatcher, ImageCache
 from imagedrift.engine.check import PolicyChecker
+from imagedrift.engine.controller import Controller
+from imagedrift.engine.ports import Event
 from imagedrift.engine.registries import RegistryPool
-from imagedrift.engine.runtime import Runtime
 from imagedrift.kube.adapter import KubeAdapter, load_api_client
+from imagedrift.kube.informer import WorkloadCache
 from imagedrift.metrics import Metrics
 from imagedrift.registry.budget import DEFAULT_PER_MINUTE, RequestBudget
 
 GROUP, VERSION, PLURAL = "imagedrift.io", "v1alpha1", "imagepolicies"
-TICK = float(os.environ.get("IMAGEDRIFT_TICK_SECONDS", "1"))
 log = logging.getLogger("imagedrift")
 
 
 class _State:
-    runtime: Runtime | None = None
+    controller: Controller | None = None
+    workloads: WorkloadCache | None = None
     pool: RegistryPool | None = None
     metrics = Metrics()
 
@@ -51,10 +55,22 @@ class _State:
 STATE = _State()
 
 
-def _runtime() -> Runtime:
-    if STATE.runtime is None:
+def _controller() -> Controller:
+    if STATE.controller is None:
         raise kopf.TemporaryError("operator is still starting", delay=1)
-    return STATE.runtime
+    return STATE.controller
+
+
+def _observe(
+    name: str,
+    previous: Mapping[str, Any],
+    status: Mapping[str, Any],
+    conditions: list[Condition],
+    events: list[Event],
+) -> None:
+    on_policy = [(e.reason, e.type) for e in events if e.target.get("kind") == "ImagePolicy"]
+    controller = _controller()
+    STATE.metrics.observe(name, previous, status, conditions, on_policy, controller.now())
 
 
 @kopf.on.startup()
@@ -68,7 +84,6 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
-    settings.execution.max_workers = int(os.environ.get("IMAGEDRIFT_WORKERS", "8"))
     peering = os.environ.get("IMAGEDRIFT_PEERING", "imagedrift")
     if peering:
         settings.peering.name = peering
@@ -77,7 +92,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
             # Equal priorities make every replica pause; a random one elects a single worker.
             settings.peering.priority = secrets.randbelow(1_000_000) + 1
     namespace = os.environ.get("IMAGEDRIFT_NAMESPACE", "imagedrift-system")
-    kube = KubeAdapter(load_api_client(), namespace)
+    api = load_api_client()
+    kube = KubeAdapter(api, namespace)
     metrics_port = int(os.environ.get("IMAGEDRIFT_METRICS_PORT", "9090"))
     if metrics_port:
         STATE.metrics.serve(metrics_port, os.environ.get("IMAGEDRIFT_METRICS_ADDR", "0.0.0.0"))
@@ -88,8 +104,21 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         on_request=STATE.metrics.on_request,
         budget=_budget(),
     )
-    STATE.runtime = Runtime(PolicyChecker(STATE.pool, kube, ImageCache(), BaseWatcher()))
-    _start_receiver(STATE.runtime)
+    checker = PolicyChecker(STATE.pool, kube, ImageCache(), BaseWatcher())
+    workloads = WorkloadCache(
+        api, lambda ref, old, new: _controller().workload_changed(ref, old, new)
+    )
+    controller = Controller(
+        checker,
+        kube,
+        workloads,
+        workers=int(os.environ.get("IMAGEDRIFT_WORKERS", "4")),
+        observer=_observe,
+    )
+    STATE.controller, STATE.workloads = controller, workloads
+    controller.start()
+    workloads.start()
+    _start_receiver(controller)
 
 
 # -- push-event receiver (registry webhooks, Event Grid) ---------------------------------------
@@ -97,14 +126,14 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
 _RECEIVERS: list[Any] = []  # the running imagedrift.events.Receiver, if any
 
 
-def _start_receiver(runtime: Runtime) -> None:
+def _start_receiver(controller: Controller) -> None:
     """Start the push-event receiver when IMAGEDRIFT_WEBHOOK_PORT is set (0 = off).
 
     IMAGEDRIFT_WEBHOOK_SECRET (or IMAGEDRIFT_WEBHOOK_SECRET_FILE) is the shared secret;
     IMAGEDRIFT_WEBHOOK_CERT / IMAGEDRIFT_WEBHOOK_KEY the TLS key pair; without them the
     receiver serves plain HTTP only if IMAGEDRIFT_WEBHOOK_PLAIN_HTTP=true.
     IMAGEDRIFT_WEBHOOK_HOST is the address to bind (default 0.0.0.0). Each pushed image
-    reference wakes the policies following it (``Runtime.wake_for_image``).
+    reference wakes the policies following it (``Controller.wake_for_image``).
     """
     from imagedrift.events import start_receiver
 
@@ -137,7 +166,7 @@ def _start_receiver(runtime: Runtime) -> None:
 
     def on_push(refs: list[str]) -> None:
         for ref in refs:
-            woken = runtime.wake_for_image(ref)
+            woken = controller.wake_for_image(ref)
             log.info("push of %s woke %s", ref, ", ".join(woken) or "no policy")
 
     _RECEIVERS.append(
@@ -167,89 +196,46 @@ def _budget() -> RequestBudget | None:
 
 @kopf.on.cleanup()
 def shutdown(**_: Any) -> None:
-    # Stop taking push events. The registry clients are left to process exit: timers can
-    # still be mid-check here, and closing their connections would fail those checks.
+    # Stop taking push events and new work. The registry clients are left to process exit:
+    # a worker can still be mid-check here, and closing its connections would fail it.
     _stop_receiver()
+    if STATE.controller is not None:
+        STATE.controller.stop()
+    if STATE.workloads is not None:
+        STATE.workloads.stop()
 
 
-# -- which workloads exist (kept in memory instead of listing them on every check) ----------
+# -- what kopf feeds the controller -------------------------------------------------------
 
 
-def _entry(body: kopf.Body) -> dict[str, Any]:
+def _plain(body: kopf.Body) -> dict[str, Any]:
     return {
-        "kind": body["kind"],
-        "apiVersion": body["apiVersion"],
-        "metadata": {
-            "name": body.metadata.name,
-            "namespace": body.metadata.namespace,
-            "labels": dict(body.metadata.labels),
-        },
+        "apiVersion": body.get("apiVersion", f"{GROUP}/{VERSION}"),
+        "kind": body.get("kind", "ImagePolicy"),
+        "metadata": dict(body.metadata),
+        "spec": dict(body.spec),
+        "status": dict(body.status),
     }
 
 
-@kopf.index("apps", "v1", "deployments", labels={POLICY_LABEL: kopf.PRESENT})
-def deployments(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {None: _entry(body)}
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def policy_event(event: kopf.RawEvent, name: str, body: kopf.Body, **_: Any) -> None:
+    """Every listed, added, changed or deleted ImagePolicy goes to the controller's store."""
+    controller = _controller()
+    if event.get("type") == "DELETED":
+        controller.policy_gone(name)
+        STATE.metrics.forget(name)
+    else:
+        controller.policy_seen(_plain(body))
 
 
-@kopf.index("apps", "v1", "statefulsets", labels={POLICY_LABEL: kopf.PRESENT})
-def statefulsets(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {None: _entry(body)}
-
-
-@kopf.index("apps", "v1", "daemonsets", labels={POLICY_LABEL: kopf.PRESENT})
-def daemonsets(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {None: _entry(body)}
-
-
-@kopf.index("batch", "v1", "cronjobs", labels={POLICY_LABEL: kopf.PRESENT})
-def cronjobs(body: kopf.Body, **_: Any) -> dict[Any, Any]:
-    return {None: _entry(body)}
-
-
-INDEXES = ("deployments", "statefulsets", "daemonsets", "cronjobs")  # the functions above
-
-
-def _workloads(indexes: Iterable[kopf.Index[Any, Any]]) -> list[Mapping[str, Any]]:
-    return [entry for index in indexes for entry in index.get(None, [])]
-
-
-# -- the policy loop --------------------------------------------------------------------------
-
-
-@kopf.timer(GROUP, VERSION, PLURAL, id="check", interval=TICK, sharp=False)
-def check(name: str, body: kopf.Body, patch: kopf.Patch, **kwargs: Any) -> None:
-    """Every tick: check the policy if it is due, write status, post Events.
-
-    The workload indexes arrive as keyword arguments named after their index functions.
-    """
-    runtime = _runtime()
-    plain = {"metadata": dict(body.metadata), "spec": dict(body.spec), "status": dict(body.status)}
-    indexes = [kwargs[index] for index in INDEXES]
-    result = runtime.tick(name, plain, _workloads(indexes))
-    if result is None:
-        return
-    generation = int(body.metadata.get("generation") or 0)
-    STATE.metrics.observe(
-        name,
-        plain["status"],
-        result.status,
-        result.conditions,
-        [(e.reason, e.type) for e in result.events if e.target is plain],
-        runtime.now(),
-    )
-    for key, value in result.status.items():
-        patch.status[key] = value
-    patch.status["conditions"] = merge(
-        list(body.status.get("conditions") or []), result.conditions, generation, runtime.now()
-    )
-    for event in result.events:
-        target = body if event.target is plain else cast(kopf.Body, event.target)
-        kopf.event(target, type=event.type, reason=event.reason, message=event.message[:1024])
-
-
-@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
-def forget(name: str, **_: Any) -> None:
-    if STATE.runtime is not None:
-        STATE.runtime.forget(name)
-    STATE.metrics.forget(name)
+@kopf.daemon(GROUP, VERSION, PLURAL, id="hold", cancellation_timeout=10)
+async def hold(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    """While kopf runs this daemon here (this replica is active in the peering, and the
+    policy exists), the controller works on the policy; when it stops, the work stops."""
+    controller = _controller()
+    controller.hold(name)
+    try:
+        await stopped.wait()
+    finally:
+        controller.release(name)

@@ -3,6 +3,7 @@ policies, and wait (bounded) for what a user would see."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -167,6 +168,19 @@ class World:
         return [(e.type, e.reason, e.message) for e in found.items]
 
     def item(self, policy: str, workload: str) -> dict[str, Any]:
+        """What ``policy`` last said of Deployment ``workload``'s first container: the
+        workload's own ``imagedrift.io/status`` note, else the policy's attention list."""
+        try:
+            body = self.get_deployment(workload)
+        except ApiException:
+            body = {}
+        note = ((body.get("metadata") or {}).get("annotations") or {}).get(
+            "imagedrift.io/status", ""
+        )
+        if note:
+            detail = json.loads(note)
+            if detail.get("policy") == policy and detail.get("containers"):
+                return dict(detail["containers"][0])
         for item in ((self.get_policy(policy).get("status") or {}).get("workloads") or {}).get(
             "items"
         ) or []:

@@ -94,7 +94,6 @@ def azure_operator(
             "AZURE_CLIENT_ID": acr_identities.wi_client_id,
             "AZURE_FEDERATED_TOKEN_FILE": str(acr_identities.wi_token_file),
             "AZURE_POD_IDENTITY_AUTHORITY_HOST": acr_identities.authority,
-            "IMAGEDRIFT_TICK_SECONDS": "0.2",
             "IMAGEDRIFT_WEBHOOK_PORT": str(port),
             "IMAGEDRIFT_WEBHOOK_HOST": "127.0.0.1",
             "IMAGEDRIFT_WEBHOOK_SECRET": WEBHOOK_SECRET,

@@ -39,7 +39,6 @@ class OperatorProcess:
         env = {
             "KUBECONFIG": str(self.kubeconfig),
             "IMAGEDRIFT_PEERING": "",
-            "IMAGEDRIFT_TICK_SECONDS": "0.5",
             "IMAGEDRIFT_NAMESPACE": "imagedrift-system",
             "IMAGEDRIFT_METRICS_PORT": "0",
             **self.env,

@@ -23,7 +23,7 @@ def test_conditions_workloads_verdicts_and_rollouts() -> None:
             "changedAt": "2026-01-01T11:59:00Z",
             "created": "2026-01-01T11:00:00Z",
         },
-        "workloads": {"items": [{"state": "UpToDate"}, {"state": "Drifted"}, {"state": "Drifted"}]},
+        "workloads": {"states": {"UpToDate": 1, "Drifted": 2}},
         "lineage": [{"baseDigest": "sha256:new", "appDigest": "sha256:app", "verdict": "Passed"}],
     }
     m.observe(

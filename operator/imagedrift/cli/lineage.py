@@ -17,6 +17,7 @@ from imagedrift.core.workloads import (
     containers,
     governed_containers,
     paused,
+    status_annotation,
 )
 from imagedrift.errors import InvalidReference
 
@@ -85,6 +86,27 @@ def _candidate(status: Mapping[str, Any], image: str) -> dict[str, Any] | None:
     }
 
 
+def _item(
+    obj: Mapping[str, Any], status: Mapping[str, Any], workload: str, container: str, policy: str
+) -> Mapping[str, Any]:
+    """What the policy last said of one container: the workload's own annotation first
+    (it has every state), then the policy's list of workloads needing attention; a
+    workload in neither, of a policy that has checked and lists everything that needs
+    attention, is up to date."""
+    detail = status_annotation(obj)
+    if detail.get("policy") == policy:
+        for row in detail.get("containers") or []:
+            if row.get("container") == container:
+                return dict(row)
+    listed = status.get("workloads") or {}
+    for row in listed.get("items") or []:
+        if row.get("workload") == workload and row.get("container") == container:
+            return dict(row)
+    if "optedIn" in listed and not listed.get("unlisted"):
+        return {"state": "UpToDate", "reason": "not among the workloads needing attention"}
+    return {}
+
+
 def build(
     ref: WorkloadRef,
     obj: Mapping[str, Any],
@@ -120,14 +142,7 @@ def build(
         if governing is not None:
             spec, body = governing
             status = body.get("status") or {}
-            item: Mapping[str, Any] = next(
-                (
-                    i
-                    for i in (status.get("workloads") or {}).get("items") or []
-                    if i.get("workload") == workload and i.get("container") == name
-                ),
-                {},
-            )
+            item = _item(obj, status, workload, name, spec.name)
             current = str((status.get("base") or {}).get("digest", ""))
             base_digest = str(item.get("baseDigest", ""))
             rollout = state.rollout

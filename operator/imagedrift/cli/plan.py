@@ -23,9 +23,11 @@ from imagedrift.cli.cluster import describe
 from imagedrift.core.conditions import Condition
 from imagedrift.core.spec import PolicySpec
 from imagedrift.core.workloads import (
+    STATE_ANNOTATION,
     WorkloadRef,
     WorkloadState,
     containers,
+    ref_of,
     selected,
 )
 from imagedrift.engine.caches import BaseWatcher, ImageCache
@@ -45,6 +47,10 @@ class RecordingKube:
         self._seen: dict[WorkloadRef, dict[str, Any]] = {}
         self.patches: list[tuple[WorkloadRef, dict[str, Any], dict[str, Any]]] = []
         self.jobs: list[dict[str, Any]] = []
+
+    def remember(self, body: Mapping[str, Any]) -> None:
+        """Keep ``body`` as read (the engine patches what the watch cache holds)."""
+        self._seen[ref_of(body)] = copy.deepcopy(dict(body))
 
     def get_workload(self, ref: WorkloadRef) -> dict[str, Any] | None:
         body = self._reader.get_workload(ref)
@@ -100,7 +106,10 @@ def run_check(
     """One check of ``spec`` with fresh caches; patches recorded, never sent."""
     if spec.rollout.suspend:
         spec = dataclasses.replace(spec, rollout=dataclasses.replace(spec.rollout, suspend=False))
+    workloads = list(workloads)
     kube = RecordingKube(reader, operator_namespace)
+    for workload in workloads:
+        kube.remember(workload)
     pool = RegistryPool(secrets, namespace=operator_namespace, verify=verify)
     try:
         checker = PolicyChecker(pool, kube, ImageCache(), BaseWatcher())
@@ -146,6 +155,8 @@ def build(
     rollouts = []
     planned: set[tuple[str, str]] = set()
     for ref, patch, read in kube.patches:
+        if STATE_ANNOTATION not in ((patch.get("metadata") or {}).get("annotations") or {}):
+            continue  # only the workload's status note: not a rollout
         state = WorkloadState.decode({"metadata": patch.get("metadata") or {}})
         record = state.rollout
         running = containers(read)

@@ -66,7 +66,12 @@ class BaseSpec:
     def key(self) -> str:
         """What identifies this base lookup across policies (for deduplicated polling)."""
         tracked = self.tag or f"semver:{self.semver_range}"
-        return f"{self.provider}|{self.image.name}|{tracked}|{self.secret_name}|{self.insecure}"
+        # The identity is part of it: what one identity may read says nothing of another's.
+        identity = ",".join(f"{k}={v}" for k, v in sorted(self.azure.items()))
+        return (
+            f"{self.provider}|{self.image.name}|{tracked}|{self.secret_name}|{self.insecure}"
+            f"|{identity}"
+        )
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ from typing import Any
 from imagedrift.core.spec import PolicySpec
 
 STATE_ANNOTATION = "imagedrift.io/state"
+STATUS_ANNOTATION = "imagedrift.io/status"  # what the policy last said of this workload
 PAUSE_ANNOTATION = "imagedrift.io/paused"
 CONTAINERS_ANNOTATION = "imagedrift.io/containers"
 KINDS = ("Deployment", "StatefulSet", "DaemonSet", "CronJob")
@@ -169,3 +170,15 @@ def image_patch(
     if images:
         patch["spec"] = body
     return patch
+
+
+def status_annotation(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """The workload's ``imagedrift.io/status``: ``{"policy", "containers": [row, ...]}``,
+    each row as in ``status.workloads.items`` (container, image, digest, baseDigest, state,
+    reason). Absent on a workload that was always up to date; garbled reads as absent."""
+    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(STATUS_ANNOTATION, "")
+    try:
+        value = json.loads(raw) if raw else {}
+    except ValueError:
+        return {}
+    return value if isinstance(value, dict) else {}

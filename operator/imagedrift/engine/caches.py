@@ -15,13 +15,14 @@ from dataclasses import dataclass
 
 from imagedrift.core.images import ResolvedImage
 from imagedrift.core.refs import ImageRef
+from imagedrift.errors import RegistryThrottled
 from imagedrift.registry.base import RegistryClient
 
 
 class ImageCache:
     """LRU of ResolvedImage by (registry, repository, digest); bounded in entries."""
 
-    def __init__(self, max_entries: int = 1024) -> None:
+    def __init__(self, max_entries: int = 4096) -> None:
         self._items: OrderedDict[tuple[str, str, str], ResolvedImage] = OrderedDict()
         self._max = max_entries
         self._lock = threading.Lock()
@@ -50,6 +51,9 @@ class BaseObservation:
     fetched_at: float
 
 
+FAILURE_MEMORY = 10.0  # seconds a failed base lookup answers for the policies that share it
+
+
 class BaseWatcher:
     """Deduplicated base lookups keyed by ``BaseSpec.key``."""
 
@@ -58,6 +62,7 @@ class BaseWatcher:
         self._seen: dict[str, BaseObservation] = {}
         self._locks: dict[str, threading.Lock] = {}
         self._stale: set[str] = set()
+        self._failed: dict[str, tuple[float, Exception]] = {}
         self._guard = threading.Lock()
 
     def invalidate(self, key: str) -> None:
@@ -81,11 +86,78 @@ class BaseWatcher:
                 stale = key in self._stale
             if previous and not stale and now - previous.fetched_at < interval:
                 return previous
-            observation = lookup(previous)
+            failed = self._failed.get(key)
+            throttled = failed[1] if failed and isinstance(failed[1], RegistryThrottled) else None
+            if failed and throttled and now - failed[0] < throttled.retry_after:
+                raise throttled  # the registry asked us to wait: nobody asks before
+            if failed and not stale and now - failed[0] < min(interval, FAILURE_MEMORY):
+                # Every policy on a failing base would otherwise ask again, one by one.
+                raise failed[1]
+            try:
+                observation = lookup(previous)
+            except Exception as exc:
+                with self._guard:
+                    self._failed[key] = (now, exc)
+                    self._stale.discard(key)
+                raise
             with self._guard:
                 self._seen[key] = observation
+                self._failed.pop(key, None)
                 self._stale.discard(key)
             return observation
 
+    def is_stale(self, key: str) -> bool:
+        """Was ``key`` invalidated (a push) since its last lookup?"""
+        with self._guard:
+            return key in self._stale
+
     def peek(self, key: str) -> BaseObservation | None:
         return self._seen.get(key)
+
+
+class TtlCache:
+    """A bounded LRU whose entries expire ``ttl`` seconds after they were stored.
+
+    Used for what may change in a registry without anyone telling us (tag lists, candidate
+    searches): a value is reused until its policy's interval has passed, or until a push
+    event for its repository drops it (``invalidate``).
+    """
+
+    def __init__(self, max_entries: int = 4096, clock: Callable[[], float] = time.monotonic):
+        self._items: OrderedDict[tuple[str, ...], tuple[float, object]] = OrderedDict()
+        self._max = max_entries
+        self._clock = clock
+        self._lock = threading.Lock()
+
+    def get(self, key: tuple[str, ...]) -> object | None:
+        with self._lock:
+            found = self._items.get(key)
+            if found is None:
+                return None
+            expires, value = found
+            if self._clock() >= expires:
+                del self._items[key]
+                return None
+            self._items.move_to_end(key)
+            return value
+
+    def put(self, key: tuple[str, ...], value: object, ttl: float) -> None:
+        if ttl <= 0:
+            return
+        with self._lock:
+            self._items[key] = (self._clock() + ttl, value)
+            self._items.move_to_end(key)
+            while len(self._items) > self._max:
+                self._items.popitem(last=False)
+
+    def invalidate(self, first: str) -> int:
+        """Drop every entry whose key starts with ``first`` (a repository); how many."""
+        with self._lock:
+            gone = [k for k in self._items if k and k[0] == first]
+            for key in gone:
+                del self._items[key]
+            return len(gone)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._items)

@@ -1,15 +1,20 @@
-"""One check of one ImagePolicy: detect, trace, choose, validate, roll out, verify, record.
+"""One reconcile of one ImagePolicy: observe each workload, decide, act, compose status.
 
-``PolicyChecker.check`` is called by the wiring on every due tick. It reads the world through
-the registry and Kubernetes ports, leaves every decision to ``imagedrift.core``, and returns
-the status to write and the events to post; it never raises for registry faults (those
-become conditions and a retry delay).
+``PolicyChecker.check`` is called by the controller's workers (and once by ``imagedrift
+plan``). Its input is what the watch cache holds: the policy body and the bodies of the
+workloads it governs; it never GETs a workload. Per workload it gathers observations
+(running digests, lineage, the candidate search; registry faults become an ``Error``
+observation of that workload, never an exception that loses the rest of the check), leaves
+the decision to ``imagedrift.core.decide``, lets the wave planner choose which ``ROLL``
+decisions start now, and applies the actions. It returns the status to write, the
+conditions, the Events, and when the policy wants to be looked at again.
 """
 
 from __future__ import annotations
 
+import json
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -17,13 +22,26 @@ from typing import Any
 from imagedrift.core import conditions as cond
 from imagedrift.core import history, waves
 from imagedrift.core.conditions import Condition, timestamp
+from imagedrift.core.decide import (
+    DRIFTED_STATES,
+    Action,
+    CandidateView,
+    ContainerObservation,
+    Decision,
+    PolicyView,
+    State,
+    WorkloadObservation,
+    decide,
+)
 from imagedrift.core.images import ResolvedImage
 from imagedrift.core.lineage import BaseDigest, Lineage, built_on, trace
 from imagedrift.core.refs import ImageRef, short_digest
 from imagedrift.core.rollout import Phase, progress
 from imagedrift.core.spec import BaseSpec, PolicySpec
+from imagedrift.core.status_size import fit
 from imagedrift.core.tagpolicy import policy_from_spec
 from imagedrift.core.workloads import (
+    STATUS_ANNOTATION,
     RolloutRecord,
     WorkloadRef,
     WorkloadState,
@@ -31,8 +49,9 @@ from imagedrift.core.workloads import (
     image_patch,
     paused,
     ref_of,
+    status_annotation,
 )
-from imagedrift.engine.caches import BaseObservation, BaseWatcher, ImageCache
+from imagedrift.engine.caches import BaseObservation, BaseWatcher, ImageCache, TtlCache
 from imagedrift.engine.gates import GateIO, Verdict, validate
 from imagedrift.engine.ports import Event, KubePort, RegistryPort
 from imagedrift.errors import (
@@ -48,10 +67,13 @@ from imagedrift.registry.base import RegistryClient, TagFacts
 
 log = logging.getLogger(__name__)
 MAX_PREVIOUS_BASES = 10
-MAX_STATUS_ITEMS = 500
+MAX_ATTENTION = 50  # workloads listed in status.workloads.items (the ones needing attention)
 MAX_SMOKE_TESTS = 20
 MAX_REJECTED = 20
-FOLLOW_INTERVAL = 2.0  # seconds between checks while a rollout is being verified
+MAX_REASON = 300
+STATUS_BUDGET = 256 * 1024  # bytes of status, at any number of workloads
+VALIDATING_INTERVAL = 2.0  # seconds between looks at a running smoke test
+ROLLING_INTERVAL = 10.0  # a safety net: watch events on the workload come first
 
 
 @dataclass(frozen=True)
@@ -75,57 +97,65 @@ class CheckResult:
     status: dict[str, Any]
     conditions: list[Condition]
     events: list[Event]
-    next_check_in: float
+    next_check_in: float | None  # None: only a change (watch, schedule, push) brings it back
     counts: dict[str, int] = field(default_factory=dict)
-
-
-@dataclass
-class _Pending:
-    """A drifted workload with validated candidates, waiting for the wave planner."""
-
-    ref: WorkloadRef
-    obj: Mapping[str, Any]
-    state: WorkloadState
-    drifted: dict[str, tuple[ImageRef, str, Candidate]]
-    items: list[dict[str, Any]]
+    writes: int = 0  # workload patches made
 
 
 @dataclass
 class _Context:
-    """Per-check state: caches that must not outlive one check (tag lists, tag digests)."""
+    """What one check knows: the policy, the base, and what it collected so far."""
 
     policy: PolicySpec
     body: Mapping[str, Any]
     now: datetime
     base: BaseDigest
-    base_ref: ImageRef
     previous_bases: list[str]
-    seen: Mapping[tuple[str, str], tuple[str, str]]  # (workload, container) -> (image, digest)
     history: list[dict[str, Any]]
     events: list[Event] = field(default_factory=list)
-    items: list[dict[str, Any]] = field(default_factory=list)
-    searches: dict[tuple[str, str], Search] = field(default_factory=dict)
     tag_digests: dict[str, str] = field(default_factory=dict)
-    tag_lists: dict[str, list[str]] = field(default_factory=dict)
-    rolling: int = 0
     candidate_status: dict[str, Any] = field(default_factory=dict)
-    # Policy-level rejections for the current base digest: candidate digest -> why.
-    rejected: dict[str, dict[str, str]] = field(default_factory=dict)
+    rejected: dict[str, dict[str, str]] = field(default_factory=dict)  # digest -> record
     smoke_tests: dict[str, dict[str, Any]] = field(default_factory=dict)
-    pending: list[_Pending] = field(default_factory=list)
-    rolling_keys: list[str] = field(default_factory=list)
-    done: list[tuple[str, datetime]] = field(default_factory=list)
+    throttled: dict[str, RegistryThrottled] = field(default_factory=dict)  # by host
     validating: int = 0
+    writes: int = 0
+
+
+@dataclass
+class _Workload:
+    ref: WorkloadRef
+    obj: Mapping[str, Any]
+    state: WorkloadState
+    observation: WorkloadObservation
+    decision: Decision
+    running: dict[str, ImageRef] = field(default_factory=dict)  # container -> as written
+    candidates: dict[str, Candidate] = field(default_factory=dict)
+    patch: dict[str, Any] | None = None  # the one write of this check, once prepared
+    before: tuple[WorkloadState, Decision] | None = None  # what it is if the patch fails
+    landed: Callable[[], None] | None = None  # records what the patch did, once it landed
+    failed: bool = False
+
+
+def workload_detail(policy: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What the workload's ``imagedrift.io/status`` annotation says (the CLI reads it)."""
+    return {"policy": policy, "containers": rows}
 
 
 class PolicyChecker:
     def __init__(
-        self, registries: RegistryPort, kube: KubePort, images: ImageCache, bases: BaseWatcher
+        self,
+        registries: RegistryPort,
+        kube: KubePort,
+        images: ImageCache,
+        bases: BaseWatcher,
+        searches: TtlCache | None = None,
     ) -> None:
         self.registries = registries
         self.kube = kube
         self.images = images
         self.bases = bases
+        self.searches = searches if searches is not None else TtlCache()
 
     # -- detect -----------------------------------------------------------------------------
 
@@ -168,7 +198,7 @@ class PolicyChecker:
         now: datetime,
         clock: float,
     ) -> CheckResult:
-        """Run one check; ``workloads`` are the (possibly stale) bodies the index holds."""
+        """Run one check over ``workloads`` (the watch cache's bodies this policy selects)."""
         previous = dict(body.get("status") or {})
         generation = int((body.get("metadata") or {}).get("generation") or 0)
         try:
@@ -179,6 +209,7 @@ class PolicyChecker:
                 **previous,
                 "lastError": f"throttled by {exc.registry}: retrying in {wait:g}s ({exc})",
             }
+            # A 429 delays; it is no news about the policy: its conditions stay as they are.
             kept = [
                 Condition(
                     c["type"], c["status"] == "True", c.get("reason", ""), c.get("message", "")
@@ -196,52 +227,14 @@ class PolicyChecker:
             return self._failed(previous, "RegistryUnavailable", str(exc), policy, body)
 
         base = BaseDigest.of(observed.image)
-        base_status = dict(previous.get("base") or {})
-        prior_digests = [d for d in base_status.get("previousDigests") or [] if d != base.digest]
-        events: list[Event] = []
-        if base_status.get("digest") and base_status["digest"] != base.digest:
-            prior_digests = [base_status["digest"], *prior_digests]
-            events.append(
-                Event(
-                    body,
-                    "Normal",
-                    "BaseChanged",
-                    f"{observed.ref.name}:{observed.ref.tag} moved "
-                    f"{short_digest(base_status['digest'])} -> {short_digest(base.digest)}",
-                )
-            )
-            base_status["changedAt"] = timestamp(now)
-        base_status.update(
-            image=observed.ref.name,
-            tag=observed.ref.tag,
-            digest=base.digest,
-            shortDigest=short_digest(base.digest),
-            platforms=[
-                {"platform": str(m.platform), "digest": m.digest}
-                for m in observed.image.manifests
-                if m.platform
-            ],
-            checkedAt=timestamp(now),
-            previousDigests=prior_digests[:MAX_PREVIOUS_BASES],
-            # When the base was built (newest platform): detection latency is measured from it.
-            created=max((m.created for m in observed.image.manifests), default=""),
-        )
-        base_status.setdefault("changedAt", timestamp(now))
+        base_status, prior, events = self._base_status(previous, observed, base, body, now)
         ctx = _Context(
             policy=policy,
             body=body,
             now=now,
             base=base,
-            base_ref=observed.ref,
-            previous_bases=prior_digests[:MAX_PREVIOUS_BASES],
+            previous_bases=prior,
             history=[dict(e) for e in previous.get("lineage") or []],
-            seen={
-                (i.get("workload", ""), i.get("container", "")): (
-                    i.get("image", ""),
-                    i.get("digest", ""),
-                )
-                for i in (previous.get("workloads") or {}).get("items") or []
-            },
             events=events,
         )
         waves_status = dict(previous.get("waves") or {})
@@ -254,246 +247,150 @@ class PolicyChecker:
             for t in previous.get("smokeTests") or []
             if t.get("digest")
         }
-        registry_error: RegistryError | None = None
-        for workload in sorted(workloads, key=lambda w: str(ref_of(w))):
-            try:
-                self._check_workload(ctx, ref_of(workload))
-            except RegistryThrottled as exc:
-                registry_error = exc
-                break  # the rest waits for the registry's Retry-After
-            except RegistryError as exc:
-                registry_error = exc
-            except KubeError as exc:
-                log.warning("workload %s: %s", ref_of(workload), exc)
-                ctx.items.append(
-                    {"workload": str(ref_of(workload)), "state": "Error", "reason": str(exc)}
-                )
+        governed = sorted(workloads, key=lambda w: str(ref_of(w)))
+        # Rejections are rebuilt from the workloads' own records too: a lost status write
+        # must not be the only memory of a candidate that failed on this base.
+        for obj in governed:
+            record = WorkloadState.decode(obj).rollout
+            if (
+                record
+                and record.phase == Phase.ROLLED_BACK.value
+                and record.base_digest == base.digest
+            ):
+                for image in record.target.values():
+                    digest = ImageRef.parse(image).digest
+                    ctx.rejected.setdefault(
+                        digest,
+                        {
+                            "digest": digest,
+                            "image": image,
+                            "workload": str(ref_of(obj)),
+                            "reason": f"rolled back on {ref_of(obj)}: {record.reason}",
+                            "at": record.finished_at,
+                        },
+                    )
 
-        plan = self._plan_and_roll(ctx)
-        counts = {
-            "optedIn": len({i["workload"] for i in ctx.items}),
-            "upToDate": sum(1 for i in ctx.items if i["state"] == "UpToDate"),
-            "drifted": sum(
-                1
-                for i in ctx.items
-                if i["state"] in ("Drifted", "Paused", "Suspended", "RolledBack", "Waiting")
-            ),
-            "rollingOut": ctx.rolling,
-        }
-        result: dict[str, Any] = {
-            "observedGeneration": generation,
-            "base": base_status,
-            "workloads": {**counts, "items": ctx.items[:MAX_STATUS_ITEMS]},
-            "lineage": ctx.history[: policy.history_limit],
-            "candidate": ctx.candidate_status,
-            "lastError": str(registry_error) if registry_error else "",
-            "waves": {
-                "baseDigest": base.digest,
-                "current": plan.wave,
-                "total": plan.waves,
-                "done": len(ctx.done),
-                "rolling": len(ctx.rolling_keys),
-                "waiting": len(plan.held),
-                "healthySince": timestamp(max(w for _, w in ctx.done)) if ctx.done else "",
-                "message": plan.message,
-                "rejected": list(ctx.rejected.values())[-MAX_REJECTED:],
-            },
-            "smokeTests": sorted(
-                ctx.smoke_tests.values(), key=lambda t: str(t.get("startedAt", "")), reverse=True
-            )[:MAX_SMOKE_TESTS],
-        }
-        if not result["waves"]["healthySince"]:
-            del result["waves"]["healthySince"]
-        next_in = policy.base.interval
-        if plan.retry_at is not None:
-            next_in = min(next_in, max((plan.retry_at - now).total_seconds(), 1.0))
-        if ctx.validating:
-            next_in = min(next_in, FOLLOW_INTERVAL)
-        if ctx.rolling:
-            conditions = cond.reconciling(
-                "RolloutInProgress", f"{ctx.rolling} workload(s) rolling out"
-            )
-            next_in = min(next_in, FOLLOW_INTERVAL)
-        elif isinstance(registry_error, RegistryThrottled):
-            conditions = cond.reconciling("Throttled", str(registry_error))
-            next_in = max(registry_error.retry_after, 1.0)
-        elif registry_error:
-            conditions = cond.not_ready("RegistryUnavailable", str(registry_error))
-        elif plan.held:
-            conditions = cond.ready("RolloutWaiting", plan.message)
-        elif ctx.validating:
-            conditions = cond.ready(
-                "Validating", f"{ctx.validating} candidate(s) still being validated"
-            )
-        elif counts["drifted"]:
-            conditions = cond.ready(
-                "WaitingForRebuild",
-                f"{counts['drifted']} of {counts['optedIn']} workload(s) on an old base; "
-                "no validated rebuild to roll yet",
-            )
-        else:
-            conditions = cond.ready(
-                "UpToDate", f"{counts['upToDate']} workload(s) on base {short_digest(base.digest)}"
-            )
-        return CheckResult(result, conditions, ctx.events, next_in, counts)
+        seen = [self._look(ctx, obj) for obj in governed]
+        # Finish and roll back first: a rollout that failed in this very check rejects its
+        # candidate policy-wide before the planner may start anything on it.
+        for w in seen:
+            if w.decision.action in (Action.FINISH, Action.ROLL_BACK):
+                self._conclude(ctx, w)
+        view = self._view(ctx)
+        for w in seen:
+            if w.decision.action is Action.ROLL:
+                w.decision = decide(w.observation, view)
+        plan = self._plan_and_roll(ctx, seen)
+        rows = [self._rows(ctx, w) for w in seen]
+        for w, mine in zip(seen, rows, strict=True):
+            self._mark(ctx, w, mine)
+            self._send(ctx, w)
+        rows = [
+            self._rows(ctx, w) if w.failed else mine for w, mine in zip(seen, rows, strict=True)
+        ]
+        return self._result(ctx, seen, rows, plan, base_status, generation)
 
-    def _failed(
-        self,
-        previous: Mapping[str, Any],
-        reason: str,
-        message: str,
-        policy: PolicySpec,
-        body: Mapping[str, Any],
-    ) -> CheckResult:
-        status = {**previous, "lastError": message}
-        was = {c.get("type"): c for c in previous.get("conditions") or []}.get("Ready") or {}
-        events = [] if was.get("reason") == reason else [Event(body, "Warning", reason, message)]
-        return CheckResult(
-            status, cond.not_ready(reason, message), events, min(policy.base.interval, 30.0)
+    # -- observe ------------------------------------------------------------------------------
+
+    def _view(self, ctx: _Context) -> PolicyView:
+        return PolicyView(
+            ctx.base.digest,
+            ctx.policy.rollout.suspend,
+            {d: str(r.get("reason", "rolled back")) for d, r in ctx.rejected.items()},
         )
 
-    # -- per workload -------------------------------------------------------------------------
-
-    def _check_workload(self, ctx: _Context, ref: WorkloadRef) -> None:
-        obj = self.kube.get_workload(ref)
-        if obj is None:
-            return
+    def _look(self, ctx: _Context, obj: Mapping[str, Any]) -> _Workload:
+        ref = ref_of(obj)
         state = WorkloadState.decode(obj)
-        if state.rollout and state.rollout.phase == Phase.PROGRESSING.value:
-            self._follow(ctx, ref, obj, state)
-            return
+        w = _Workload(ref, obj, state, WorkloadObservation(str(ref), ()), _NONE)
         record = state.rollout
-        if (
-            record
-            and record.base_digest == ctx.base.digest
-            and record.phase == Phase.COMPLETE.value
-            and record.finished_at
-        ):
-            ctx.done.append((str(ref), _parse_time(record.finished_at)))
-        governed = governed_containers(obj, ctx.policy)
-        drifted: dict[str, tuple[ImageRef, str, Candidate]] = {}
-        items: list[dict[str, Any]] = []
-        for container, image in sorted(governed.items()):
-            item = {"workload": str(ref), "container": container, "image": image}
-            ctx.items.append(item)
-            items.append(item)
+        if record and record.phase == Phase.PROGRESSING.value:
+            started = _parse_time(record.started_at)
+            result = progress(ref.kind, obj, started, ctx.now, ctx.policy.rollout.verify_timeout)
+            w.observation = WorkloadObservation(str(ref), (), state, paused(obj), result)
+        else:
+            try:
+                w.observation = self._observe(ctx, w)
+            except KubeError as exc:
+                w.observation = WorkloadObservation(str(ref), (), state, error=str(exc))
+        w.decision = decide(w.observation, self._view(ctx))
+        return w
+
+    def _observe(self, ctx: _Context, w: _Workload) -> WorkloadObservation:
+        detail = {
+            str(r.get("container")): r for r in status_annotation(w.obj).get("containers") or []
+        }
+        out: list[ContainerObservation] = []
+        for container, image in sorted(governed_containers(w.obj, ctx.policy).items()):
             try:
                 running = ImageRef.parse(image)
             except InvalidReference as exc:
-                item.update(state="Unknown", reason=str(exc))
+                out.append(ContainerObservation(container, image, invalid=str(exc)))
                 continue
-            client = self.registries.client_for(running.registry, ctx.policy.base)
-            tag = running.tag or state.tags.get(container, "")
-            digest = running.digest or self._running_digest(
-                ctx, client, running, str(ref), container
-            )
-            item["digest"] = digest
-            app = self.images.get(client, running.with_digest(digest))
-            lineage = self._trace(ctx, client, app)
-            on_current, why = built_on(lineage, ctx.base, ctx.policy.base.image.repository)
-            item["baseDigest"] = lineage.base_digest
-            if on_current:
-                item.update(state="UpToDate", reason=why)
+            w.running[container] = running
+            if running.registry in ctx.throttled:
+                throttled = ctx.throttled[running.registry]
+                out.append(ContainerObservation(container, image, error=_registry_error(throttled)))
                 continue
-            search = self._search(ctx, client, running, tag, digest)
-            if search.candidate is None:
-                item.update(
-                    state="Drifted",
-                    reason=f"{why}; " + ("; ".join(search.rejected[:3]) or "no rebuilt image yet"),
-                )
-                continue
-            candidate = search.candidate
-            if candidate.ref.digest in state.rejected:
-                item.update(
-                    state="RolledBack",
-                    reason=f"{candidate.ref} was rolled back here before; not retried",
-                )
-                continue
-            if candidate.verdict.pending:
-                item.update(
-                    state="Waiting",
-                    reason=f"validating {candidate.tag}: " + "; ".join(candidate.verdict.reasons),
-                )
-                continue
-            if not candidate.verdict.passed:
-                item.update(
-                    state="Drifted",
-                    reason=f"candidate {candidate.tag} rejected: "
-                    + "; ".join(candidate.verdict.reasons),
-                )
-                continue
-            if ctx.policy.rollout.suspend:
-                item.update(
-                    state="Suspended", reason=f"policy suspended; would roll to {candidate.ref}"
-                )
-                continue
-            if paused(obj):
-                item.update(
-                    state="Paused", reason=f"workload paused; would roll to {candidate.ref}"
-                )
-                continue
-            item.update(
-                state="Drifted",
-                reason=f"{why}; rolling to {candidate.tag} ({short_digest(candidate.ref.digest)})",
-            )
-            drifted[container] = (running, tag, candidate)
-        if drifted:
-            ctx.pending.append(_Pending(ref, obj, state, drifted, items))
+            try:
+                out.append(self._observe_container(ctx, w, container, running, detail))
+            except RegistryThrottled as exc:
+                ctx.throttled[running.registry] = exc  # the rest waits for its Retry-After
+                out.append(ContainerObservation(container, image, error=_registry_error(exc)))
+            except RegistryError as exc:
+                out.append(ContainerObservation(container, image, error=_registry_error(exc)))
+        return WorkloadObservation(str(w.ref), tuple(out), w.state, paused(w.obj))
 
-    # -- plan the waves -----------------------------------------------------------------------
-
-    def _plan_and_roll(self, ctx: _Context) -> waves.Plan:
-        """Ask the wave planner which pending workloads start now; roll those, hold the rest.
-
-        Runs after every workload was looked at, so a rollout that failed in this very
-        check (its candidate now rejected) stops the wave before anything else starts.
-        """
-        ready: list[_Pending] = []
-        for pending in ctx.pending:
-            blocked = {
-                c: ctx.rejected[cand.ref.digest]
-                for c, (_, _, cand) in pending.drifted.items()
-                if cand.ref.digest in ctx.rejected
-            }
-            for item in pending.items:
-                if item["container"] in blocked:
-                    rejection = blocked[item["container"]]
-                    item.update(
-                        state="Drifted",
-                        reason=f"candidate rejected for this base: {rejection.get('reason', '')}",
-                    )
-            for container in blocked:
-                del pending.drifted[container]
-            if pending.drifted:
-                ready.append(pending)
-        by_key = {str(p.ref): p for p in ready}
-        plan = waves.plan(list(by_key), ctx.rolling_keys, ctx.done, ctx.policy.rollout, ctx.now)
-        for key, why in plan.held.items():
-            for item in by_key[key].items:
-                if item["container"] in by_key[key].drifted:
-                    item.update(state="Waiting", reason=why)
-        for key in plan.start:
-            pending = by_key[key]
-            self._roll(ctx, pending.ref, pending.obj, pending.state, pending.drifted)
-        return plan
-
-    def _running_digest(
+    def _observe_container(
         self,
         ctx: _Context,
-        client: RegistryClient,
-        running: ImageRef,
-        workload: str,
+        w: _Workload,
         container: str,
-    ) -> str:
-        """What a tag-referenced container runs: the digest its tag had when first seen.
-
-        Re-resolving the tag would be wrong once the app's pipeline re-publishes it: the
-        pods still run the digest they pulled, not the tag's new one.
-        """
-        image, digest = ctx.seen.get((workload, container), ("", ""))
-        if digest and image == str(running):
-            return digest
-        return self._tag_digest(ctx, client, running)
+        running: ImageRef,
+        detail: Mapping[str, Mapping[str, Any]],
+    ) -> ContainerObservation:
+        client = self.registries.client_for(running.registry, ctx.policy.base)
+        tag = running.tag or w.state.tags.get(container, "")
+        digest = running.digest
+        if not digest:
+            # What a tag-referenced container runs: the digest its tag had when first seen
+            # (recorded on the workload). Re-resolving would be wrong once the pipeline
+            # re-publishes the tag: the pods still run what they pulled.
+            known = detail.get(container) or {}
+            if known.get("image") == str(running) and known.get("digest"):
+                digest = str(known["digest"])
+            else:
+                digest = self._tag_digest(ctx, client, running)
+        app = self.images.get(client, running.with_digest(digest))
+        lineage = self._trace(ctx, client, app)
+        on_current, why = built_on(lineage, ctx.base, ctx.policy.base.image.repository)
+        if on_current:
+            return ContainerObservation(
+                container, str(running), digest, True, why, lineage.base_digest
+            )
+        search = self._search(ctx, client, running, tag, digest)
+        view = None
+        if search.candidate is not None:
+            cand = search.candidate
+            w.candidates[container] = cand
+            view = CandidateView(
+                str(cand.ref),
+                cand.ref.digest,
+                cand.tag,
+                cand.verdict.passed,
+                cand.verdict.pending,
+                cand.verdict.reasons,
+            )
+        return ContainerObservation(
+            container,
+            str(running),
+            digest,
+            False,
+            why,
+            lineage.base_digest,
+            view,
+            tuple(search.rejected),
+        )
 
     def _tag_digest(self, ctx: _Context, client: RegistryClient, ref: ImageRef) -> str:
         key = f"{ref.name}:{ref.tag or 'latest'}"
@@ -524,11 +421,29 @@ class PolicyChecker:
     def _search(
         self, ctx: _Context, client: RegistryClient, running: ImageRef, tag: str, digest: str
     ) -> Search:
-        key = (running.name, tag)
-        if key in ctx.searches:
-            return ctx.searches[key]
+        """The candidate for (repository, running tag) on the current base.
+
+        Cached per policy generation and base digest until the policy's interval passes
+        or a push event for the repository drops it; a verdict still pending (a smoke test
+        running) is never cached.
+        """
+        generation = str((ctx.body.get("metadata") or {}).get("generation") or 0)
+        key = (running.name, ctx.policy.name, generation, tag, digest, ctx.base.digest)
+        cached = self.searches.get(key)
+        if isinstance(cached, Search):
+            search = cached
+        else:
+            search = self._find(ctx, client, running, tag, digest)
+            pending = search.candidate is not None and search.candidate.verdict.pending
+            self.searches.put(key, search, 0.0 if pending else ctx.policy.base.interval)
+        if search.candidate is not None:
+            self._record_candidate(ctx, running, search.candidate)
+        return search
+
+    def _find(
+        self, ctx: _Context, client: RegistryClient, running: ImageRef, tag: str, digest: str
+    ) -> Search:
         search = Search()
-        ctx.searches[key] = search
         tags_spec = dict(ctx.policy.tags)
         if "sameTag" in tags_spec:
             if not tag:
@@ -540,14 +455,12 @@ class PolicyChecker:
             policy = policy_from_spec({"sameTag": {"tag": tag}})
         else:
             policy = policy_from_spec(tags_spec)
-            if running.name not in ctx.tag_lists:
-                ctx.tag_lists[running.name] = client.list_tags(running)
-            ordered = policy.ordered(ctx.tag_lists[running.name])
             if not tag:
                 search.rejected.append(
                     "running image has no tag: cannot prove a candidate is not a downgrade"
                 )
                 return search
+            ordered = policy.ordered(client.list_tags(running))
         for candidate_tag in ordered[: ctx.policy.max_candidates]:
             if policy.is_downgrade(candidate_tag, tag):
                 search.rejected.append(f"{candidate_tag}: lower than the running {tag}")
@@ -566,7 +479,7 @@ class PolicyChecker:
             if not on_current:
                 search.rejected.append(f"{candidate_tag}: {why}")
                 continue
-            refused = _registry_refuses(client, running.with_tag(candidate_tag), candidate_digest)
+            refused = _registry_refuses(client, candidate_ref, candidate_digest)
             if refused:
                 search.rejected.append(f"{candidate_tag}: {refused}")
                 continue
@@ -578,147 +491,184 @@ class PolicyChecker:
                 why,
                 GateIO(client, self.kube, ctx.now, ctx.smoke_tests),
             )
-            if candidate_digest in ctx.rejected:
-                verdict = Verdict(
-                    False,
-                    (
-                        *verdict.reasons,
-                        f"rollout: {ctx.rejected[candidate_digest].get('reason', 'rolled back')}",
-                    ),
-                )
-            if verdict.pending:
-                ctx.validating += 1
-            first_rejection = self._newly(ctx, candidate_digest)
             search.candidate = Candidate(pinned, candidate_tag, lineage, verdict)
-            ctx.history = history.record_verdict(
-                ctx.history,
-                base_digest=ctx.base.digest,
-                app=running.name,
-                app_digest=candidate_digest,
-                tag=candidate_tag,
-                verdict=_verdict_word(verdict),
-                reasons=verdict.reasons,
-                at=timestamp(ctx.now),
-                limit=ctx.policy.history_limit,
-            )
-            if not ctx.candidate_status:
-                ctx.candidate_status = {
-                    "image": f"{running.name}:{candidate_tag}",
-                    "digest": candidate_digest,
-                    "tag": candidate_tag,
-                    "verdict": _verdict_word(verdict),
-                    "reasons": list(verdict.reasons),
-                }
-            if not verdict.passed and not verdict.pending and first_rejection:
-                failed = [r for r in verdict.reasons[1:] if not _passing(r)]
-                ctx.events.append(
-                    Event(
-                        ctx.body,
-                        "Warning",
-                        "CandidateRejected",
-                        f"{pinned}: {'; '.join(failed or verdict.reasons)}",
-                    )
-                )
             return search
         return search
 
-    # -- roll out and verify --------------------------------------------------------------------
-
-    def _roll(
-        self,
-        ctx: _Context,
-        ref: WorkloadRef,
-        obj: Mapping[str, Any],
-        state: WorkloadState,
-        drifted: Mapping[str, tuple[ImageRef, str, Candidate]],
-    ) -> None:
-        started = timestamp(ctx.now)
-        first = next(iter(sorted(drifted.items())))[1][2]
-        target = {c: str(cand.ref) for c, (_, _, cand) in drifted.items()}
-        previous = {c: str(governed_image) for c, (governed_image, _, _) in drifted.items()}
-        record = RolloutRecord(
-            id=f"{ctx.base.digest}|{first.ref.digest}",
+    def _record_candidate(self, ctx: _Context, running: ImageRef, candidate: Candidate) -> None:
+        """Put the candidate's verdict into the lineage and ``status.candidate`` (once)."""
+        verdict = candidate.verdict
+        digest = candidate.ref.digest
+        if digest in ctx.rejected:  # its rollout failed on this base: rejected, whatever the gates
+            why = ctx.rejected[digest].get("reason", "rolled back")
+            verdict = Verdict(False, (*verdict.reasons, f"rollout: {why}"))
+        if verdict.pending:
+            ctx.validating += 1
+        first_rejection = self._newly(ctx, digest)
+        ctx.history = history.record_verdict(
+            ctx.history,
             base_digest=ctx.base.digest,
-            target=target,
-            previous=previous,
-            tags={c: cand.tag for c, (_, _, cand) in drifted.items()},
+            app=running.name,
+            app_digest=digest,
+            tag=candidate.tag,
+            verdict=_verdict_word(verdict),
+            reasons=verdict.reasons,
+            at=timestamp(ctx.now),
+            limit=ctx.policy.history_limit,
+        )
+        if not ctx.candidate_status:
+            ctx.candidate_status = {
+                "image": f"{running.name}:{candidate.tag}",
+                "digest": digest,
+                "tag": candidate.tag,
+                "verdict": _verdict_word(verdict),
+                "reasons": list(verdict.reasons),
+            }
+        if not verdict.passed and not verdict.pending and first_rejection:
+            failed = [r for r in verdict.reasons[1:] if not _passing(r)]
+            ctx.events.append(
+                Event(
+                    ctx.body,
+                    "Warning",
+                    "CandidateRejected",
+                    f"{candidate.ref}: {'; '.join(failed or verdict.reasons)}",
+                )
+            )
+
+    # -- plan the waves -----------------------------------------------------------------------
+
+    def _plan_and_roll(self, ctx: _Context, seen: list[_Workload]) -> waves.Plan:
+        """Ask the wave planner which ``ROLL`` decisions start now; roll those, hold the rest."""
+        ready = {str(w.ref): w for w in seen if w.decision.action is Action.ROLL}
+        rolling: list[str] = []
+        done: list[tuple[str, datetime]] = []
+        for w in seen:
+            record = w.state.rollout
+            if record is None or record.base_digest != ctx.base.digest:
+                continue
+            if record.phase == Phase.PROGRESSING.value and w.decision.action is Action.NONE:
+                rolling.append(str(w.ref))
+            elif record.phase == Phase.COMPLETE.value and record.finished_at:
+                done.append((str(w.ref), _parse_time(record.finished_at)))
+        plan = waves.plan(list(ready), rolling, done, ctx.policy.rollout, ctx.now)
+        for key, why in plan.held.items():
+            w = ready[key]
+            w.decision = _held(w.decision, why)
+        for key in plan.start:
+            self._roll(ctx, ready[key])
+        return plan
+
+    # -- act ------------------------------------------------------------------------------------
+    # An action is prepared first (the patch, what to record once it landed, what the
+    # workload is if it does not), the workload's status note joins the same patch, and
+    # each workload gets at most one write per check.
+
+    def _prepare(
+        self,
+        w: _Workload,
+        patch: dict[str, Any],
+        state: WorkloadState,
+        decision: Decision,
+        landed: Callable[[], None],
+    ) -> None:
+        w.patch, w.before, w.landed = patch, (w.state, w.decision), landed
+        w.state, w.decision = state, decision
+
+    def _send(self, ctx: _Context, w: _Workload) -> None:
+        """Send the workload's one patch; on success record what it did, else undo."""
+        if w.patch is None:
+            return
+        try:
+            self.kube.patch_workload(w.ref, w.patch)
+        except KubeError as exc:
+            if w.before is not None:
+                w.state, w.decision = w.before
+            if isinstance(exc, KubeConflict):
+                log.info("%s changed while we decided; deciding again on its next event", w.ref)
+            else:
+                w.decision = Decision(State.ERROR, str(exc), Action.NONE, w.decision.containers)
+            w.failed = True
+            return
+        ctx.writes += 1
+        if w.landed is not None:
+            w.landed()
+
+    def _roll(self, ctx: _Context, w: _Workload) -> None:
+        decision = w.decision
+        started = timestamp(ctx.now)
+        targets = dict(decision.targets)
+        first = ImageRef.parse(targets[sorted(targets)[0]])
+        record = RolloutRecord(
+            id=f"{ctx.base.digest}|{first.digest}",
+            base_digest=ctx.base.digest,
+            target=targets,
+            previous={c: str(w.running[c]) for c in targets},
+            tags=dict(decision.tags),
             started_at=started,
             phase=Phase.PROGRESSING.value,
             policy=ctx.policy.name,
         )
-        new_state = WorkloadState({**state.tags, **record.tags}, record, state.rejected)
-        patch = image_patch(
-            ref.kind, target, new_state, str((obj.get("metadata") or {}).get("resourceVersion", ""))
-        )
-        try:
-            patched = self.kube.patch_workload(ref, patch)
-        except KubeConflict:
-            log.info("%s changed while we decided; deciding again next check", ref)
-            ctx.rolling += 1
-            ctx.rolling_keys.append(str(ref))
-            return
-        ctx.rolling += 1
-        ctx.rolling_keys.append(str(ref))
-        for item in ctx.items:
-            if item["workload"] == str(ref) and item.get("container") in target:
-                item.update(state="RollingOut", reason=f"patched to {target[item['container']]}")
-        for container, (running, _, cand) in drifted.items():
-            ctx.history = history.record_rollout(
-                ctx.history,
-                base_digest=ctx.base.digest,
-                app_digest=cand.ref.digest,
-                workload=str(ref),
-                container=container,
-                previous_image=str(running),
-                result=Phase.PROGRESSING.value,
-                reason="patched",
-                started_at=started,
-            )
-        summary = ", ".join(f"{c}={t}" for c, t in sorted(target.items()))
-        ctx.events.append(Event(ctx.body, "Normal", "RolloutStarted", f"{ref}: {summary}"))
-        ctx.events.append(
-            Event(
-                patched,
-                "Normal",
-                "RolloutStarted",
-                f"imagedrift policy {ctx.policy.name}: {summary}",
-            )
+        new_state = WorkloadState({**w.state.tags, **record.tags}, record, w.state.rejected)
+        rolling = Decision(
+            State.ROLLING_OUT,
+            "patched",
+            Action.ROLL,
+            tuple(
+                type(row)(row.name, State.ROLLING_OUT, f"patched to {targets[row.name]}")
+                if row.name in targets
+                else row
+                for row in decision.containers
+            ),
+            targets,
+            decision.tags,
         )
 
-    def _follow(
-        self, ctx: _Context, ref: WorkloadRef, obj: Mapping[str, Any], state: WorkloadState
-    ) -> None:
-        record = state.rollout
-        assert record is not None
-        started = datetime.fromisoformat(record.started_at.replace("Z", "+00:00"))
-        result = progress(ref.kind, obj, started, ctx.now, ctx.policy.rollout.verify_timeout)
-        for container, image in sorted(record.target.items()):
-            ctx.items.append(
-                {
-                    "workload": str(ref),
-                    "container": container,
-                    "image": image,
-                    "state": "RollingOut",
-                    "baseDigest": record.base_digest,
-                    "reason": result.reason,
-                }
+        def landed() -> None:
+            for container, target in targets.items():
+                ctx.history = history.record_rollout(
+                    ctx.history,
+                    base_digest=ctx.base.digest,
+                    app_digest=ImageRef.parse(target).digest,
+                    workload=str(w.ref),
+                    container=container,
+                    previous_image=str(w.running[container]),
+                    result=Phase.PROGRESSING.value,
+                    reason="patched",
+                    started_at=started,
+                )
+            summary = ", ".join(f"{c}={t}" for c, t in sorted(targets.items()))
+            ctx.events.append(Event(ctx.body, "Normal", "RolloutStarted", f"{w.ref}: {summary}"))
+            ctx.events.append(
+                Event(
+                    w.obj,
+                    "Normal",
+                    "RolloutStarted",
+                    f"imagedrift policy {ctx.policy.name}: {summary}",
+                )
             )
-        if result.phase is Phase.PROGRESSING:
-            ctx.rolling += 1
-            if record.base_digest == ctx.base.digest:
-                ctx.rolling_keys.append(str(ref))
-            return
+
+        patch = image_patch(w.ref.kind, targets, new_state, _version(w.obj))
+        self._prepare(w, patch, new_state, rolling, landed)
+
+    def _conclude(self, ctx: _Context, w: _Workload) -> None:
+        """A rollout finished (complete, or failed and rolled back): record it on the
+        workload in one patch (with the restored images when it failed)."""
+        record = w.state.rollout
+        assert record is not None and w.observation.progress is not None
+        reason = w.observation.progress.reason
         finished = timestamp(ctx.now)
-        rejected = state.rejected
-        images: dict[str, str] = {}
-        phase = result.phase
-        if phase is Phase.FAILED:
-            images = dict(record.previous)  # roll back to exactly what ran before
-            rejected = (
-                *state.rejected,
-                *(ImageRef.parse(t).digest for t in record.target.values()),
-            )
-            phase = Phase.ROLLED_BACK
+        failed = w.decision.action is Action.ROLL_BACK
+        phase = Phase.ROLLED_BACK if failed else Phase.COMPLETE
+        images = dict(record.previous) if failed else {}  # back to exactly what ran before
+        rejected = w.state.rejected
+        tags = dict(w.state.tags)
+        if failed:
+            rejected = (*rejected, *(ImageRef.parse(t).digest for t in record.target.values()))
+            for container, image in record.previous.items():
+                tags[container] = ImageRef.parse(image).tag or tags.get(container, "")
+            if record.base_digest == ctx.base.digest:
+                # Rejected at once, even if the patch below is lost: the candidate failed.
+                self._reject(ctx, record, w.ref, reason)
         done = RolloutRecord(
             record.id,
             record.base_digest,
@@ -727,56 +677,263 @@ class PolicyChecker:
             record.tags,
             record.started_at,
             phase.value,
-            result.reason,
+            reason,
             finished,
             record.policy,
         )
-        tags = dict(state.tags)
-        if phase is Phase.ROLLED_BACK:
-            for container, image in record.previous.items():
-                prev = ImageRef.parse(image)
-                tags[container] = prev.tag or tags.get(container, "")
         new_state = WorkloadState(tags, done, rejected)
-        patch = image_patch(
-            ref.kind, images, new_state, str((obj.get("metadata") or {}).get("resourceVersion", ""))
+        rows = tuple(
+            type(row)(row.name, State.ROLLED_BACK if failed else State.UP_TO_DATE, reason)
+            for row in w.decision.containers
         )
-        try:
-            patched = self.kube.patch_workload(ref, patch)
-        except KubeConflict:
-            ctx.rolling += 1
-            if record.base_digest == ctx.base.digest:
-                ctx.rolling_keys.append(str(ref))
+        decision = Decision(w.decision.state, reason, w.decision.action, rows)
+
+        def landed() -> None:
+            for container, image in record.target.items():
+                ctx.history = history.record_rollout(
+                    ctx.history,
+                    base_digest=record.base_digest,
+                    app_digest=ImageRef.parse(image).digest,
+                    workload=str(w.ref),
+                    container=container,
+                    previous_image=record.previous.get(container, ""),
+                    result=phase.value,
+                    reason=reason,
+                    started_at=record.started_at,
+                    finished_at=finished,
+                    app=ImageRef.parse(image).name,
+                    tag=record.tags.get(container, ""),
+                )
+            if failed:
+                message = f"{w.ref}: rollout failed ({reason}); rolled back to the previous image"
+                ctx.events.append(Event(ctx.body, "Warning", "RolledBack", message))
+                ctx.events.append(Event(w.obj, "Warning", "RolledBack", message))
+            else:
+                message = f"{w.ref}: rollout complete ({reason})"
+                ctx.events.append(Event(ctx.body, "Normal", "RolloutComplete", message))
+                ctx.events.append(Event(w.obj, "Normal", "RolloutComplete", message))
+
+        patch = image_patch(w.ref.kind, images, new_state, _version(w.obj))
+        self._prepare(w, patch, new_state, decision, landed)
+
+    def _rows(self, ctx: _Context, w: _Workload) -> list[dict[str, Any]]:
+        """The per-container rows of ``w`` (status items and the workload's annotation)."""
+        obs = {c.name: c for c in w.observation.containers}
+        record = w.state.rollout
+        if not w.decision.containers and w.decision.state is not State.UP_TO_DATE:
+            return [
+                {
+                    "workload": str(w.ref),
+                    "container": "",
+                    "image": "",
+                    "state": str(w.decision.state),
+                    "reason": w.decision.reason[:MAX_REASON],
+                }
+            ]
+        rows: list[dict[str, Any]] = []
+        for row in w.decision.containers:
+            seen = obs.get(row.name)
+            image = seen.image if seen else (record.target.get(row.name, "") if record else "")
+            item: dict[str, Any] = {
+                "workload": str(w.ref),
+                "container": row.name,
+                "image": image,
+                "state": str(row.state),
+                "reason": row.reason[:MAX_REASON],
+            }
+            if seen and seen.digest:
+                item["digest"] = seen.digest
+            if seen and seen.base_digest:
+                item["baseDigest"] = seen.base_digest
+            elif record and row.state is State.ROLLING_OUT:
+                item["baseDigest"] = record.base_digest
+            rows.append(item)
+        return rows
+
+    def _mark(self, ctx: _Context, w: _Workload, rows: list[dict[str, Any]]) -> None:
+        """Put the workload's own ``imagedrift.io/status`` note in step with its rows.
+
+        Joins the workload's patch of this check, if any; on its own it is written only
+        when it changed, and a workload that was always up to date, pinned by digest,
+        carries none (no write per workload at fleet scale).
+        """
+        if w.decision.state is State.ERROR:
+            return  # an observation fault is not news to record on the workload
+        mine = [{k: v for k, v in r.items() if k != "workload"} for r in rows]
+        wanted = workload_detail(ctx.policy.name, mine)
+        current = status_annotation(w.obj)
+        if current == wanted:
             return
-        if phase is Phase.COMPLETE and record.base_digest == ctx.base.digest:
-            ctx.done.append((str(ref), ctx.now))
-        if phase is Phase.ROLLED_BACK and record.base_digest == ctx.base.digest:
-            self._reject(ctx, record, ref, result.reason)
-        for container, image in record.target.items():
-            ctx.history = history.record_rollout(
-                ctx.history,
-                base_digest=record.base_digest,
-                app_digest=ImageRef.parse(image).digest,
-                workload=str(ref),
-                container=container,
-                previous_image=record.previous.get(container, ""),
-                result=phase.value,
-                reason=result.reason,
-                started_at=record.started_at,
-                finished_at=finished,
-                app=ImageRef.parse(image).name,
-                tag=record.tags.get(container, ""),
+        remember = any(
+            r.get("digest") and "@" not in str(r.get("image", "")) for r in mine
+        )  # a tag-referenced container: its running digest must be kept
+        quiet = all(r["state"] == State.UP_TO_DATE for r in mine)
+        if not current and quiet and not remember and w.patch is None:
+            return
+        text = json.dumps(wanted, sort_keys=True, separators=(",", ":"))
+        if w.patch is None:
+            w.patch = {"metadata": {"annotations": {}, "resourceVersion": _version(w.obj)}}
+        w.patch["metadata"]["annotations"][STATUS_ANNOTATION] = text
+
+    # -- status ---------------------------------------------------------------------------------
+
+    def _base_status(
+        self,
+        previous: Mapping[str, Any],
+        observed: BaseObservation,
+        base: BaseDigest,
+        body: Mapping[str, Any],
+        now: datetime,
+    ) -> tuple[dict[str, Any], list[str], list[Event]]:
+        base_status = dict(previous.get("base") or {})
+        prior = [d for d in base_status.get("previousDigests") or [] if d != base.digest]
+        events: list[Event] = []
+        if base_status.get("digest") and base_status["digest"] != base.digest:
+            prior = [base_status["digest"], *prior]
+            events.append(
+                Event(
+                    body,
+                    "Normal",
+                    "BaseChanged",
+                    f"{observed.ref.name}:{observed.ref.tag} moved "
+                    f"{short_digest(base_status['digest'])} -> {short_digest(base.digest)}",
+                )
             )
-        for item in ctx.items:
-            if item["workload"] == str(ref):
-                item["state"] = "UpToDate" if phase is Phase.COMPLETE else "RolledBack"
-        if phase is Phase.COMPLETE:
-            message = f"{ref}: rollout complete ({result.reason})"
-            ctx.events.append(Event(ctx.body, "Normal", "RolloutComplete", message))
-            ctx.events.append(Event(patched, "Normal", "RolloutComplete", message))
+            base_status["changedAt"] = timestamp(now)
+        base_status.update(
+            image=observed.ref.name,
+            tag=observed.ref.tag,
+            digest=base.digest,
+            shortDigest=short_digest(base.digest),
+            platforms=[
+                {"platform": str(m.platform), "digest": m.digest}
+                for m in observed.image.manifests
+                if m.platform
+            ],
+            checkedAt=timestamp(now),
+            previousDigests=prior[:MAX_PREVIOUS_BASES],
+            # When the base was built (newest platform): detection latency is measured from it.
+            created=max((m.created for m in observed.image.manifests), default=""),
+        )
+        base_status.setdefault("changedAt", timestamp(now))
+        return base_status, prior[:MAX_PREVIOUS_BASES], events
+
+    def _result(
+        self,
+        ctx: _Context,
+        seen: list[_Workload],
+        rows: list[list[dict[str, Any]]],
+        plan: waves.Plan,
+        base_status: dict[str, Any],
+        generation: int,
+    ) -> CheckResult:
+        policy = ctx.policy
+        states = [w.decision.state for w in seen]
+        rolling = sum(1 for s in states if s is State.ROLLING_OUT)
+        errors = [w for w in seen if w.decision.state is State.ERROR]
+        counts = {
+            "optedIn": len(seen),
+            "upToDate": sum(1 for s in states if s is State.UP_TO_DATE),
+            "drifted": sum(1 for s in states if s in DRIFTED_STATES),
+            "rollingOut": rolling,
+            "errors": len(errors),
+        }
+        attention = sorted(
+            (r for mine in rows for r in mine if r["state"] != State.UP_TO_DATE),
+            key=lambda r: (_ATTENTION_ORDER.get(r["state"], 9), r["workload"], r["container"]),
+        )
+        done = [w for w in seen if _done_on(w, ctx.base.digest)]
+        status: dict[str, Any] = {
+            "observedGeneration": generation,
+            "base": base_status,
+            "workloads": {
+                **counts,
+                "states": {str(s): states.count(s) for s in sorted(set(states))},
+                "items": attention[:MAX_ATTENTION],
+                "unlisted": max(len(attention) - MAX_ATTENTION, 0),
+            },
+            "lineage": ctx.history[: policy.history_limit],
+            "candidate": ctx.candidate_status,
+            "lastError": errors[0].decision.reason if errors else "",
+            "waves": {
+                "baseDigest": ctx.base.digest,
+                "current": plan.wave,
+                "total": plan.waves,
+                "done": len(done),
+                "rolling": rolling,
+                "waiting": len(plan.held),
+                "message": plan.message,
+                "rejected": list(ctx.rejected.values())[-MAX_REJECTED:],
+            },
+            "smokeTests": sorted(
+                ctx.smoke_tests.values(), key=lambda t: str(t.get("startedAt", "")), reverse=True
+            )[:MAX_SMOKE_TESTS],
+        }
+        finished = [_parse_time(w.state.rollout.finished_at) for w in done if w.state.rollout]
+        if finished:
+            status["waves"]["healthySince"] = timestamp(max(finished))
+        status = fit(status, STATUS_BUDGET)
+
+        next_in: float | None = None
+
+        def sooner(seconds: float) -> None:
+            nonlocal next_in
+            next_in = seconds if next_in is None else min(next_in, seconds)
+
+        if counts["drifted"]:
+            sooner(policy.base.interval)  # a rebuilt image may appear: look again
+        if plan.retry_at is not None:
+            sooner(max((plan.retry_at - ctx.now).total_seconds(), 1.0))
+        if ctx.validating:
+            sooner(VALIDATING_INTERVAL)
+        if rolling:
+            sooner(min(ROLLING_INTERVAL, policy.rollout.verify_timeout, policy.base.interval))
+        throttled = next(iter(ctx.throttled.values()), None)
+        # A fault outranks progress: the SRE must see what cannot be checked.
+        if throttled is not None:
+            conditions = cond.reconciling("Throttled", str(throttled))
+            next_in = max(throttled.retry_after, 1.0)
+        elif errors:
+            conditions = cond.not_ready(
+                "RegistryUnavailable",
+                f"{len(errors)} of {len(seen)} workload(s) could not be checked: "
+                f"{errors[0].ref}: {errors[0].decision.reason}",
+            )
+        elif rolling:
+            conditions = cond.reconciling("RolloutInProgress", f"{rolling} workload(s) rolling out")
+        elif plan.held:
+            conditions = cond.ready("RolloutWaiting", plan.message)
+        elif ctx.validating:
+            conditions = cond.ready(
+                "Validating", f"{ctx.validating} candidate(s) still being validated"
+            )
+        elif counts["drifted"]:
+            conditions = cond.ready(
+                "WaitingForRebuild",
+                f"{counts['drifted']} of {counts['optedIn']} workload(s) on an old base; "
+                "no validated rebuild to roll yet",
+            )
         else:
-            message = f"{ref}: rollout failed ({result.reason}); rolled back to the previous image"
-            ctx.events.append(Event(ctx.body, "Warning", "RolledBack", message))
-            ctx.events.append(Event(patched, "Warning", "RolledBack", message))
+            conditions = cond.ready(
+                "UpToDate",
+                f"{counts['upToDate']} workload(s) on base {short_digest(ctx.base.digest)}",
+            )
+        return CheckResult(status, conditions, ctx.events, next_in, counts, ctx.writes)
+
+    def _failed(
+        self,
+        previous: Mapping[str, Any],
+        reason: str,
+        message: str,
+        policy: PolicySpec,
+        body: Mapping[str, Any],
+    ) -> CheckResult:
+        status = {**previous, "lastError": message}
+        was = {c.get("type"): c for c in previous.get("conditions") or []}.get("Ready") or {}
+        events = [] if was.get("reason") == reason else [Event(body, "Warning", reason, message)]
+        return CheckResult(
+            status, cond.not_ready(reason, message), events, min(policy.base.interval, 30.0)
+        )
 
     def _newly(self, ctx: _Context, digest: str) -> bool:
         """Is this the first check to reject ``digest`` (so its Event is posted once)?"""
@@ -818,6 +975,47 @@ class PolicyChecker:
                     f"{image}: rollout failed on {ref} ({reason}); remaining waves stopped",
                 )
             )
+
+
+_NONE = Decision(State.UP_TO_DATE, "", Action.NONE, ())
+_ATTENTION_ORDER = {
+    State.ERROR: 0,
+    State.ROLLING_OUT: 1,
+    State.ROLLED_BACK: 2,
+    State.WAITING: 3,
+    State.DRIFTED: 4,
+    State.PAUSED: 5,
+    State.SUSPENDED: 6,
+    State.UNKNOWN: 7,
+}
+
+
+def _held(decision: Decision, why: str) -> Decision:
+    """A ``ROLL`` the wave planner holds back: the targeted containers are ``Waiting``."""
+    rows = tuple(
+        type(row)(row.name, State.WAITING, why) if row.name in decision.targets else row
+        for row in decision.containers
+    )
+    return Decision(State.WAITING, why, Action.NONE, rows)
+
+
+def _done_on(w: _Workload, base_digest: str) -> bool:
+    record = w.state.rollout
+    return bool(
+        record
+        and record.base_digest == base_digest
+        and record.phase == Phase.COMPLETE.value
+        and record.finished_at
+    )
+
+
+def _version(obj: Mapping[str, Any]) -> str:
+    return str((obj.get("metadata") or {}).get("resourceVersion", ""))
+
+
+def _registry_error(exc: RegistryError) -> str:
+    where = f"registry {exc.registry}: " if exc.registry else "registry: "
+    return f"{where}{exc}"
 
 
 def _parse_time(text: str) -> datetime:

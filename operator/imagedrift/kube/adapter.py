@@ -10,8 +10,10 @@ from __future__ import annotations
 import base64
 import json
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
+import urllib3
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
@@ -21,6 +23,10 @@ from imagedrift.errors import KubeConflict, KubeError
 
 FIELD_MANAGER = "imagedrift"
 STRATEGIC = "application/strategic-merge-patch+json"
+MERGE = "application/merge-patch+json"
+TIMEOUT = (10.0, 30.0)  # connect, read (seconds): no call may park a worker for long
+GROUP, VERSION, PLURAL = "imagedrift.io", "v1alpha1", "imagepolicies"
+COMPONENT = "imagedrift"
 
 
 def load_api_client() -> k8s.ApiClient:
@@ -30,6 +36,16 @@ def load_api_client() -> k8s.ApiClient:
     except k8s_config.ConfigException:
         k8s_config.load_kube_config()  # type: ignore[no-untyped-call]
     return k8s.ApiClient()
+
+
+def _call(what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+    """``call`` with a timeout; transport faults become ``KubeError`` like API errors."""
+    try:
+        return call(*args, _request_timeout=TIMEOUT, **kwargs)
+    except ApiException:
+        raise
+    except (OSError, urllib3.exceptions.HTTPError) as exc:
+        raise KubeError(f"{what}: {type(exc).__name__}: {exc}") from exc
 
 
 class KubeAdapter:
@@ -62,7 +78,10 @@ class KubeAdapter:
     def get_workload(self, ref: WorkloadRef) -> dict[str, Any] | None:
         read, _ = self._methods(ref.kind)
         try:
-            return self._body(read(ref.name, ref.namespace, _preload_content=False), ref.kind)
+            return self._body(
+                _call(f"reading {ref}", read, ref.name, ref.namespace, _preload_content=False),
+                ref.kind,
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -71,7 +90,9 @@ class KubeAdapter:
     def patch_workload(self, ref: WorkloadRef, patch: Mapping[str, Any]) -> dict[str, Any]:
         _, write = self._methods(ref.kind)
         try:
-            response = write(
+            response = _call(
+                f"patching {ref}",
+                write,
                 ref.name,
                 ref.namespace,
                 dict(patch),
@@ -87,7 +108,12 @@ class KubeAdapter:
 
     def read_secret(self, name: str) -> dict[str, bytes] | None:
         try:
-            secret = self._core.read_namespaced_secret(name, self.namespace)
+            secret = _call(
+                f"reading secret {self.namespace}/{name}",
+                self._core.read_namespaced_secret,
+                name,
+                self.namespace,
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -99,8 +125,13 @@ class KubeAdapter:
     def create_job(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         try:
             batch: Any = self._batch
-            response = batch.create_namespaced_job(
-                namespace, dict(body), field_manager=FIELD_MANAGER, _preload_content=False
+            response = _call(
+                f"creating job in {namespace}",
+                batch.create_namespaced_job,
+                namespace,
+                dict(body),
+                field_manager=FIELD_MANAGER,
+                _preload_content=False,
             )
         except ApiException as exc:
             if exc.status == 409:
@@ -113,7 +144,13 @@ class KubeAdapter:
     def get_job(self, namespace: str, name: str) -> dict[str, Any] | None:
         try:
             batch: Any = self._batch
-            response = batch.read_namespaced_job(name, namespace, _preload_content=False)
+            response = _call(
+                f"reading job {namespace}/{name}",
+                batch.read_namespaced_job,
+                name,
+                namespace,
+                _preload_content=False,
+            )
         except ApiException as exc:
             if exc.status == 404:
                 return None
@@ -124,7 +161,9 @@ class KubeAdapter:
     def list_vulnerability_reports(self, digest: str) -> list[dict[str, Any]]:
         try:
             custom: Any = self._custom
-            response = custom.list_cluster_custom_object(
+            response = _call(
+                "listing vulnerabilityreports",
+                custom.list_cluster_custom_object,
                 "aquasecurity.github.io",
                 "v1alpha1",
                 "vulnerabilityreports",
@@ -140,3 +179,66 @@ class KubeAdapter:
             for item in items
             if ((item.get("report") or {}).get("artifact") or {}).get("digest") == digest
         ]
+
+    # -- the policy's own status and Events ------------------------------------------------
+
+    def patch_policy_status(self, name: str, status: Mapping[str, Any]) -> None:
+        """Merge-patch ``status`` of ImagePolicy ``name`` (keys set to None are removed)."""
+        try:
+            _call(
+                f"writing status of imagepolicy {name}",
+                self._custom.patch_cluster_custom_object_status,
+                GROUP,
+                VERSION,
+                PLURAL,
+                name,
+                {"status": dict(status)},
+                field_manager=FIELD_MANAGER,
+                _content_type=MERGE,
+                _preload_content=False,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return  # deleted meanwhile: nothing to record
+            raise KubeError(
+                f"writing status of imagepolicy {name}: {exc.status} {exc.reason}: {exc.body}"
+            ) from exc
+
+    def post_event(
+        self, target: Mapping[str, Any], type_: str, reason: str, message: str, now: datetime
+    ) -> None:
+        """Post a core/v1 Event about ``target`` (cluster-scoped ones go to "default",
+        where the API server accepts them and kopf put them too)."""
+        meta = target.get("metadata") or {}
+        namespace = str(meta.get("namespace") or "default")
+        stamp = now.strftime("%Y-%m-%dT%H:%M:%SZ")
+        body = {
+            "metadata": {
+                "generateName": f"{meta.get('name', 'imagedrift')}.",
+                "namespace": namespace,
+            },
+            "involvedObject": {
+                "apiVersion": target.get("apiVersion", ""),
+                "kind": target.get("kind", ""),
+                "name": meta.get("name", ""),
+                "namespace": meta.get("namespace") or None,
+                "uid": meta.get("uid") or None,
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": type_,
+            "source": {"component": COMPONENT},
+            "firstTimestamp": stamp,
+            "lastTimestamp": stamp,
+            "count": 1,
+        }
+        try:
+            _call(
+                f"posting event {reason}",
+                self._core.create_namespaced_event,
+                namespace,
+                body,
+                _preload_content=False,
+            )
+        except ApiException as exc:
+            raise KubeError(f"posting event {reason}: {exc.status} {exc.reason}") from exc

@@ -1,0 +1,202 @@
+"""What to do with one workload: a pure function of what was observed about it.
+
+The engine gathers a ``WorkloadObservation`` (running images and digests, lineage verdicts,
+the candidate search result, the workload's own record, where its rollout stands, or the
+error that stopped the observation), calls ``decide`` with the policy's view (``PolicyView``:
+current base, policy-wide rejections, suspend, now), and applies the one ``Action`` it
+returns. The wave planner may still hold a ``ROLL`` back (the workload is then ``Waiting``).
+
+States (per container, and for the workload the most pressing of its containers):
+
+    UpToDate    every governed container runs an image on the current base digest
+    Drifted     on an old base; no validated candidate to roll (the reason says why)
+    Waiting     a candidate is being validated, or waves/windows hold the rollout
+    RollingOut  patched; the rollout is being verified
+    RolledBack  the candidate failed here before; it is not retried on this workload
+    Paused      the workload's annotation holds it
+    Suspended   the policy's rollout.suspend holds it
+    Error       the observation failed (registry or API fault); the reason names where
+    Unknown     the image reference in the pod template does not parse
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from imagedrift.core.refs import short_digest
+from imagedrift.core.rollout import Phase, Progress
+from imagedrift.core.workloads import WorkloadState
+
+
+class State(StrEnum):
+    UP_TO_DATE = "UpToDate"
+    DRIFTED = "Drifted"
+    WAITING = "Waiting"
+    ROLLING_OUT = "RollingOut"
+    ROLLED_BACK = "RolledBack"
+    PAUSED = "Paused"
+    SUSPENDED = "Suspended"
+    ERROR = "Error"
+    UNKNOWN = "Unknown"
+
+
+# The most pressing state names the workload when its containers differ.
+_PRIORITY = (
+    State.ERROR,
+    State.ROLLING_OUT,
+    State.WAITING,
+    State.DRIFTED,
+    State.ROLLED_BACK,
+    State.PAUSED,
+    State.SUSPENDED,
+    State.UNKNOWN,
+    State.UP_TO_DATE,
+)
+# States in which the workload still runs an image on an old base.
+DRIFTED_STATES = frozenset(
+    {State.DRIFTED, State.WAITING, State.ROLLED_BACK, State.PAUSED, State.SUSPENDED}
+)
+
+
+class Action(StrEnum):
+    NONE = "None"  # nothing to write
+    ROLL = "Roll"  # patch the targets (subject to the wave planner)
+    FINISH = "Finish"  # the rollout is complete: record it
+    ROLL_BACK = "RollBack"  # the rollout failed: restore the previous images, record it
+
+
+@dataclass(frozen=True)
+class CandidateView:
+    """The newest image of the running repository proven on the current base."""
+
+    ref: str  # pinned by digest
+    digest: str
+    tag: str
+    passed: bool
+    pending: bool
+    reasons: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class ContainerObservation:
+    name: str
+    image: str  # as the pod template says
+    digest: str = ""  # what it runs
+    on_current: bool = False
+    lineage_reason: str = ""
+    base_digest: str = ""  # the base digest lineage found ("" when unknown)
+    candidate: CandidateView | None = None
+    search_notes: tuple[str, ...] = ()  # why tags were refused
+    error: str = ""  # the observation failed; nothing else is known
+    invalid: str = ""  # the reference does not parse
+
+
+@dataclass(frozen=True)
+class WorkloadObservation:
+    key: str
+    containers: tuple[ContainerObservation, ...]
+    record: WorkloadState = field(default_factory=WorkloadState)
+    paused: bool = False
+    progress: Progress | None = None  # where a Progressing rollout stands
+    error: str = ""  # the workload as a whole could not be observed
+
+
+@dataclass(frozen=True)
+class PolicyView:
+    base_digest: str
+    suspended: bool = False
+    rejected: Mapping[str, str] = field(default_factory=dict)  # app digest -> why (policy-wide)
+
+
+@dataclass(frozen=True)
+class ContainerDecision:
+    name: str
+    state: State
+    reason: str
+
+
+@dataclass(frozen=True)
+class Decision:
+    state: State
+    reason: str
+    action: Action
+    containers: tuple[ContainerDecision, ...]
+    targets: Mapping[str, str] = field(default_factory=dict)  # container -> pinned ref (ROLL)
+    tags: Mapping[str, str] = field(default_factory=dict)  # container -> candidate tag (ROLL)
+
+
+def _container(
+    obs: ContainerObservation, record: WorkloadState, paused: bool, policy: PolicyView
+) -> tuple[ContainerDecision, CandidateView | None]:
+    """The container's state, and the candidate to roll it to (None: nothing to roll)."""
+
+    def say(state: State, reason: str) -> tuple[ContainerDecision, None]:
+        return ContainerDecision(obs.name, state, reason), None
+
+    if obs.invalid:
+        return say(State.UNKNOWN, obs.invalid)
+    if obs.error:
+        return say(State.ERROR, obs.error)
+    if obs.on_current:
+        return say(State.UP_TO_DATE, obs.lineage_reason)
+    cand = obs.candidate
+    if cand is None:
+        notes = "; ".join(obs.search_notes[:3]) or "no rebuilt image yet"
+        return say(State.DRIFTED, f"{obs.lineage_reason}; {notes}")
+    if cand.digest in record.rejected:
+        return say(State.ROLLED_BACK, f"{cand.ref} was rolled back here before; not retried")
+    if cand.digest in policy.rejected:
+        return say(
+            State.DRIFTED, f"candidate rejected for this base: {policy.rejected[cand.digest]}"
+        )
+    if cand.pending:
+        return say(State.WAITING, f"validating {cand.tag}: " + "; ".join(cand.reasons))
+    if not cand.passed:
+        return say(State.DRIFTED, f"candidate {cand.tag} rejected: " + "; ".join(cand.reasons))
+    if policy.suspended:
+        return say(State.SUSPENDED, f"policy suspended; would roll to {cand.ref}")
+    if paused:
+        return say(State.PAUSED, f"workload paused; would roll to {cand.ref}")
+    reason = f"{obs.lineage_reason}; rolling to {cand.tag} ({short_digest(cand.digest)})"
+    return ContainerDecision(obs.name, State.DRIFTED, reason), cand
+
+
+def _worst(decisions: Sequence[ContainerDecision]) -> ContainerDecision | None:
+    return min(decisions, key=lambda d: _PRIORITY.index(d.state), default=None)
+
+
+def decide(obs: WorkloadObservation, policy: PolicyView) -> Decision:
+    """The workload's state, why, and the one action to take. Pure; never raises."""
+    record = obs.record.rollout
+    if obs.error:
+        rows = tuple(ContainerDecision(c.name, State.ERROR, obs.error) for c in obs.containers)
+        return Decision(State.ERROR, obs.error, Action.NONE, rows)
+    if record is not None and record.phase == Phase.PROGRESSING.value:
+        progress = obs.progress or Progress(Phase.PROGRESSING, "waiting for the rollout status")
+        rows = tuple(
+            ContainerDecision(name, State.ROLLING_OUT, progress.reason) for name in record.target
+        )
+        if progress.phase is Phase.COMPLETE:
+            return Decision(State.UP_TO_DATE, progress.reason, Action.FINISH, rows)
+        if progress.phase is Phase.FAILED:
+            return Decision(State.ROLLED_BACK, progress.reason, Action.ROLL_BACK, rows)
+        return Decision(State.ROLLING_OUT, progress.reason, Action.NONE, rows)
+    rows_list: list[ContainerDecision] = []
+    targets: dict[str, str] = {}
+    tags: dict[str, str] = {}
+    for container in obs.containers:
+        row, candidate = _container(container, obs.record, obs.paused, policy)
+        rows_list.append(row)
+        if candidate is not None:
+            targets[container.name] = candidate.ref
+            tags[container.name] = candidate.tag
+    rows = tuple(rows_list)
+    worst = _worst(rows)
+    if worst is None:
+        return Decision(State.UP_TO_DATE, "no governed containers", Action.NONE, rows)
+    if targets:
+        summary = ", ".join(f"{c}={t}" for c, t in sorted(targets.items()))
+        return Decision(State.DRIFTED, f"rolling {summary}", Action.ROLL, rows, targets, tags)
+    return Decision(worst.state, worst.reason, Action.NONE, rows)

@@ -1,0 +1,418 @@
+"""The level-triggered controller: one work queue, a bounded pool of workers, fed by
+watches, a schedule per distinct base and push events. No kopf here: the wiring feeds it
+policy bodies and leadership, the informers feed it workload changes.
+
+Keys in the queue:
+
+- ``("base", key)``: look the base up once (``BaseWatcher``); when its digest (or its
+  failure) changed, every policy following it is queued. Then it is scheduled again after
+  the shortest interval among its followers. This is the only periodic registry traffic:
+  one request per distinct base per interval, however many policies share it.
+- ``("policy", name)``: one ``PolicyChecker.check`` over the workloads the watch cache
+  holds for it; status written only when it changed, Events posted, and the policy queued
+  again only if it asked to be (drifted: its interval; rolling: soon; faults: backoff).
+
+A workload that changed queues only the policies that select it. A policy is worked on
+only while this replica holds it (``hold``/``release``, driven by kopf peering).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from imagedrift.core import conditions as cond
+from imagedrift.core.conditions import Condition, merge
+from imagedrift.core.mergepatch import diff
+from imagedrift.core.refs import ImageRef
+from imagedrift.core.spec import POLICY_LABEL, PolicySpec, parse_policy
+from imagedrift.core.workloads import WorkloadRef, containers, selected
+from imagedrift.engine.check import PolicyChecker
+from imagedrift.engine.ports import Event
+from imagedrift.engine.workqueue import WorkQueue
+from imagedrift.errors import InvalidSpec, KubeError, RegistryError
+
+log = logging.getLogger(__name__)
+VOLATILE = ("checkedAt",)  # base fields that change on every look: never a reason to write
+
+
+class Writer(Protocol):
+    """The writes the controller makes outside a check (``KubeAdapter`` has them)."""
+
+    def patch_policy_status(self, name: str, status: Mapping[str, Any]) -> None: ...
+
+    def post_event(
+        self, target: Mapping[str, Any], type_: str, reason: str, message: str, now: datetime
+    ) -> None: ...
+
+
+class WorkloadSource(Protocol):
+    """The watch cache of workloads (one ``Informer`` per kind behind it)."""
+
+    def items(self) -> list[dict[str, Any]]: ...
+
+    def get(self, ref: WorkloadRef) -> dict[str, Any] | None: ...
+
+    def wait_synced(self, timeout: float) -> bool: ...
+
+
+Observer = Callable[[str, Mapping[str, Any], Mapping[str, Any], list[Condition], list[Event]], None]
+
+
+@dataclass
+class _Policy:
+    body: dict[str, Any]
+    spec: PolicySpec | None
+    error: str = ""
+
+
+class Controller:
+    def __init__(
+        self,
+        checker: PolicyChecker,
+        writer: Writer,
+        workloads: WorkloadSource,
+        *,
+        workers: int = 4,
+        observer: Observer | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.checker = checker
+        self.queue = WorkQueue(clock=clock)
+        self._writer = writer
+        self._workloads = workloads
+        self._workers = workers
+        self._observer = observer
+        self._clock = clock
+        self._now = now
+        self._lock = threading.Lock()
+        self._policies: dict[str, _Policy] = {}
+        self._held: set[str] = set()
+        self._written: dict[str, dict[str, Any]] = {}  # policy -> status as last written
+        self._labelled: dict[str, set[WorkloadRef]] = {}  # policy label value -> workloads
+        self._threads: list[threading.Thread] = []
+        self._stop = threading.Event()
+        self.checks = 0
+
+    def now(self) -> datetime:
+        return self._now()
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def policy_seen(self, body: Mapping[str, Any]) -> None:
+        """A policy was listed, added or changed (kopf's watch). Queued when its spec
+        (generation) changed or it is new; a status-only change just updates the store."""
+        name = str((body.get("metadata") or {}).get("name", ""))
+        plain = {
+            "apiVersion": body.get("apiVersion", ""),
+            "kind": body.get("kind", "ImagePolicy"),
+            "metadata": dict(body.get("metadata") or {}),
+            "spec": dict(body.get("spec") or {}),
+            "status": dict(body.get("status") or {}),
+        }
+        with self._lock:
+            before = self._policies.get(name)
+            changed = before is None or before.body["spec"] != plain["spec"]
+            if not changed:
+                before.body = plain  # type: ignore[union-attr]
+                return
+            try:
+                spec: PolicySpec | None = parse_policy(name, plain["spec"])
+                error = ""
+            except InvalidSpec as exc:
+                spec, error = None, str(exc)
+            self._policies[name] = _Policy(plain, spec, error)
+        self.queue.add(("policy", name))
+        if spec is not None:
+            self.queue.add(("base", spec.base.key))
+
+    def policy_gone(self, name: str) -> None:
+        with self._lock:
+            self._policies.pop(name, None)
+            self._written.pop(name, None)
+            self._held.discard(name)
+
+    def hold(self, name: str) -> None:
+        """This replica works on ``name`` (kopf runs its daemon here)."""
+        with self._lock:
+            self._held.add(name)
+            policy = self._policies.get(name)
+        self.queue.add(("policy", name))
+        if policy is not None and policy.spec is not None:
+            self.queue.add(("base", policy.spec.base.key))  # its schedule runs while held
+
+    def release(self, name: str) -> None:
+        """Another replica (or nobody) works on ``name`` now; forget what we wrote."""
+        with self._lock:
+            self._held.discard(name)
+            self._written.pop(name, None)
+
+    def workload_changed(
+        self, ref: WorkloadRef, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None
+    ) -> None:
+        """A watch event: queue the policies that select the workload, before or after."""
+        labels = [((body.get("metadata") or {}).get("labels") or {}) for body in (old, new) if body]
+        with self._lock:
+            for body_labels in labels:
+                value = body_labels.get(POLICY_LABEL)
+                if value:
+                    self._labelled.setdefault(value, set()).discard(ref)
+            if new is not None:
+                value = ((new.get("metadata") or {}).get("labels") or {}).get(POLICY_LABEL)
+                if value:
+                    self._labelled.setdefault(value, set()).add(ref)
+            names = {
+                name
+                for name, p in self._policies.items()
+                if p.spec is not None and any(p.spec.rollout.selector.matches(lb) for lb in labels)
+            }
+        for name in names:
+            self.queue.add(("policy", name))
+
+    def wake_for_image(self, image: str) -> list[str]:
+        """A push of ``image``: a base it is re-resolved now; an app repository's cached
+        tag lists and searches are dropped and the policies whose workloads run it are
+        checked now. Returns the policy names woken."""
+        try:
+            pushed = ImageRef.parse(image)
+        except ValueError:
+            return []
+        woken: list[str] = []
+        bases: set[str] = set()
+        with self._lock:
+            policies = [(n, p.spec) for n, p in self._policies.items() if p.spec is not None]
+        for name, spec in policies:
+            base = spec.base.image
+            same_repo = pushed.repository == base.repository and pushed.registry in (
+                base.registry,
+                "docker.io",
+            )
+            if same_repo and (not pushed.tag or not spec.base.tag or pushed.tag == spec.base.tag):
+                bases.add(spec.base.key)
+                woken.append(name)
+        for key in bases:
+            self.checker.bases.invalidate(key)
+            self.queue.add(("base", key))
+        self.checker.searches.invalidate(pushed.name)
+        if not bases:
+            for name in self._policies_running(pushed):
+                if name not in woken:
+                    woken.append(name)
+                self.queue.add(("policy", name))
+        return woken
+
+    def _policies_running(self, pushed: ImageRef) -> set[str]:
+        names: set[str] = set()
+        for body in self._workloads.items():
+            for image in containers(body).values():
+                try:
+                    ref = ImageRef.parse(image)
+                except ValueError:
+                    continue
+                if ref.repository == pushed.repository and ref.registry == pushed.registry:
+                    names.update(self._selecting(body))
+        return names
+
+    def _selecting(self, body: Mapping[str, Any]) -> list[str]:
+        with self._lock:
+            return [
+                n
+                for n, p in self._policies.items()
+                if p.spec is not None and selected(body, p.spec)
+            ]
+
+    # -- running ----------------------------------------------------------------------------
+
+    def start(self) -> Controller:
+        for i in range(self._workers):
+            thread = threading.Thread(target=self._work, name=f"imagedrift-worker-{i}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.queue.shutdown()
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            if not self._workloads.wait_synced(1.0):
+                continue  # decisions over a half-listed fleet would be wrong
+            key = self.queue.get(timeout=1.0)
+            if key is None:
+                continue
+            try:
+                self._process(key)
+            except Exception:
+                log.exception("processing %s failed; retrying with backoff", key)
+                self.queue.retry(key)
+            finally:
+                self.queue.done(key)
+
+    def _process(self, key: Hashable) -> None:
+        kind, name = key if isinstance(key, tuple) else ("", key)
+        if kind == "base":
+            self._process_base(str(name), key)
+        else:
+            self._process_policy(str(name), key)
+
+    # -- bases ------------------------------------------------------------------------------
+
+    def _process_base(self, base_key: str, key: Hashable) -> None:
+        with self._lock:
+            followers = [
+                (n, p.spec)
+                for n, p in self._policies.items()
+                if p.spec is not None and p.spec.base.key == base_key and n in self._held
+            ]
+        if not followers:
+            return  # nobody follows it here any more: its schedule ends
+        spec = followers[0][1].base
+        interval = min(s.base.interval for _, s in followers)
+        before = self.checker.bases.peek(base_key)
+        if before is not None and not self.checker.bases.is_stale(base_key):
+            age = self._clock() - before.fetched_at
+            if age < interval - 0.5:  # a check looked it up meanwhile: not due yet
+                self.queue.add_after(key, interval - age)
+                return
+        self.checker.bases.invalidate(base_key)
+        try:
+            after = self.checker.observe_base(spec, self._clock())
+        except RegistryError as exc:
+            log.info("base %s: %s", spec.image.name, exc)
+            for name, _ in followers:
+                self.queue.add(("policy", name))
+            self.queue.add_after(key, min(self.queue.backoff(key), interval))
+            return
+        self.queue.forget(key)
+        moved = before is None or before.image.digest != after.image.digest
+        if moved:
+            for name, _ in followers:
+                self.queue.add(("policy", name))
+        self.queue.add_after(key, interval)
+
+    # -- policies ---------------------------------------------------------------------------
+
+    def _process_policy(self, name: str, key: Hashable) -> None:
+        with self._lock:
+            policy = self._policies.get(name)
+            held = name in self._held
+            written = self._written.get(name)
+        if policy is None or not held:
+            return
+        body = dict(policy.body)
+        if written is not None:
+            body["status"] = written  # the watch may not have brought our last write yet
+        previous = dict(body.get("status") or {})
+        generation = int((body.get("metadata") or {}).get("generation") or 0)
+        if policy.spec is None:
+            self._stalled(name, body, previous, generation, policy.error)
+            return
+        self.checks += 1
+        spec = policy.spec
+        workloads = self._governed(spec)
+        result = self.checker.check(spec, body, workloads, self._now(), self._clock())
+        from imagedrift.rebuild.hook import after_check  # rebuild triggers, status.rebuild
+
+        after_check(self.checker, spec, body, result, self._now())
+        # Keys a check does not compose (status.rebuild, written by the rebuild step only
+        # when it fires) are kept as they are.
+        status = {**previous, **result.status}
+        status["conditions"] = merge(
+            list(previous.get("conditions") or []), result.conditions, generation, self._now()
+        )
+        self._write(name, previous, status)
+        self._post(body, result.events)
+        if self._observer is not None:
+            self._observer(name, previous, status, result.conditions, result.events)
+        ready = next((c for c in result.conditions if c.type == cond.READY), None)
+        failed = ready is not None and not ready.status
+        if failed and ready is not None and ready.reason in ("Throttled", "RolloutInProgress"):
+            failed = False  # not a fault: Retry-After, or a rollout to follow, sets the time
+        if failed:
+            self.queue.retry(key)  # per-key exponential backoff, capped
+        else:
+            self.queue.forget(key)
+            if result.next_check_in is not None:
+                self.queue.add_after(key, result.next_check_in)
+
+    def _governed(self, spec: PolicySpec) -> list[dict[str, Any]]:
+        default = spec.rollout.selector.match_labels == {POLICY_LABEL: spec.name} and not (
+            spec.rollout.selector.match_expressions
+        )
+        if default:
+            with self._lock:
+                refs = list(self._labelled.get(spec.name, ()))
+            bodies: Iterable[dict[str, Any] | None] = (self._workloads.get(r) for r in refs)
+        else:
+            bodies = self._workloads.items()
+        return [b for b in bodies if b is not None and selected(b, spec)]
+
+    def _stalled(
+        self,
+        name: str,
+        body: Mapping[str, Any],
+        previous: Mapping[str, Any],
+        generation: int,
+        error: str,
+    ) -> None:
+        was = {c.get("type"): c for c in previous.get("conditions") or []}.get("Stalled") or {}
+        status = {
+            **previous,
+            "observedGeneration": generation,
+            "lastError": error,
+            "conditions": merge(
+                list(previous.get("conditions") or []),
+                cond.stalled("InvalidSpec", error),
+                generation,
+                self._now(),
+            ),
+        }
+        self._write(name, previous, status)
+        if was.get("message") != error:
+            self._post(body, [Event(body, "Warning", "InvalidSpec", error)])
+
+    def _write(self, name: str, previous: Mapping[str, Any], status: Mapping[str, Any]) -> None:
+        """Write ``status`` when it differs from ``previous`` in more than volatile fields."""
+        if _steady(previous) == _steady(status):
+            return
+        patch = diff(previous, status)
+        try:
+            self._writer.patch_policy_status(name, patch)
+        except KubeError as exc:
+            log.warning("policy %s: %s", name, exc)
+            with self._lock:
+                self._written.pop(name, None)  # re-read what is really there next time
+            raise
+        with self._lock:
+            if name in self._policies:
+                self._written[name] = dict(status)
+
+    def _post(self, policy: Mapping[str, Any], events: Iterable[Event]) -> None:
+        for event in events:
+            try:
+                self._writer.post_event(
+                    event.target, event.type, event.reason, event.message, self._now()
+                )
+            except KubeError as exc:
+                log.warning("event %s on %s: %s", event.reason, _name(event.target), exc)
+
+
+def _steady(status: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(status)
+    base = dict(out.get("base") or {})
+    for key in VOLATILE:
+        base.pop(key, None)
+    out["base"] = base
+    return out
+
+
+def _name(body: Mapping[str, Any]) -> str:
+    meta = body.get("metadata") or {}
+    return f"{body.get('kind', '')}/{meta.get('namespace', '')}/{meta.get('name', '')}"
