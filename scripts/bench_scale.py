@@ -173,6 +173,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="tag-digest",
         help="initial image: repo:1.0.0@sha256:.. (default) or repo@sha256:.. (see above)",
     )
+    add(
+        "--settle",
+        type=float,
+        default=120.0,
+        help="seconds to let the Deployment controller catch up before the operator starts",
+    )
     add("--steady", type=float, default=60.0, help="seconds of the steady window (default 60)")
     add(
         "--affected",
@@ -791,7 +797,14 @@ def wait_settled(api: Api, count: int, timeout: float) -> float:
             return seconds
         now = time.monotonic()
         if now - started > timeout:
-            raise PhaseTimeout("controller-manager settle", timeout, f" ({observed}/{count})")
+            # The Deployment controller of the test control plane settles a few thousand
+            # Deployments an hour on 2 cores; the operator starts anyway and its watch sees
+            # the rest catch up (status-only changes cost it a parse, not a check).
+            say(
+                f"the Deployment controller observed {observed}/{count} Deployments after "
+                f"{now - started:.0f}s (--settle); starting the operator anyway"
+            )
+            return now - started
         if now >= next_progress:
             say(f"  controller-manager observed {observed}/{count} Deployments")
             next_progress = now + PROGRESS
@@ -1250,7 +1263,7 @@ def run(args: argparse.Namespace, state: Run) -> None:
         summary.add(
             "Deployments created", f"{created:.1f}s", f"{len(workloads)}, {args.threads} threads"
         )
-        settled = wait_settled(api, len(workloads), args.timeout)
+        settled = wait_settled(api, len(workloads), args.settle)
         summary.add("controller-manager caught up", f"{settled:.1f}s")
 
         header("First cycle: operator start until every policy is Ready")

@@ -693,6 +693,9 @@ class ControlPlane:
                 f"--service-cluster-ip-range={SERVICE_CIDR}",
                 "--kube-api-qps=100",
                 "--kube-api-burst=200",
+                # Thousands of Deployments (the scale benchmark) settle in minutes, not hours.
+                "--concurrent-deployment-syncs=50",
+                "--concurrent-replicaset-syncs=50",
                 "--profiling=false",
             ],
             logs,

@@ -19,6 +19,7 @@ import yaml
 
 from tests.harness.controlplane import ControlPlane
 from tests.harness.operator import OperatorProcess
+from tests.harness.procs import wait_for
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DEPLOY_DIR = REPO_ROOT / "deploy"
@@ -42,8 +43,20 @@ RBAC_KINDS = frozenset(
 def crds_installed(controlplane: ControlPlane) -> None:
     root = Path(__file__).resolve().parents[2]
     controlplane.kubectl("apply", "--server-side", "-f", str(root / "crds"))
-    controlplane.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/imagepolicies.imagedrift.io"
+    # kubectl wait fails at once (instead of waiting) when the CRD has no conditions yet.
+    wait_for(
+        lambda: (
+            controlplane.kubectl(
+                "wait",
+                "--for=condition=Established",
+                "--timeout=60s",
+                "crd/imagepolicies.imagedrift.io",
+                check=False,
+            ).returncode
+            == 0
+        ),
+        what="the ImagePolicy CRD Established",
+        timeout=90,
     )
     controlplane.kubectl("create", "namespace", "imagedrift-system", check=False)
 

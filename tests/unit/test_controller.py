@@ -49,7 +49,7 @@ class FakeChecker:
         return self.bases.observe(base.key, base.interval, lookup)
 
     def check(
-        self, policy: Any, body: Any, workloads: Any, now: datetime, clock: float
+        self, policy: Any, body: Any, workloads: Any, now: datetime, clock: float, **_: Any
     ) -> CheckResult:
         self.checked.append((policy.name, len(list(workloads))))
         try:

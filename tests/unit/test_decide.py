@@ -53,6 +53,21 @@ RECORD = RolloutRecord(
     phase=Phase.PROGRESSING.value,
 )
 ROLLING = WorkloadState({"app": "1.0.1"}, RECORD)
+DONE = WorkloadState(
+    {"app": "1.0.1"},
+    RolloutRecord(
+        RECORD.id,
+        BASE,
+        RECORD.target,
+        RECORD.previous,
+        RECORD.tags,
+        RECORD.started_at,
+        Phase.COMPLETE.value,
+        "3 of 3 available",
+        "2026-01-01T00:01:00Z",
+    ),
+)
+OVERRIDDEN = WorkloadState({}, None, (), (NEW,))
 REJECTED_HERE = WorkloadState({}, None, (NEW,))
 VIEW = PolicyView(BASE)
 
@@ -199,6 +214,76 @@ ROWS = [
         State.ERROR,
         Action.NONE,
         "503",
+    ),
+    (
+        "another policy selects it too",
+        obs(on_old(PASSED), conflict=("other-policy",)),
+        VIEW,
+        State.CONFLICT,
+        Action.NONE,
+        "also selected by policy other-policy",
+    ),
+    (
+        "someone undid imagedrift's rollout",
+        obs(
+            on_old(PASSED),
+            record=DONE,
+            images={"app": "r.io/app:1.0.0"},
+            writers={"app": "kubectl-rollout (Update, 2026-01-01T00:05:00Z)"},
+        ),
+        VIEW,
+        State.OVERRIDDEN,
+        Action.YIELD,
+        "changed to r.io/app:1.0.0 by kubectl-rollout",
+    ),
+    (
+        "someone changed the image mid-rollout",
+        obs(
+            record=ROLLING,
+            images={"app": "r.io/app:9.9.9"},
+            progress=Progress(Phase.PROGRESSING, "1 of 3 replicas updated"),
+        ),
+        VIEW,
+        State.OVERRIDDEN,
+        Action.YIELD,
+        "changed to r.io/app:9.9.9 by someone",
+    ),
+    (
+        "imagedrift's rollout stands: nothing overridden",
+        obs(UP, record=DONE, images={"app": REF}),
+        VIEW,
+        State.UP_TO_DATE,
+        Action.NONE,
+        "current base",
+    ),
+    (
+        "a candidate that was overridden here is not rolled again",
+        obs(
+            on_old(PASSED),
+            record=OVERRIDDEN,
+            images={"app": "r.io/app:1.0.0"},
+            writers={"app": "kubectl-rollout (Update, t)"},
+        ),
+        VIEW,
+        State.OVERRIDDEN,
+        Action.NONE,
+        "r.io/app:1.0.0 was set by kubectl-rollout",
+    ),
+    (
+        "managed by a GitOps controller: reported, not patched",
+        obs(on_old(PASSED), gitops="Flux (field manager kustomize-controller)"),
+        VIEW,
+        State.MANAGED_BY_GITOPS,
+        Action.NONE,
+        "managed by Flux",
+    ),
+    (
+        "managed by GitOps, and the policy allows patching",
+        obs(on_old(PASSED), gitops="Flux (label kustomize.toolkit.fluxcd.io/name=apps)"),
+        PolicyView(BASE, patch_gitops=True),
+        State.DRIFTED,
+        Action.ROLL,
+        "rolling app=",
     ),
     (
         "one container rolls while another is up to date",

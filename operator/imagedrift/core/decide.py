@@ -15,6 +15,9 @@ States (per container, and for the workload the most pressing of its containers)
     RolledBack  the candidate failed here before; it is not retried on this workload
     Paused      the workload's annotation holds it
     Suspended   the policy's rollout.suspend holds it
+    Overridden  someone else changed an image imagedrift rolled: left as they set it
+    ManagedByGitOps  a GitOps controller manages the workload: reported, not patched
+    Conflict    another policy selects the workload too: neither patches it
     Error       the observation failed (registry or API fault); the reason names where
     Unknown     the image reference in the pod template does not parse
 """
@@ -40,15 +43,21 @@ class State(StrEnum):
     SUSPENDED = "Suspended"
     ERROR = "Error"
     UNKNOWN = "Unknown"
+    OVERRIDDEN = "Overridden"
+    MANAGED_BY_GITOPS = "ManagedByGitOps"
+    CONFLICT = "Conflict"
 
 
 # The most pressing state names the workload when its containers differ.
 _PRIORITY = (
     State.ERROR,
+    State.CONFLICT,
+    State.OVERRIDDEN,
     State.ROLLING_OUT,
     State.WAITING,
     State.DRIFTED,
     State.ROLLED_BACK,
+    State.MANAGED_BY_GITOPS,
     State.PAUSED,
     State.SUSPENDED,
     State.UNKNOWN,
@@ -56,7 +65,15 @@ _PRIORITY = (
 )
 # States in which the workload still runs an image on an old base.
 DRIFTED_STATES = frozenset(
-    {State.DRIFTED, State.WAITING, State.ROLLED_BACK, State.PAUSED, State.SUSPENDED}
+    {
+        State.DRIFTED,
+        State.WAITING,
+        State.ROLLED_BACK,
+        State.PAUSED,
+        State.SUSPENDED,
+        State.OVERRIDDEN,
+        State.MANAGED_BY_GITOPS,
+    }
 )
 
 
@@ -65,6 +82,7 @@ class Action(StrEnum):
     ROLL = "Roll"  # patch the targets (subject to the wave planner)
     FINISH = "Finish"  # the rollout is complete: record it
     ROLL_BACK = "RollBack"  # the rollout failed: restore the previous images, record it
+    YIELD = "Yield"  # someone replaced what we rolled: record it, post an Event, patch nothing
 
 
 @dataclass(frozen=True)
@@ -101,6 +119,10 @@ class WorkloadObservation:
     paused: bool = False
     progress: Progress | None = None  # where a Progressing rollout stands
     error: str = ""  # the workload as a whole could not be observed
+    images: Mapping[str, str] = field(default_factory=dict)  # governed container -> image now
+    writers: Mapping[str, str] = field(default_factory=dict)  # container -> who last set it
+    conflict: tuple[str, ...] = ()  # other policies that select this workload
+    gitops: str = ""  # which GitOps controller manages it ("" none)
 
 
 @dataclass(frozen=True)
@@ -108,6 +130,7 @@ class PolicyView:
     base_digest: str
     suspended: bool = False
     rejected: Mapping[str, str] = field(default_factory=dict)  # app digest -> why (policy-wide)
+    patch_gitops: bool = False  # spec.rollout.patchGitOpsManaged
 
 
 @dataclass(frozen=True)
@@ -128,7 +151,12 @@ class Decision:
 
 
 def _container(
-    obs: ContainerObservation, record: WorkloadState, paused: bool, policy: PolicyView
+    obs: ContainerObservation,
+    record: WorkloadState,
+    paused: bool,
+    policy: PolicyView,
+    gitops: str = "",
+    writer: str = "",
 ) -> tuple[ContainerDecision, CandidateView | None]:
     """The container's state, and the candidate to roll it to (None: nothing to roll)."""
 
@@ -145,6 +173,12 @@ def _container(
     if cand is None:
         notes = "; ".join(obs.search_notes[:3]) or "no rebuilt image yet"
         return say(State.DRIFTED, f"{obs.lineage_reason}; {notes}")
+    if cand.digest in record.overridden:
+        return say(
+            State.OVERRIDDEN,
+            f"{obs.image} was set by {writer or 'someone'} after imagedrift rolled {cand.ref}; "
+            "imagedrift will not fight it (a candidate on a later base may roll)",
+        )
     if cand.digest in record.rejected:
         return say(State.ROLLED_BACK, f"{cand.ref} was rolled back here before; not retried")
     if cand.digest in policy.rejected:
@@ -159,8 +193,32 @@ def _container(
         return say(State.SUSPENDED, f"policy suspended; would roll to {cand.ref}")
     if paused:
         return say(State.PAUSED, f"workload paused; would roll to {cand.ref}")
+    if gitops and not policy.patch_gitops:
+        return say(
+            State.MANAGED_BY_GITOPS,
+            f"managed by {gitops}; would roll to {cand.ref}: change it in git, or set "
+            "spec.rollout.patchGitOpsManaged",
+        )
     reason = f"{obs.lineage_reason}; rolling to {cand.tag} ({short_digest(cand.digest)})"
     return ContainerDecision(obs.name, State.DRIFTED, reason), cand
+
+
+def _replaced(obs: WorkloadObservation) -> dict[str, str]:
+    """Containers whose image someone changed after imagedrift set it (container -> now).
+
+    Only while imagedrift's rollout stands (in progress or complete) and only once: the
+    candidate is then in ``overridden`` and the record says so.
+    """
+    record = obs.record.rollout
+    if record is None or record.phase not in (Phase.PROGRESSING.value, Phase.COMPLETE.value):
+        return {}
+    changed: dict[str, str] = {}
+    for container, target in record.target.items():
+        now = obs.images.get(container)
+        digest = target.rpartition("@")[2]
+        if now is not None and now != target and digest not in obs.record.overridden:
+            changed[container] = now
+    return changed
 
 
 def _worst(decisions: Sequence[ContainerDecision]) -> ContainerDecision | None:
@@ -173,6 +231,20 @@ def decide(obs: WorkloadObservation, policy: PolicyView) -> Decision:
     if obs.error:
         rows = tuple(ContainerDecision(c.name, State.ERROR, obs.error) for c in obs.containers)
         return Decision(State.ERROR, obs.error, Action.NONE, rows)
+    if obs.conflict:
+        why = (
+            f"also selected by policy {', '.join(obs.conflict)}: neither policy patches it "
+            "until only one selects it"
+        )
+        rows = tuple(ContainerDecision(c.name, State.CONFLICT, why) for c in obs.containers)
+        return Decision(State.CONFLICT, why, Action.NONE, rows)
+    changed = _replaced(obs)
+    if changed:
+        first, image = sorted(changed.items())[0]
+        who = obs.writers.get(first, "") or "someone"
+        why = f"{first} was changed to {image} by {who}; imagedrift will not fight it"
+        rows = tuple(ContainerDecision(name, State.OVERRIDDEN, why) for name in sorted(changed))
+        return Decision(State.OVERRIDDEN, why, Action.YIELD, rows, dict(changed))
     if record is not None and record.phase == Phase.PROGRESSING.value:
         progress = obs.progress or Progress(Phase.PROGRESSING, "waiting for the rollout status")
         rows = tuple(
@@ -187,7 +259,14 @@ def decide(obs: WorkloadObservation, policy: PolicyView) -> Decision:
     targets: dict[str, str] = {}
     tags: dict[str, str] = {}
     for container in obs.containers:
-        row, candidate = _container(container, obs.record, obs.paused, policy)
+        row, candidate = _container(
+            container,
+            obs.record,
+            obs.paused,
+            policy,
+            obs.gitops,
+            obs.writers.get(container.name, ""),
+        )
         rows_list.append(row)
         if candidate is not None:
             targets[container.name] = candidate.ref

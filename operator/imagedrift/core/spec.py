@@ -100,6 +100,7 @@ class RolloutSpec:
     pause_between_waves: float = 0.0
     maintenance_windows: tuple[MaintenanceWindow, ...] = ()
     max_concurrent: int = 0  # 0: unlimited
+    patch_gitops_managed: bool = False  # patch workloads a GitOps controller manages?
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,7 @@ def parse_policy(name: str, spec: Mapping[str, Any]) -> PolicySpec:
         waves=_waves(rollout_raw.get("waves") or ()),
         pause_between_waves=parse_duration(str(rollout_raw.get("pauseBetweenWaves") or "0s")),
         maintenance_windows=_windows(rollout_raw.get("maintenanceWindows") or ()),
+        patch_gitops_managed=bool(rollout_raw.get("patchGitOpsManaged", False)),
         max_concurrent=int(rollout_raw.get("maxConcurrent") or 0),
     )
     return PolicySpec(

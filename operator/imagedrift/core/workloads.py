@@ -97,12 +97,15 @@ class WorkloadState:
     tags: Mapping[str, str] = field(default_factory=dict)  # container -> tag it runs
     rollout: RolloutRecord | None = None
     rejected: tuple[str, ...] = ()  # app digests rolled back here: never retried
+    overridden: tuple[str, ...] = ()  # app digests someone replaced after we rolled them
 
     def encode(self) -> str:
         body: dict[str, Any] = {
             "tags": dict(self.tags),
             "rejected": list(self.rejected[-MAX_REJECTED:]),
         }
+        if self.overridden:
+            body["overridden"] = list(self.overridden[-MAX_REJECTED:])
         if self.rollout:
             r = self.rollout
             body["rollout"] = {
@@ -142,7 +145,12 @@ class WorkloadState:
                 if r
                 else None
             )
-            return cls(dict(body.get("tags") or {}), rollout, tuple(body.get("rejected") or ()))
+            return cls(
+                dict(body.get("tags") or {}),
+                rollout,
+                tuple(body.get("rejected") or ()),
+                tuple(body.get("overridden") or ()),
+            )
         except (ValueError, KeyError, TypeError, AttributeError):
             return cls()
 

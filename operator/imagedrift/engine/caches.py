@@ -26,6 +26,7 @@ class ImageCache:
         self._items: OrderedDict[tuple[str, str, str], ResolvedImage] = OrderedDict()
         self._max = max_entries
         self._lock = threading.Lock()
+        self._flights: dict[tuple[str, str, str], threading.Lock] = {}
 
     def get(self, client: RegistryClient, ref: ImageRef) -> ResolvedImage:
         """The image at ``ref`` (which must be pinned by digest)."""
@@ -36,12 +37,22 @@ class ImageCache:
             if key in self._items:
                 self._items.move_to_end(key)
                 return self._items[key]
-        image = client.get_image(ref)
-        with self._lock:
-            self._items[key] = image
-            while len(self._items) > self._max:
-                self._items.popitem(last=False)
-        return image
+            flight = self._flights.setdefault(key, threading.Lock())
+        # One fetch per digest: workers asking for the same image wait for the first.
+        with flight:
+            with self._lock:
+                if key in self._items:
+                    return self._items[key]
+            try:
+                image = client.get_image(ref)
+                with self._lock:
+                    self._items[key] = image
+                    while len(self._items) > self._max:
+                        self._items.popitem(last=False)
+            finally:
+                with self._lock:
+                    self._flights.pop(key, None)
+            return image
 
 
 @dataclass(frozen=True)

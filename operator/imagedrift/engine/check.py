@@ -12,6 +12,7 @@ conditions, the Events, and when the policy wants to be looked at again.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
@@ -33,6 +34,7 @@ from imagedrift.core.decide import (
     WorkloadObservation,
     decide,
 )
+from imagedrift.core.gitops import describe_writer, image_managers, managed_by
 from imagedrift.core.images import ResolvedImage
 from imagedrift.core.lineage import BaseDigest, Lineage, built_on, trace
 from imagedrift.core.refs import ImageRef, short_digest
@@ -120,6 +122,67 @@ class _Context:
     throttled: dict[str, RegistryThrottled] = field(default_factory=dict)  # by host
     validating: int = 0
     writes: int = 0
+    conflicts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # workload -> others
+    rolled: Mapping[str, _Rolled] = field(default_factory=dict)  # workload -> from the lineage
+
+
+@dataclass
+class _Rolled:
+    """What the lineage says imagedrift did to one workload: its newest standing rollout
+    (as a record) and the candidates someone replaced after it."""
+
+    record: RolloutRecord | None = None
+    overridden: tuple[str, ...] = ()
+
+
+def _rolled(lineage: Iterable[Mapping[str, Any]]) -> dict[str, _Rolled]:
+    """workload -> what the lineage remembers of imagedrift's rollouts on it.
+
+    The workload's own annotation is the first record, but not the only one: tools that
+    restore a whole template (``kubectl rollout undo`` copies the old ReplicaSet's
+    annotations back) remove it, and imagedrift must still know what it had rolled there.
+    """
+    newest: dict[str, tuple[str, RolloutRecord]] = {}
+    overridden: dict[str, list[str]] = {}
+    for entry in lineage:
+        target = f"{entry.get('app', '')}@{entry.get('appDigest', '')}"
+        for row in entry.get("rollouts") or []:
+            workload, container = str(row.get("workload", "")), str(row.get("container", ""))
+            result, started = str(row.get("result", "")), str(row.get("startedAt", ""))
+            if result == State.OVERRIDDEN.value:
+                overridden.setdefault(workload, []).append(str(entry.get("appDigest", "")))
+            if result not in (Phase.COMPLETE.value, Phase.PROGRESSING.value):
+                continue
+            if workload in newest and newest[workload][0] >= started:
+                continue
+            record = RolloutRecord(
+                id=f"{entry.get('baseDigest', '')}|{entry.get('appDigest', '')}",
+                base_digest=str(entry.get("baseDigest", "")),
+                target={container: target},
+                previous={container: str(row.get("previousImage", ""))},
+                tags={container: str(entry.get("tag", ""))},
+                started_at=started,
+                phase=Phase.COMPLETE.value,  # only its target matters: what should be there
+                reason=str(row.get("reason", "")),
+                finished_at=str(row.get("finishedAt", "")),
+            )
+            newest[workload] = (started, record)
+    names = newest.keys() | overridden.keys()
+    return {
+        n: _Rolled(newest[n][1] if n in newest else None, tuple(overridden.get(n, ())))
+        for n in names
+    }
+
+
+def _remembered(state: WorkloadState, rolled: _Rolled | None) -> WorkloadState:
+    """The workload's record, completed from the lineage when its annotation was lost."""
+    if rolled is None:
+        return state
+    overridden = tuple(dict.fromkeys((*state.overridden, *rolled.overridden)))
+    record = state.rollout
+    if record is None or (rolled.record and rolled.record.started_at > record.started_at):
+        record = rolled.record
+    return WorkloadState(state.tags, record, state.rejected, overridden)
 
 
 @dataclass
@@ -197,8 +260,10 @@ class PolicyChecker:
         workloads: Iterable[Mapping[str, Any]],
         now: datetime,
         clock: float,
+        conflicts: Mapping[str, tuple[str, ...]] | None = None,
     ) -> CheckResult:
-        """Run one check over ``workloads`` (the watch cache's bodies this policy selects)."""
+        """Run one check over ``workloads`` (the watch cache's bodies this policy selects);
+        ``conflicts`` names, per workload, the other policies that select it too."""
         previous = dict(body.get("status") or {})
         generation = int((body.get("metadata") or {}).get("generation") or 0)
         try:
@@ -236,6 +301,7 @@ class PolicyChecker:
             previous_bases=prior,
             history=[dict(e) for e in previous.get("lineage") or []],
             events=events,
+            conflicts=dict(conflicts or {}),
         )
         waves_status = dict(previous.get("waves") or {})
         if waves_status.get("baseDigest") == base.digest:
@@ -247,6 +313,7 @@ class PolicyChecker:
             for t in previous.get("smokeTests") or []
             if t.get("digest")
         }
+        ctx.rolled = _rolled(ctx.history)
         governed = sorted(workloads, key=lambda w: str(ref_of(w)))
         # Rejections are rebuilt from the workloads' own records too: a lost status write
         # must not be the only memory of a candidate that failed on this base.
@@ -276,6 +343,8 @@ class PolicyChecker:
         for w in seen:
             if w.decision.action in (Action.FINISH, Action.ROLL_BACK):
                 self._conclude(ctx, w)
+            elif w.decision.action is Action.YIELD:
+                self._yield(ctx, w)
         view = self._view(ctx)
         for w in seen:
             if w.decision.action is Action.ROLL:
@@ -288,6 +357,8 @@ class PolicyChecker:
         rows = [
             self._rows(ctx, w) if w.failed else mine for w, mine in zip(seen, rows, strict=True)
         ]
+        for w in seen:
+            self._sync_lineage(ctx, w)
         return self._result(ctx, seen, rows, plan, base_status, generation)
 
     # -- observe ------------------------------------------------------------------------------
@@ -297,20 +368,33 @@ class PolicyChecker:
             ctx.base.digest,
             ctx.policy.rollout.suspend,
             {d: str(r.get("reason", "rolled back")) for d, r in ctx.rejected.items()},
+            ctx.policy.rollout.patch_gitops_managed,
         )
 
     def _look(self, ctx: _Context, obj: Mapping[str, Any]) -> _Workload:
         ref = ref_of(obj)
-        state = WorkloadState.decode(obj)
+        state = _remembered(WorkloadState.decode(obj), ctx.rolled.get(str(ref)))
         w = _Workload(ref, obj, state, WorkloadObservation(str(ref), ()), _NONE)
         record = state.rollout
-        if record and record.phase == Phase.PROGRESSING.value:
+        governed = governed_containers(obj, ctx.policy)
+        hands: dict[str, Any] = {
+            "images": governed,
+            "writers": {c: describe_writer(m) for c, m in image_managers(obj).items()},
+            "conflict": tuple(ctx.conflicts.get(str(ref), ())),
+            "gitops": managed_by(obj),
+        }
+        if hands["conflict"]:
+            # Nothing to look up: neither policy may act on it.
+            rows = tuple(ContainerObservation(c, i) for c, i in sorted(governed.items()))
+            w.observation = WorkloadObservation(str(ref), rows, state, paused(obj), **hands)
+        elif record and record.phase == Phase.PROGRESSING.value:
             started = _parse_time(record.started_at)
             result = progress(ref.kind, obj, started, ctx.now, ctx.policy.rollout.verify_timeout)
-            w.observation = WorkloadObservation(str(ref), (), state, paused(obj), result)
+            w.observation = WorkloadObservation(str(ref), (), state, paused(obj), result, **hands)
         else:
             try:
-                w.observation = self._observe(ctx, w)
+                observed = self._observe(ctx, w)
+                w.observation = dataclasses.replace(observed, **hands)
             except KubeError as exc:
                 w.observation = WorkloadObservation(str(ref), (), state, error=str(exc))
         w.decision = decide(w.observation, self._view(ctx))
@@ -583,6 +667,14 @@ class PolicyChecker:
         except KubeError as exc:
             if w.before is not None:
                 w.state, w.decision = w.before
+            if w.decision.action in (Action.FINISH, Action.ROLL_BACK, Action.YIELD):
+                # The outcome is not recorded yet: the rollout still counts as running.
+                w.decision = Decision(
+                    State.ROLLING_OUT,
+                    f"recording the outcome ({w.decision.reason}) again: {exc}",
+                    Action.NONE,
+                    w.decision.containers,
+                )
             if isinstance(exc, KubeConflict):
                 log.info("%s changed while we decided; deciding again on its next event", w.ref)
             else:
@@ -608,7 +700,9 @@ class PolicyChecker:
             phase=Phase.PROGRESSING.value,
             policy=ctx.policy.name,
         )
-        new_state = WorkloadState({**w.state.tags, **record.tags}, record, w.state.rejected)
+        new_state = WorkloadState(
+            {**w.state.tags, **record.tags}, record, w.state.rejected, w.state.overridden
+        )
         rolling = Decision(
             State.ROLLING_OUT,
             "patched",
@@ -681,7 +775,7 @@ class PolicyChecker:
             finished,
             record.policy,
         )
-        new_state = WorkloadState(tags, done, rejected)
+        new_state = WorkloadState(tags, done, rejected, w.state.overridden)
         rows = tuple(
             type(row)(row.name, State.ROLLED_BACK if failed else State.UP_TO_DATE, reason)
             for row in w.decision.containers
@@ -715,6 +809,90 @@ class PolicyChecker:
 
         patch = image_patch(w.ref.kind, images, new_state, _version(w.obj))
         self._prepare(w, patch, new_state, decision, landed)
+
+    def _yield(self, ctx: _Context, w: _Workload) -> None:
+        """Someone replaced the image imagedrift rolled: record that on the workload (the
+        candidate goes to ``overridden``: never patched in again), say so, patch nothing."""
+        record = w.state.rollout
+        assert record is not None
+        reason = w.decision.reason
+        finished = timestamp(ctx.now)
+        replaced = dict(w.decision.targets)  # container -> the image now
+        digests = tuple(
+            ImageRef.parse(record.target[c]).digest for c in replaced if c in record.target
+        )
+        done = dataclasses.replace(
+            record, phase=State.OVERRIDDEN.value, reason=reason, finished_at=finished
+        )
+        new_state = WorkloadState(
+            dict(w.state.tags), done, w.state.rejected, (*w.state.overridden, *digests)
+        )
+
+        def landed() -> None:
+            for container in replaced:
+                target = record.target.get(container, "")
+                ctx.history = history.record_rollout(
+                    ctx.history,
+                    base_digest=record.base_digest,
+                    app_digest=ImageRef.parse(target).digest if target else "",
+                    workload=str(w.ref),
+                    container=container,
+                    previous_image=record.previous.get(container, ""),
+                    result=State.OVERRIDDEN.value,
+                    reason=reason,
+                    started_at=record.started_at,
+                    finished_at=finished,
+                )
+            message = f"{w.ref}: {reason}"
+            ctx.events.append(Event(ctx.body, "Warning", "Overridden", message))
+            ctx.events.append(Event(w.obj, "Warning", "Overridden", message))
+
+        patch = image_patch(w.ref.kind, {}, new_state, _version(w.obj))
+        self._prepare(w, patch, new_state, w.decision, landed)
+
+    def _sync_lineage(self, ctx: _Context, w: _Workload) -> None:
+        """The lineage says of each rollout what the workload's own record says.
+
+        The record is written in the same patch as the image; the lineage only with the
+        policy's status. When a status write was lost (the operator died, the API failed),
+        the next check restores the rollout from the record: never half-recorded.
+        """
+        record = w.state.rollout
+        if record is None:
+            return
+        for container, image in record.target.items():
+            digest = ImageRef.parse(image).digest
+            key = (record.base_digest, digest)
+            entry = next(
+                (e for e in ctx.history if (e.get("baseDigest"), e.get("appDigest")) == key), None
+            )
+            if entry is None and record.base_digest != ctx.base.digest:
+                continue  # an old entry the history limit dropped: not brought back
+            row: Mapping[str, Any] = next(
+                (
+                    r
+                    for r in (entry or {}).get("rollouts") or []
+                    if (r.get("workload"), r.get("container"), r.get("startedAt"))
+                    == (str(w.ref), container, record.started_at)
+                ),
+                {},
+            )
+            if row.get("result") == record.phase:
+                continue
+            ctx.history = history.record_rollout(
+                ctx.history,
+                base_digest=record.base_digest,
+                app_digest=digest,
+                workload=str(w.ref),
+                container=container,
+                previous_image=record.previous.get(container, ""),
+                result=record.phase,
+                reason=record.reason or "restored from the workload's rollout record",
+                started_at=record.started_at,
+                finished_at=record.finished_at,
+                app=ImageRef.parse(image).name,
+                tag=record.tags.get(container, ""),
+            )
 
     def _rows(self, ctx: _Context, w: _Workload) -> list[dict[str, Any]]:
         """The per-container rows of ``w`` (status items and the workload's annotation)."""
@@ -757,13 +935,15 @@ class PolicyChecker:
         when it changed, and a workload that was always up to date, pinned by digest,
         carries none (no write per workload at fleet scale).
         """
-        if w.decision.state is State.ERROR:
-            return  # an observation fault is not news to record on the workload
+        if w.decision.state in (State.ERROR, State.CONFLICT):
+            # A fault is no news to record on the workload; and of two policies that both
+            # select it, neither may write: their notes would replace each other forever.
+            return
         mine = [{k: v for k, v in r.items() if k != "workload"} for r in rows]
         wanted = workload_detail(ctx.policy.name, mine)
         current = status_annotation(w.obj)
-        if current == wanted:
-            return
+        if _gist(current) == _gist(wanted):
+            return  # nothing an SRE would act on changed (an up-to-date reason's wording)
         remember = any(
             r.get("digest") and "@" not in str(r.get("image", "")) for r in mine
         )  # a tag-referenced container: its running digest must be kept
@@ -1007,6 +1187,16 @@ def _done_on(w: _Workload, base_digest: str) -> bool:
         and record.phase == Phase.COMPLETE.value
         and record.finished_at
     )
+
+
+def _gist(detail: Mapping[str, Any]) -> Any:
+    """What of a status note is worth a write: every field, except the reason of an
+    up-to-date container (it only rewords why the container is fine)."""
+    rows = [
+        {k: v for k, v in r.items() if not (k == "reason" and r.get("state") == State.UP_TO_DATE)}
+        for r in detail.get("containers") or []
+    ]
+    return (detail.get("policy"), rows)
 
 
 def _version(obj: Mapping[str, Any]) -> str:

@@ -30,8 +30,9 @@ from imagedrift.core import conditions as cond
 from imagedrift.core.conditions import Condition, merge
 from imagedrift.core.mergepatch import diff
 from imagedrift.core.refs import ImageRef
+from imagedrift.core.rollout import Phase
 from imagedrift.core.spec import POLICY_LABEL, PolicySpec, parse_policy
-from imagedrift.core.workloads import WorkloadRef, containers, selected
+from imagedrift.core.workloads import WorkloadRef, WorkloadState, containers, ref_of, selected
 from imagedrift.engine.check import PolicyChecker
 from imagedrift.engine.ports import Event
 from imagedrift.engine.workqueue import WorkQueue
@@ -112,7 +113,10 @@ class Controller:
         plain = {
             "apiVersion": body.get("apiVersion", ""),
             "kind": body.get("kind", "ImagePolicy"),
-            "metadata": dict(body.get("metadata") or {}),
+            # managedFields are the bulk of the metadata and nothing reads them.
+            "metadata": {
+                k: v for k, v in (body.get("metadata") or {}).items() if k != "managedFields"
+            },
             "spec": dict(body.get("spec") or {}),
             "status": dict(body.get("status") or {}),
         }
@@ -128,6 +132,13 @@ class Controller:
             except InvalidSpec as exc:
                 spec, error = None, str(exc)
             self._policies[name] = _Policy(plain, spec, error)
+            others = (
+                list(self._policies) if spec is not None and not _default_selector(spec) else []
+            )
+        # A policy selecting by more than its own label may overlap others: they all look
+        # again (Conflict is decided on both sides).
+        for other in others:
+            self.queue.add(("policy", other))
         self.queue.add(("policy", name))
         if spec is not None:
             self.queue.add(("base", spec.base.key))
@@ -156,7 +167,13 @@ class Controller:
     def workload_changed(
         self, ref: WorkloadRef, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None
     ) -> None:
-        """A watch event: queue the policies that select the workload, before or after."""
+        """A watch event: queue the policies that select the workload, before or after.
+
+        A change a decision cannot see (the status of a workload that is not rolling out,
+        a new resourceVersion) queues nothing: the cache holds it for the next check.
+        """
+        if old is not None and new is not None and _relevant(old) == _relevant(new):
+            return
         labels = [((body.get("metadata") or {}).get("labels") or {}) for body in (old, new) if body]
         with self._lock:
             for body_labels in labels:
@@ -317,7 +334,10 @@ class Controller:
         self.checks += 1
         spec = policy.spec
         workloads = self._governed(spec)
-        result = self.checker.check(spec, body, workloads, self._now(), self._clock())
+        conflicts = self._conflicts(spec, workloads)
+        result = self.checker.check(
+            spec, body, workloads, self._now(), self._clock(), conflicts=conflicts
+        )
         from imagedrift.rebuild.hook import after_check  # rebuild triggers, status.rebuild
 
         after_check(self.checker, spec, body, result, self._now())
@@ -343,16 +363,31 @@ class Controller:
                 self.queue.add_after(key, result.next_check_in)
 
     def _governed(self, spec: PolicySpec) -> list[dict[str, Any]]:
-        default = spec.rollout.selector.match_labels == {POLICY_LABEL: spec.name} and not (
-            spec.rollout.selector.match_expressions
-        )
-        if default:
+        if _default_selector(spec):
             with self._lock:
                 refs = list(self._labelled.get(spec.name, ()))
             bodies: Iterable[dict[str, Any] | None] = (self._workloads.get(r) for r in refs)
         else:
             bodies = self._workloads.items()
         return [b for b in bodies if b is not None and selected(b, spec)]
+
+    def _conflicts(
+        self, spec: PolicySpec, workloads: Iterable[Mapping[str, Any]]
+    ) -> dict[str, tuple[str, ...]]:
+        """workload -> the other policies that select it too (two owners: neither acts)."""
+        with self._lock:
+            specs = {n: p.spec for n, p in self._policies.items() if p.spec is not None}
+        custom = [s for n, s in specs.items() if n != spec.name and not _default_selector(s)]
+        out: dict[str, tuple[str, ...]] = {}
+        for body in workloads:
+            label = ((body.get("metadata") or {}).get("labels") or {}).get(POLICY_LABEL, "")
+            others = [s.name for s in custom if selected(body, s)]
+            owner = specs.get(label)
+            if owner is not None and owner.name != spec.name and selected(body, owner):
+                others.append(owner.name)
+            if others:
+                out[str(ref_of(body))] = tuple(sorted(set(others)))
+        return out
 
     def _stalled(
         self,
@@ -402,6 +437,27 @@ class Controller:
                 )
             except KubeError as exc:
                 log.warning("event %s on %s: %s", event.reason, _name(event.target), exc)
+
+
+def _default_selector(spec: PolicySpec) -> bool:
+    """Does ``spec`` select by its own name in the policy label (the common case)?"""
+    selector = spec.rollout.selector
+    return selector.match_labels == {POLICY_LABEL: spec.name} and not selector.match_expressions
+
+
+def _relevant(body: Mapping[str, Any]) -> tuple[Any, ...]:
+    """What of a workload its decision reads: the status only while a rollout runs."""
+    meta = body.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    record = WorkloadState.decode(body).rollout
+    rolling = record is not None and record.phase == Phase.PROGRESSING.value
+    return (
+        meta.get("labels"),
+        annotations,
+        meta.get("generation"),
+        body.get("spec"),
+        body.get("status") if rolling else None,
+    )
 
 
 def _steady(status: Mapping[str, Any]) -> dict[str, Any]:

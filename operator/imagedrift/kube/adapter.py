@@ -182,6 +182,23 @@ class KubeAdapter:
 
     # -- the policy's own status and Events ------------------------------------------------
 
+    def list_policies(self) -> list[dict[str, Any]]:
+        """Every ImagePolicy as it is now (once, at startup: the controller must know all
+        of them before it decides anything, or two overlapping ones could both act)."""
+        try:
+            response = _call(
+                "listing imagepolicies",
+                self._custom.list_cluster_custom_object,
+                GROUP,
+                VERSION,
+                PLURAL,
+                _preload_content=False,
+            )
+        except ApiException as exc:
+            raise KubeError(f"listing imagepolicies: {exc.status} {exc.reason}") from exc
+        items = json.loads(response.data).get("items") or []
+        return [dict(item) for item in items]
+
     def patch_policy_status(self, name: str, status: Mapping[str, Any]) -> None:
         """Merge-patch ``status`` of ImagePolicy ``name`` (keys set to None are removed)."""
         try:

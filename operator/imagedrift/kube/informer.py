@@ -22,6 +22,7 @@ from kubernetes import client as k8s
 from kubernetes.client.exceptions import ApiException
 from kubernetes.watch.watch import iter_resp_lines
 
+from imagedrift.core.gitops import GITOPS_ANNOTATIONS, GITOPS_KEY, MANAGERS_KEY, owned_images
 from imagedrift.core.spec import POLICY_LABEL
 from imagedrift.core.workloads import WorkloadRef
 
@@ -94,8 +95,43 @@ def project(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
             },
         },
         "spec": slim_spec,
-        "status": dict(body.get("status") or {}),
+        "status": _slim_status(body.get("status") or {}),
+        MANAGERS_KEY: owned_images(meta.get("managedFields"), kind),
+        GITOPS_KEY: {
+            k: v for k, v in (meta.get("annotations") or {}).items() if k in GITOPS_ANNOTATIONS
+        },
     }
+
+
+# What rollout verification reads of a workload's status (core/rollout.py).
+_STATUS_KEYS = (
+    "observedGeneration",
+    "replicas",
+    "updatedReplicas",
+    "readyReplicas",
+    "availableReplicas",
+    "currentReplicas",
+    "currentRevision",
+    "updateRevision",
+    "desiredNumberScheduled",
+    "updatedNumberScheduled",
+    "numberAvailable",
+    "lastScheduleTime",
+    "lastSuccessfulTime",
+)
+_CONDITION_KEYS = ("type", "status", "reason", "message", "lastUpdateTime", "lastTransitionTime")
+
+
+def _slim_status(status: Mapping[str, Any]) -> dict[str, Any]:
+    slim = {k: status[k] for k in _STATUS_KEYS if k in status}
+    conditions = [
+        {k: c[k] for k in _CONDITION_KEYS if k in c}
+        for c in status.get("conditions") or ()
+        if c.get("type") in ("Progressing", "Available")
+    ]
+    if conditions:
+        slim["conditions"] = conditions
+    return slim
 
 
 def _ref(kind: str, body: Mapping[str, Any]) -> WorkloadRef:

@@ -6,6 +6,8 @@ Both registry backends fetch bytes their own way; what the bytes mean is decided
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -101,10 +103,70 @@ def image_manifest(
     )
 
 
+class _Documents:
+    """Documents read by digest (manifests, configs), kept briefly across attempts.
+
+    They are content-addressed, so any copy is as good as a fresh read. It matters when a
+    registry (or our own request budget) refuses the second request of an image: the retry
+    then asks only for what is missing instead of reading the manifest again, and a
+    throttled fleet makes progress instead of spending its budget on the same manifests.
+    """
+
+    def __init__(self, max_entries: int = 2048, max_bytes: int = 16 * 1024 * 1024) -> None:
+        self._items: OrderedDict[tuple[str, str, str], tuple[bytes, str]] = OrderedDict()
+        self._max = max_entries
+        self._max_bytes = max_bytes
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def manifest(self, get: GetManifest, host: str) -> GetManifest:
+        def read(ref: ImageRef) -> tuple[bytes, str, str]:
+            if not ref.digest:
+                return get(ref)
+            key = (host, ref.repository, ref.digest)
+            with self._lock:
+                found = self._items.get(key)
+            if found is not None:
+                return found[0], found[1], ref.digest
+            data, media_type, digest = get(ref)
+            self._keep(key, data, media_type)
+            return data, media_type, digest
+
+        return read
+
+    def config(self, get: GetConfig, host: str) -> GetConfig:
+        def read(ref: ImageRef, digest: str) -> bytes:
+            key = (host, ref.repository, digest)
+            with self._lock:
+                found = self._items.get(key)
+            if found is not None:
+                return found[0]
+            data = get(ref, digest)
+            self._keep(key, data, "")
+            return data
+
+        return read
+
+    def _keep(self, key: tuple[str, str, str], data: bytes, media_type: str) -> None:
+        with self._lock:
+            if key in self._items:
+                return
+            self._items[key] = (data, media_type)
+            self._bytes += len(data)
+            while len(self._items) > self._max or self._bytes > self._max_bytes:
+                _, (old, _) = self._items.popitem(last=False)
+                self._bytes -= len(old)
+
+
+DOCUMENTS = _Documents()
+
+
 def resolve_image(
     ref: ImageRef, *, get_manifest: GetManifest, get_config: GetConfig, host: str
 ) -> ResolvedImage:
     """The image at ``ref``: a single manifest, or an index with its platform manifests."""
+    get_manifest = DOCUMENTS.manifest(get_manifest, host)
+    get_config = DOCUMENTS.config(get_config, host)
     data, media_type, digest = get_manifest(ref)
     document = parse_json(data, f"manifest {ref}", host)
     pinned = ref.with_digest(digest)
