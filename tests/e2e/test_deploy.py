@@ -130,6 +130,7 @@ def test_manifests_are_least_privilege_and_restricted(controlplane: ControlPlane
     )
     assert env["IMAGEDRIFT_PEERING"]["value"] == PEERING
     assert env["IMAGEDRIFT_METRICS_PORT"]["value"] == "9090"
+    assert env["MALLOC_ARENA_MAX"]["value"] == "2", "deploy/ runs it as the benchmark measured it"
     assert env["IMAGEDRIFT_WEBHOOK_PORT"]["value"] == "8443"
     assert env["IMAGEDRIFT_WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"]["name"]
     assert {"IMAGEDRIFT_WEBHOOK_CERT", "IMAGEDRIFT_WEBHOOK_KEY"} <= set(env)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import sys
 import threading
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
@@ -42,10 +43,20 @@ API_VERSIONS = {
 }
 
 
+def _i(value: Any) -> Any:
+    """One copy of a string that thousands of workloads repeat (label keys and values,
+    namespaces, container names, images, condition words); other values as they are."""
+    return sys.intern(value) if isinstance(value, str) else value
+
+
+def _interned(mapping: Mapping[str, Any]) -> dict[str, Any]:
+    return {_i(k): _i(v) for k, v in mapping.items()}
+
+
 def _slim_pod_spec(spec: Mapping[str, Any]) -> dict[str, Any]:
     return {
         "containers": [
-            {"name": c.get("name", ""), "image": c.get("image", "")}
+            {"name": _i(c.get("name", "")), "image": _i(c.get("image", ""))}
             for c in spec.get("containers") or ()
         ]
     }
@@ -78,29 +89,32 @@ def project(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
         slim_spec["template"] = {
             "spec": _slim_pod_spec(((spec.get("template") or {}).get("spec")) or {})
         }
-    return {
+    slim: dict[str, Any] = {
         "apiVersion": API_VERSIONS[kind],
         "kind": kind,
         "metadata": {
             "name": meta.get("name", ""),
-            "namespace": meta.get("namespace", ""),
+            "namespace": _i(meta.get("namespace", "")),
             "uid": meta.get("uid", ""),
             "resourceVersion": meta.get("resourceVersion", ""),
             "generation": meta.get("generation", 0),
-            "labels": dict(meta.get("labels") or {}),
+            "labels": _interned(meta.get("labels") or {}),
             "annotations": {
-                k: v
+                _i(k): v
                 for k, v in (meta.get("annotations") or {}).items()
                 if k.startswith("imagedrift.io/")
             },
         },
         "spec": slim_spec,
         "status": _slim_status(body.get("status") or {}),
-        MANAGERS_KEY: owned_images(meta.get("managedFields"), kind),
-        GITOPS_KEY: {
-            k: v for k, v in (meta.get("annotations") or {}).items() if k in GITOPS_ANNOTATIONS
-        },
     }
+    managers = owned_images(meta.get("managedFields"), kind)
+    if managers:
+        slim[MANAGERS_KEY] = {_i(c): _interned(m) for c, m in managers.items()}
+    gitops = {k: v for k, v in (meta.get("annotations") or {}).items() if k in GITOPS_ANNOTATIONS}
+    if gitops:
+        slim[GITOPS_KEY] = gitops
+    return slim
 
 
 # What rollout verification reads of a workload's status (core/rollout.py).
@@ -123,9 +137,9 @@ _CONDITION_KEYS = ("type", "status", "reason", "message", "lastUpdateTime", "las
 
 
 def _slim_status(status: Mapping[str, Any]) -> dict[str, Any]:
-    slim = {k: status[k] for k in _STATUS_KEYS if k in status}
+    slim = {k: _i(status[k]) for k in _STATUS_KEYS if k in status}
     conditions = [
-        {k: c[k] for k in _CONDITION_KEYS if k in c}
+        {k: _i(c[k]) for k in _CONDITION_KEYS if k in c}
         for c in status.get("conditions") or ()
         if c.get("type") in ("Progressing", "Available")
     ]
