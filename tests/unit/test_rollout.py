@@ -51,6 +51,20 @@ CASES = [
     ("not yet available", "Deployment", deploy(2, 2, 3, 3, 3, 2), 5, Phase.PROGRESSING),
     ("complete", "Deployment", deploy(2, 2, 3, 3, 3, 3), 5, Phase.COMPLETE),
     ("deadline exceeded", "Deployment", deploy(2, 2, 3, 1, 4, 3, DEADLINE), 5, Phase.FAILED),
+    (
+        "a deadline missed before our patch does not fail our rollout",
+        "Deployment",
+        deploy(2, 2, 3, 1, 4, 3, [{**DEADLINE[0], "lastUpdateTime": "2025-12-31T23:59:00Z"}]),
+        5,
+        Phase.PROGRESSING,
+    ),
+    (
+        "a deadline missed after our patch fails it",
+        "Deployment",
+        deploy(2, 2, 3, 1, 4, 3, [{**DEADLINE[0], "lastUpdateTime": "2026-01-01T00:00:04Z"}]),
+        5,
+        Phase.FAILED,
+    ),
     ("our own timeout", "Deployment", deploy(2, 2, 3, 3, 3, 2), 700, Phase.FAILED),
     (
         "statefulset rolling",
@@ -117,6 +131,57 @@ CASES = [
         Phase.COMPLETE,
     ),
     ("cronjob", "CronJob", {}, 5, Phase.COMPLETE),
+    (
+        "statefulset OnDelete: applied, never waited for",
+        "StatefulSet",
+        {
+            "metadata": {"generation": 2},
+            "spec": {"replicas": 3, "updateStrategy": {"type": "OnDelete"}},
+            "status": {"observedGeneration": 2, "updatedReplicas": 0, "readyReplicas": 3},
+        },
+        5,
+        Phase.COMPLETE,
+    ),
+    (
+        "statefulset partition: the ordinals above it updating",
+        "StatefulSet",
+        {
+            "metadata": {"generation": 2},
+            "spec": {
+                "replicas": 4,
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}},
+            },
+            "status": {
+                "observedGeneration": 2,
+                "updatedReplicas": 1,
+                "readyReplicas": 4,
+                "currentRevision": "a",
+                "updateRevision": "b",
+            },
+        },
+        5,
+        Phase.PROGRESSING,
+    ),
+    (
+        "statefulset partition: the ordinals above it updated",
+        "StatefulSet",
+        {
+            "metadata": {"generation": 2},
+            "spec": {
+                "replicas": 4,
+                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}},
+            },
+            "status": {
+                "observedGeneration": 2,
+                "updatedReplicas": 2,
+                "readyReplicas": 4,
+                "currentRevision": "a",
+                "updateRevision": "b",
+            },
+        },
+        5,
+        Phase.COMPLETE,
+    ),
 ]
 
 
