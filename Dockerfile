@@ -27,7 +27,8 @@ RUN groupadd --system --gid 65532 imagedrift \
 COPY --from=build /opt/imagedrift /opt/imagedrift
 # MALLOC_ARENA_MAX=2: glibc gives every contending thread an arena of its own; with the
 # watch and worker threads parsing large JSON, freed memory stays spread over them
-# (measured at 1,000 policies / 10,000 workloads: RSS 398 MiB by default, 251 MiB with 2).
+# (measured at 1,000 policies / 10,000 workloads: RSS 398-413 MiB by default, 251-376 MiB
+# with 2, the spread between runs being large).
 ENV PATH=/opt/imagedrift/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -601,6 +601,8 @@ def who(resource: str) -> str:
     plain = resource.split(".")[0].split("/")[0]
     if plain == "imagepolicies":
         return "operator"
+    if plain in WORKLOAD_RESOURCES and resource.endswith("/status"):
+        return "kube-controller-manager (the operator never writes workload status)"
     if plain in WORKLOAD_RESOURCES:
         return "operator / kube-controller-manager"
     if plain == "events":
@@ -648,7 +650,16 @@ def print_api_deltas(
     workload_writes = sum(
         n
         for (verb, res), n in delta.items()
-        if verb in WRITE_VERBS and res.split(".")[0].split("/")[0] in WORKLOAD_RESOURCES
+        if verb in WRITE_VERBS
+        and res.split(".")[0] in WORKLOAD_RESOURCES
+        and not res.endswith("/status")
+    )
+    status_writes = sum(
+        n
+        for (verb, res), n in delta.items()
+        if verb in WRITE_VERBS
+        and res.split(".")[0] in WORKLOAD_RESOURCES
+        and res.endswith("/status")
     )
     event_writes = sum(
         n for (verb, res), n in delta.items() if verb in WRITE_VERBS and res.startswith("events")
@@ -661,7 +672,8 @@ def print_api_deltas(
     )
     print(
         f"  writes per interval: imagepolicies {policy_writes * scale:.1f}, "
-        f"workloads {workload_writes * scale:.1f}, events {event_writes * scale:.1f}; "
+        f"workloads {workload_writes * scale:.1f} (their /status, by the controllers: "
+        f"{status_writes * scale:.1f}), events {event_writes * scale:.1f}; "
         f"LIST (all) {lists * scale:.1f}"
     )
     summary.add(

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from imagedrift.core.gitops import owned_images
 from tests.e2e.scenario import World, base_image, rolled_out
 from tests.e2e.support import base_spec
 from tests.harness.controlplane import ControlPlane
@@ -29,8 +30,6 @@ def revision(world: World, name: str) -> int:
 
 def image_owner(world: World, name: str) -> str:
     """The field manager that owns the first container's image (newest writer)."""
-    from imagedrift.core.gitops import owned_images
-
     body = world.get_deployment(name)
     owners = owned_images(body["metadata"].get("managedFields"), "Deployment")
     return owners.get("app", {}).get("manager", "")

@@ -35,6 +35,24 @@ def deploy(
     }
 
 
+def partitioned(updated: int) -> dict[str, Any]:
+    """A 4-replica StatefulSet with partition 2 (ordinals 2 and 3 update), 4 ready."""
+    return {
+        "metadata": {"generation": 2},
+        "spec": {
+            "replicas": 4,
+            "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}},
+        },
+        "status": {
+            "observedGeneration": 2,
+            "updatedReplicas": updated,
+            "readyReplicas": 4,
+            "currentRevision": "a",
+            "updateRevision": "b",
+        },
+    }
+
+
 DEADLINE = [
     {
         "type": "Progressing",
@@ -145,40 +163,14 @@ CASES = [
     (
         "statefulset partition: the ordinals above it updating",
         "StatefulSet",
-        {
-            "metadata": {"generation": 2},
-            "spec": {
-                "replicas": 4,
-                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}},
-            },
-            "status": {
-                "observedGeneration": 2,
-                "updatedReplicas": 1,
-                "readyReplicas": 4,
-                "currentRevision": "a",
-                "updateRevision": "b",
-            },
-        },
+        partitioned(updated=1),
         5,
         Phase.PROGRESSING,
     ),
     (
         "statefulset partition: the ordinals above it updated",
         "StatefulSet",
-        {
-            "metadata": {"generation": 2},
-            "spec": {
-                "replicas": 4,
-                "updateStrategy": {"type": "RollingUpdate", "rollingUpdate": {"partition": 2}},
-            },
-            "status": {
-                "observedGeneration": 2,
-                "updatedReplicas": 2,
-                "readyReplicas": 4,
-                "currentRevision": "a",
-                "updateRevision": "b",
-            },
-        },
+        partitioned(updated=2),
         5,
         Phase.COMPLETE,
     ),

@@ -101,7 +101,6 @@ class CheckResult:
     events: list[Event]
     next_check_in: float | None  # None: only a change (watch, schedule, push) brings it back
     counts: dict[str, int] = field(default_factory=dict)
-    writes: int = 0  # workload patches made
 
 
 @dataclass
@@ -121,7 +120,6 @@ class _Context:
     smoke_tests: dict[str, dict[str, Any]] = field(default_factory=dict)
     throttled: dict[str, RegistryThrottled] = field(default_factory=dict)  # by host
     validating: int = 0
-    writes: int = 0
     conflicts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # workload -> others
     rolled: Mapping[str, _Rolled] = field(default_factory=dict)  # workload -> from the lineage
 
@@ -193,7 +191,6 @@ class _Workload:
     observation: WorkloadObservation
     decision: Decision
     running: dict[str, ImageRef] = field(default_factory=dict)  # container -> as written
-    candidates: dict[str, Candidate] = field(default_factory=dict)
     patch: dict[str, Any] | None = None  # the one write of this check, once prepared
     before: tuple[WorkloadState, Decision] | None = None  # what it is if the patch fails
     landed: Callable[[], None] | None = None  # records what the patch did, once it landed
@@ -337,7 +334,8 @@ class PolicyChecker:
                         },
                     )
 
-        seen = [self._look(ctx, obj) for obj in governed]
+        view = self._view(ctx)
+        seen = [self._look(ctx, obj, view) for obj in governed]
         # Finish and roll back first: a rollout that failed in this very check rejects its
         # candidate policy-wide before the planner may start anything on it.
         for w in seen:
@@ -371,7 +369,7 @@ class PolicyChecker:
             ctx.policy.rollout.patch_gitops_managed,
         )
 
-    def _look(self, ctx: _Context, obj: Mapping[str, Any]) -> _Workload:
+    def _look(self, ctx: _Context, obj: Mapping[str, Any], view: PolicyView) -> _Workload:
         ref = ref_of(obj)
         state = _remembered(WorkloadState.decode(obj), ctx.rolled.get(str(ref)))
         w = _Workload(ref, obj, state, WorkloadObservation(str(ref), ()), _NONE)
@@ -393,19 +391,21 @@ class PolicyChecker:
             w.observation = WorkloadObservation(str(ref), (), state, paused(obj), result, **hands)
         else:
             try:
-                observed = self._observe(ctx, w)
+                observed = self._observe(ctx, w, governed)
                 w.observation = dataclasses.replace(observed, **hands)
             except KubeError as exc:
                 w.observation = WorkloadObservation(str(ref), (), state, error=str(exc))
-        w.decision = decide(w.observation, self._view(ctx))
+        w.decision = decide(w.observation, view)
         return w
 
-    def _observe(self, ctx: _Context, w: _Workload) -> WorkloadObservation:
+    def _observe(
+        self, ctx: _Context, w: _Workload, governed: Mapping[str, str]
+    ) -> WorkloadObservation:
         detail = {
             str(r.get("container")): r for r in status_annotation(w.obj).get("containers") or []
         }
         out: list[ContainerObservation] = []
-        for container, image in sorted(governed_containers(w.obj, ctx.policy).items()):
+        for container, image in sorted(governed.items()):
             try:
                 running = ImageRef.parse(image)
             except InvalidReference as exc:
@@ -456,7 +456,6 @@ class PolicyChecker:
         view = None
         if search.candidate is not None:
             cand = search.candidate
-            w.candidates[container] = cand
             view = CandidateView(
                 str(cand.ref),
                 cand.ref.digest,
@@ -681,7 +680,6 @@ class PolicyChecker:
                 w.decision = Decision(State.ERROR, str(exc), Action.NONE, w.decision.containers)
             w.failed = True
             return
-        ctx.writes += 1
         if w.landed is not None:
             w.landed()
 
@@ -717,19 +715,7 @@ class PolicyChecker:
             decision.tags,
         )
 
-        def landed() -> None:
-            for container, target in targets.items():
-                ctx.history = history.record_rollout(
-                    ctx.history,
-                    base_digest=ctx.base.digest,
-                    app_digest=ImageRef.parse(target).digest,
-                    workload=str(w.ref),
-                    container=container,
-                    previous_image=str(w.running[container]),
-                    result=Phase.PROGRESSING.value,
-                    reason="patched",
-                    started_at=started,
-                )
+        def landed() -> None:  # the lineage follows the record (_sync_lineage)
             summary = ", ".join(f"{c}={t}" for c, t in sorted(targets.items()))
             ctx.events.append(Event(ctx.body, "Normal", "RolloutStarted", f"{w.ref}: {summary}"))
             ctx.events.append(
@@ -782,22 +768,7 @@ class PolicyChecker:
         )
         decision = Decision(w.decision.state, reason, w.decision.action, rows)
 
-        def landed() -> None:
-            for container, image in record.target.items():
-                ctx.history = history.record_rollout(
-                    ctx.history,
-                    base_digest=record.base_digest,
-                    app_digest=ImageRef.parse(image).digest,
-                    workload=str(w.ref),
-                    container=container,
-                    previous_image=record.previous.get(container, ""),
-                    result=phase.value,
-                    reason=reason,
-                    started_at=record.started_at,
-                    finished_at=finished,
-                    app=ImageRef.parse(image).name,
-                    tag=record.tags.get(container, ""),
-                )
+        def landed() -> None:  # the lineage follows the record (_sync_lineage)
             if failed:
                 message = f"{w.ref}: rollout failed ({reason}); rolled back to the previous image"
                 ctx.events.append(Event(ctx.body, "Warning", "RolledBack", message))
@@ -828,21 +799,7 @@ class PolicyChecker:
             dict(w.state.tags), done, w.state.rejected, (*w.state.overridden, *digests)
         )
 
-        def landed() -> None:
-            for container in replaced:
-                target = record.target.get(container, "")
-                ctx.history = history.record_rollout(
-                    ctx.history,
-                    base_digest=record.base_digest,
-                    app_digest=ImageRef.parse(target).digest if target else "",
-                    workload=str(w.ref),
-                    container=container,
-                    previous_image=record.previous.get(container, ""),
-                    result=State.OVERRIDDEN.value,
-                    reason=reason,
-                    started_at=record.started_at,
-                    finished_at=finished,
-                )
+        def landed() -> None:  # the lineage follows the record (_sync_lineage)
             message = f"{w.ref}: {reason}"
             ctx.events.append(Event(ctx.body, "Warning", "Overridden", message))
             ctx.events.append(Event(w.obj, "Warning", "Overridden", message))
@@ -853,9 +810,10 @@ class PolicyChecker:
     def _sync_lineage(self, ctx: _Context, w: _Workload) -> None:
         """The lineage says of each rollout what the workload's own record says.
 
-        The record is written in the same patch as the image; the lineage only with the
-        policy's status. When a status write was lost (the operator died, the API failed),
-        the next check restores the rollout from the record: never half-recorded.
+        This is the only place rollouts enter the lineage: after a check's patches landed
+        (a rollout started, finished, rolled back or was overridden, the record says so),
+        and after a lost status write (the operator died, the API failed), when the next
+        check restores the rollout from the record: never half-recorded.
         """
         record = w.state.rollout
         if record is None:
@@ -887,7 +845,8 @@ class PolicyChecker:
                 container=container,
                 previous_image=record.previous.get(container, ""),
                 result=record.phase,
-                reason=record.reason or "restored from the workload's rollout record",
+                reason=record.reason
+                or ("patched" if record.phase == Phase.PROGRESSING.value else _RESTORED),
                 started_at=record.started_at,
                 finished_at=record.finished_at,
                 app=ImageRef.parse(image).name,
@@ -1098,7 +1057,7 @@ class PolicyChecker:
                 "UpToDate",
                 f"{counts['upToDate']} workload(s) on base {short_digest(ctx.base.digest)}",
             )
-        return CheckResult(status, conditions, ctx.events, next_in, counts, ctx.writes)
+        return CheckResult(status, conditions, ctx.events, next_in, counts)
 
     def _failed(
         self,
@@ -1158,6 +1117,7 @@ class PolicyChecker:
 
 
 _NONE = Decision(State.UP_TO_DATE, "", Action.NONE, ())
+_RESTORED = "restored from the workload's rollout record"
 _ATTENTION_ORDER = {
     State.ERROR: 0,
     State.ROLLING_OUT: 1,

@@ -99,7 +99,6 @@ class Controller:
         self._labelled: dict[str, set[WorkloadRef]] = {}  # policy label value -> workloads
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
-        self.checks = 0
 
     def now(self) -> datetime:
         return self._now()
@@ -331,7 +330,6 @@ class Controller:
         if policy.spec is None:
             self._stalled(name, body, previous, generation, policy.error)
             return
-        self.checks += 1
         spec = policy.spec
         workloads = self._governed(spec)
         conflicts = self._conflicts(spec, workloads)

@@ -165,7 +165,6 @@ class Informer:
         label_selector: str = POLICY_LABEL,
     ) -> None:
         self.kind = kind
-        self._api = api
         self._on_change = on_change
         self._selector = label_selector
         self._items: dict[WorkloadRef, dict[str, Any]] = {}
@@ -174,6 +173,13 @@ class Informer:
         self.synced = threading.Event()
         self._thread: threading.Thread | None = None
         self._response: Any = None
+        if kind == "CronJob":
+            self._list_call: Any = k8s.BatchV1Api(api).list_cron_job_for_all_namespaces
+        else:
+            snake = {"Deployment": "deployment", "StatefulSet": "stateful_set"}.get(
+                kind, "daemon_set"
+            )
+            self._list_call = getattr(k8s.AppsV1Api(api), f"list_{snake}_for_all_namespaces")
 
     # -- reads ------------------------------------------------------------------------------
 
@@ -205,14 +211,7 @@ class Informer:
 
     def _request(self, timeout: tuple[float, float], **params: Any) -> Any:
         """The raw response of a list or watch call (parsed by us, not by the models)."""
-        if self.kind == "CronJob":
-            call = k8s.BatchV1Api(self._api).list_cron_job_for_all_namespaces
-        else:
-            snake = {"Deployment": "deployment", "StatefulSet": "stateful_set"}.get(
-                self.kind, "daemon_set"
-            )
-            call = getattr(k8s.AppsV1Api(self._api), f"list_{snake}_for_all_namespaces")
-        return call(
+        return self._list_call(
             label_selector=self._selector,
             _preload_content=False,
             _request_timeout=timeout,
