@@ -3,10 +3,12 @@ rollout rolled back with the remaining waves stopped, and maintenance windows.""
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
+from imagedrift.core.workloads import STATE_ANNOTATION
 from tests.e2e.scenario import World
 from tests.e2e.support import base_spec, drift, policy_status, rollouts, wait_rolled
 from tests.harness.operator import OperatorProcess
@@ -70,8 +72,9 @@ def test_canary_first_then_the_rest_after_a_healthy_pause(
 def test_failed_canary_is_rolled_back_and_stops_the_waves(
     world: World, operator_factory: Callable[..., OperatorProcess]
 ) -> None:
-    _, new, target = drift(world, "app")
+    old, new, target = drift(world, "app")
     digest = target.split("@", 1)[1]
+    ran = f"{world.ref('app')}@{world.app_on(old, '1.0.0').digest}"  # what 1.0.0 ran
     name = f"fail-{world.suffix}"
     previous = f"{world.ref('app')}:1.0.0"
     # a0 sorts first: the canary. Its pods never get ready on the candidate image.
@@ -111,7 +114,8 @@ def test_failed_canary_is_rolled_back_and_stops_the_waves(
         "candidate rejected after the failed canary",
         timeout=90,
     )
-    assert world.image_of("a0") == previous, "the canary was rolled back to the previous image"
+    # Back to exactly the digest that ran, not to whatever the tag means now.
+    assert world.image_of("a0") == ran, "the canary was rolled back to the digest it ran"
     rejected = body["status"]["waves"]["rejected"]
     assert rejected[0]["digest"] == digest and "ProgressDeadlineExceeded" in rejected[0]["reason"]
     time.sleep(4)  # more checks: nothing else starts on the rejected candidate
@@ -122,7 +126,10 @@ def test_failed_canary_is_rolled_back_and_stops_the_waves(
     for n in ("b1", "b2"):
         assert world.image_of(n) == previous
         assert not [e for e in world.events(n) if e[1] == "RolloutStarted"], n
-    assert ("Warning", "RolledBack") in {(t, r) for t, r, _ in world.events("a0")}
+    assert any(t == "Warning" and r == "RolledBack" and ran in m for t, r, m in world.events("a0"))
+    state = json.loads(world.get_deployment("a0")["metadata"]["annotations"][STATE_ANNOTATION])
+    assert state["rollout"]["previous"] == {"app": previous}  # the reference as it was written
+    assert state["rollout"]["previousDigests"] == {"app": ran.split("@", 1)[1]}
     assert any(
         r == "CandidateRejected" and "remaining waves stopped" in m
         for _, r, m in world.all_events(policy)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from imagedrift.core.workloads import (
     WorkloadState,
     governed_containers,
     image_patch,
+    rollback_images,
     selected,
 )
 
@@ -102,6 +104,9 @@ def test_state_round_trip_and_garbage() -> None:
     state = WorkloadState({"app": "2"}, record, ("sha256:old",))
     obj = {"metadata": {"annotations": {STATE_ANNOTATION: state.encode()}}}
     assert WorkloadState.decode(obj) == state
+    pinned = WorkloadState({}, dataclasses.replace(record, previous_digests={"app": D1}))
+    obj = {"metadata": {"annotations": {STATE_ANNOTATION: pinned.encode()}}}
+    assert WorkloadState.decode(obj) == pinned
     assert (
         WorkloadState.decode({"metadata": {"annotations": {STATE_ANNOTATION: "{not json"}}})
         == WorkloadState()
@@ -119,3 +124,63 @@ def test_image_patch_touches_only_images_and_state() -> None:
         }
     }
     assert "spec" not in image_patch("Deployment", {}, WorkloadState(), "1")
+
+
+D1, D2, D3 = ("sha256:" + c * 64 for c in "123")
+TARGET = f"127.0.0.1:5000/app@{D2}"
+
+
+def _record(**changes: Any) -> RolloutRecord:
+    record = RolloutRecord(
+        "id",
+        "sha256:b",
+        {"app": TARGET, "side": f"127.0.0.1:5000/side@{D3}"},
+        {"app": "127.0.0.1:5000/app:1.0.0", "side": "nginx:1.25"},
+        {"app": "1.0.1"},
+        "2026-01-01T00:00:00Z",
+        "Progressing",
+        previous_digests={"app": D1, "side": D1},
+    )
+    return dataclasses.replace(record, **changes)
+
+
+@pytest.mark.parametrize(
+    ("record", "now", "restore", "superseded"),
+    [
+        pytest.param(
+            _record(),
+            {"app": TARGET, "side": f"127.0.0.1:5000/side@{D3}"},
+            {"app": f"127.0.0.1:5000/app@{D1}", "side": f"docker.io/library/nginx@{D1}"},
+            {},
+            id="every container back to the digest it ran, short names normalised",
+        ),
+        pytest.param(
+            _record(),
+            {"app": TARGET, "side": "nginx:1.26"},
+            {"app": f"127.0.0.1:5000/app@{D1}"},
+            {"side": "nginx:1.26"},
+            id="a container changed meanwhile is left alone",
+        ),
+        pytest.param(
+            _record(previous_digests={}),
+            {},
+            {"app": "127.0.0.1:5000/app:1.0.0", "side": "nginx:1.25"},
+            {},
+            id="an old record without digests restores the reference as written",
+        ),
+        pytest.param(
+            _record(previous={"app": "Not A Ref", "side": "nginx:1.25"}),
+            {},
+            {"app": "Not A Ref", "side": f"docker.io/library/nginx@{D1}"},
+            {},
+            id="an unparsable previous reference is restored as written",
+        ),
+    ],
+)
+def test_rollback_images(
+    record: RolloutRecord,
+    now: dict[str, str],
+    restore: dict[str, str],
+    superseded: dict[str, str],
+) -> None:
+    assert rollback_images(record, now) == (restore, superseded)

@@ -7,12 +7,15 @@ exactly what it was doing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from imagedrift.core.refs import ImageRef
 from imagedrift.core.spec import PolicySpec
+from imagedrift.errors import InvalidReference
 
 STATE_ANNOTATION = "imagedrift.io/state"
 STATUS_ANNOTATION = "imagedrift.io/status"  # what the policy last said of this workload
@@ -90,6 +93,9 @@ class RolloutRecord:
     reason: str = ""
     finished_at: str = ""
     policy: str = ""
+    # container -> the digest it ran before the patch (what a rollback restores); empty in
+    # records written before it was kept, and for a container whose digest was not known.
+    previous_digests: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -120,6 +126,8 @@ class WorkloadState:
                 "finishedAt": r.finished_at,
                 "policy": r.policy,
             }
+            if r.previous_digests:
+                body["rollout"]["previousDigests"] = dict(r.previous_digests)
         return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -141,6 +149,7 @@ class WorkloadState:
                     reason=r.get("reason", ""),
                     finished_at=r.get("finishedAt", ""),
                     policy=r.get("policy", ""),
+                    previous_digests=dict(r.get("previousDigests") or {}),
                 )
                 if r
                 else None
@@ -153,6 +162,36 @@ class WorkloadState:
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             return cls()
+
+
+def rollback_images(
+    record: RolloutRecord, now: Mapping[str, str]
+) -> tuple[dict[str, str], dict[str, str]]:
+    """What rolling ``record`` back writes: (container -> image to restore, container -> the
+    image someone else set meanwhile, left alone).
+
+    A container is restored only while it still runs imagedrift's target. It goes back to
+    the digest it ran (``repo@digest``): the tag it came from may have been re-pushed since,
+    and a rollback must land on exactly what ran, not on whatever the tag means today.
+    Records without that digest fall back to the reference as it was written.
+    """
+    restore: dict[str, str] = {}
+    superseded: dict[str, str] = {}
+    for container, target in sorted(record.target.items()):
+        current = now.get(container, target)
+        if current != target:
+            superseded[container] = current
+            continue
+        previous = record.previous.get(container, "")
+        digest = record.previous_digests.get(container, "")
+        if not previous:
+            continue
+        restore[container] = previous
+        if digest:
+            # A previous reference that does not parse is restored as it was written.
+            with contextlib.suppress(InvalidReference):
+                restore[container] = str(ImageRef.parse(previous).with_digest(digest))
+    return restore, superseded
 
 
 def image_patch(

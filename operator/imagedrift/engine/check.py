@@ -51,6 +51,7 @@ from imagedrift.core.workloads import (
     image_patch,
     paused,
     ref_of,
+    rollback_images,
     status_annotation,
 )
 from imagedrift.engine.caches import BaseObservation, BaseWatcher, ImageCache, TtlCache
@@ -181,6 +182,13 @@ def _remembered(state: WorkloadState, rolled: _Rolled | None) -> WorkloadState:
     if record is None or (rolled.record and rolled.record.started_at > record.started_at):
         record = rolled.record
     return WorkloadState(state.tags, record, state.rejected, overridden)
+
+
+def _tag_of(image: str) -> str:
+    try:
+        return ImageRef.parse(image).tag
+    except InvalidReference:
+        return ""
 
 
 @dataclass
@@ -697,6 +705,9 @@ class PolicyChecker:
             started_at=started,
             phase=Phase.PROGRESSING.value,
             policy=ctx.policy.name,
+            previous_digests={
+                c.name: c.digest for c in w.observation.containers if c.name in targets and c.digest
+            },
         )
         new_state = WorkloadState(
             {**w.state.tags, **record.tags}, record, w.state.rejected, w.state.overridden
@@ -739,38 +750,42 @@ class PolicyChecker:
         finished = timestamp(ctx.now)
         failed = w.decision.action is Action.ROLL_BACK
         phase = Phase.ROLLED_BACK if failed else Phase.COMPLETE
-        images = dict(record.previous) if failed else {}  # back to exactly what ran before
+        images: dict[str, str] = {}
+        superseded: dict[str, str] = {}
         rejected = w.state.rejected
         tags = dict(w.state.tags)
         if failed:
+            # Back to exactly the digest that ran, on the containers still on our target.
+            images, superseded = rollback_images(record, w.observation.images)
             rejected = (*rejected, *(ImageRef.parse(t).digest for t in record.target.values()))
-            for container, image in record.previous.items():
-                tags[container] = ImageRef.parse(image).tag or tags.get(container, "")
+            for container in images:
+                tags[container] = _tag_of(record.previous[container]) or tags.get(container, "")
             if record.base_digest == ctx.base.digest:
                 # Rejected at once, even if the patch below is lost: the candidate failed.
                 self._reject(ctx, record, w.ref, reason)
-        done = RolloutRecord(
-            record.id,
-            record.base_digest,
-            record.target,
-            record.previous,
-            record.tags,
-            record.started_at,
-            phase.value,
-            reason,
-            finished,
-            record.policy,
-        )
+        done = dataclasses.replace(record, phase=phase.value, reason=reason, finished_at=finished)
         new_state = WorkloadState(tags, done, rejected, w.state.overridden)
         rows = tuple(
-            type(row)(row.name, State.ROLLED_BACK if failed else State.UP_TO_DATE, reason)
+            type(row)(
+                row.name,
+                State.OVERRIDDEN,
+                f"superseded: changed to {superseded[row.name]} during the rollout; "
+                "left alone by the rollback",
+            )
+            if row.name in superseded
+            else type(row)(row.name, State.ROLLED_BACK if failed else State.UP_TO_DATE, reason)
             for row in w.decision.containers
         )
         decision = Decision(w.decision.state, reason, w.decision.action, rows)
 
         def landed() -> None:  # the lineage follows the record (_sync_lineage)
             if failed:
-                message = f"{w.ref}: rollout failed ({reason}); rolled back to the previous image"
+                restored = ", ".join(f"{c}={i}" for c, i in sorted(images.items()))
+                message = (
+                    f"{w.ref}: rollout failed ({reason}); rolled back to {restored or 'nothing'}"
+                )
+                if superseded:
+                    message += f"; left alone (changed meanwhile): {', '.join(sorted(superseded))}"
                 ctx.events.append(Event(ctx.body, "Warning", "RolledBack", message))
                 ctx.events.append(Event(w.obj, "Warning", "RolledBack", message))
             else:
