@@ -25,7 +25,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
-from imagedrift.core.conditions import Condition
+from imagedrift.core.conditions import Condition, parse_timestamp
 
 BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400, 604800)
 WORKLOAD_STATES = (
@@ -39,13 +39,6 @@ WORKLOAD_STATES = (
     "Error",
     "Unknown",
 )
-
-
-def _parse_time(text: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except (AttributeError, ValueError):
-        return None
 
 
 class Metrics:
@@ -161,7 +154,7 @@ class Metrics:
 
         base, before = status.get("base") or {}, previous.get("base") or {}
         if base.get("digest") and before.get("digest") and base["digest"] != before["digest"]:
-            created = _parse_time(str(base.get("created", "")))
+            created = parse_timestamp(str(base.get("created", "")))
             if created:
                 self.detection.observe(max((now - created).total_seconds(), 0.0))
 
@@ -179,6 +172,6 @@ class Metrics:
             if reason in outcome:
                 self.rollouts.labels(policy, outcome[reason]).inc()
             if reason == "RolloutComplete":
-                changed = _parse_time(str(base.get("changedAt", "")))
+                changed = parse_timestamp(str(base.get("changedAt", "")))
                 if changed:
                     self.to_rollout.observe(max((now - changed).total_seconds(), 0.0))

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from imagedrift.core.conditions import parse_timestamp
 from imagedrift.core.refs import short_digest
 
 API_VERSION = "cli.imagedrift.io/v1"
@@ -39,12 +40,7 @@ def render(doc: Mapping[str, Any], fmt: str, table: Callable[[Mapping[str, Any]]
 
 
 def parse_time(value: str) -> datetime | None:
-    if not value:
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
+    return parse_timestamp(value) if value else None
 
 
 def age(value: str, now: datetime) -> str:

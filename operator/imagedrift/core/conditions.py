@@ -26,6 +26,14 @@ def timestamp(now: datetime) -> str:
     return now.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def parse_timestamp(text: Any) -> datetime | None:
+    """An RFC 3339 time as Kubernetes and registries write it; None when it is not one."""
+    try:
+        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
 def merge(
     previous: Sequence[Mapping[str, Any]],
     wanted: Sequence[Condition],

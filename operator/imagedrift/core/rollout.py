@@ -8,6 +8,8 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
+from imagedrift.core.conditions import parse_timestamp
+
 
 class Phase(StrEnum):
     PROGRESSING = "Progressing"
@@ -26,18 +28,11 @@ def _int(status: Mapping[str, Any], key: str) -> int:
     return int(status.get(key) or 0)
 
 
-def _stamp(text: Any) -> datetime | None:
-    try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def _deployment(obj: Mapping[str, Any], started_at: datetime | None = None) -> Progress:
     spec, status = obj.get("spec") or {}, obj.get("status") or {}
     for cond in status.get("conditions") or ():
         if cond.get("type") == "Progressing" and cond.get("reason") == "ProgressDeadlineExceeded":
-            stamped = _stamp(cond.get("lastUpdateTime") or cond.get("lastTransitionTime"))
+            stamped = parse_timestamp(cond.get("lastUpdateTime") or cond.get("lastTransitionTime"))
             if started_at is not None and stamped is not None and stamped < started_at:
                 # A deadline missed before our patch (by an earlier rollout) says nothing
                 # of ours; the controller resets the condition once it sees the new spec.

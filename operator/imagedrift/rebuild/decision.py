@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from imagedrift.core.conditions import parse_timestamp
 from imagedrift.errors import InvalidSpec
 
 TRIGGERED: Final = "Triggered"
@@ -105,13 +106,6 @@ def retry_delay(attempts: int) -> float:
     return float(min(RETRY_BASE * 2 ** max(attempts - 1, 0), RETRY_MAX))
 
 
-def _parse_time(text: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except (ValueError, AttributeError):
-        return None
-
-
 def should_trigger(
     previous_status: Mapping[str, Any],
     new_base_digest: str,
@@ -141,5 +135,5 @@ def should_trigger(
     attempts = int(ledger.get("attempts") or 1)
     if not pending or attempts >= MAX_ATTEMPTS:
         return False
-    last = _parse_time(str(ledger.get("triggeredAt") or ""))
+    last = parse_timestamp(str(ledger.get("triggeredAt") or ""))
     return last is None or now >= last + timedelta(seconds=retry_delay(attempts))
