@@ -828,7 +828,11 @@ def operator_env(args: argparse.Namespace) -> tuple[dict[str, str], int, int, st
     Returns it with the metrics port, the receiver port (0: off) and its secret."""
     metrics_port = free_port()
     # As the container image and deploy/ run it (MALLOC_ARENA_MAX=2, see the Dockerfile).
-    env = {"IMAGEDRIFT_METRICS_PORT": str(metrics_port), "MALLOC_ARENA_MAX": "2"}
+    env = {
+        "IMAGEDRIFT_METRICS_PORT": str(metrics_port),
+        "MALLOC_ARENA_MAX": "2",
+        "IMAGEDRIFT_LEASE": "imagedrift",  # elected through the Lease, as deploy/ runs it
+    }
     webhook_port, secret = 0, ""
     if args.push_events:
         webhook_port, secret = free_port(), secrets.token_urlsafe(24)

@@ -93,6 +93,11 @@ class Metrics:
         self.checks = Counter(
             "imagedrift_checks_total", "Policy checks by result.", ["policy", "result"], registry=r
         )
+        self.leading = Gauge(
+            "imagedrift_leader",
+            "1 while this replica holds the Lease and works; 0 on a standby.",
+            registry=r,
+        )
         self._conditions: dict[str, str] = {}
         self._lock = threading.Lock()
 

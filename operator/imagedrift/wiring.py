@@ -1,17 +1,22 @@
 """The kopf wiring: the only module that imports kopf.
 
 It reads settings at startup and builds the controller (``imagedrift.engine.controller``):
-its workers, the workload watch cache and the push-event receiver. kopf feeds it what
-kopf is good at: the ImagePolicy watch (every body, as it changes) and HA peering (a
-daemon per policy runs only on the replica that is active; the controller works on a
-policy only while its daemon runs here). Run it with
+its workers, the workload watch cache, the Lease elector and the push-event receiver. kopf
+feeds it what kopf is good at: the ImagePolicy watch (every body, as it changes). Which
+replica works is one coordination.k8s.io Lease (``engine.leadership``), not kopf peering:
+peering needs a daemon per policy, and that costs memory per policy on every replica. Run it
+with
 ``kopf run -m imagedrift.wiring --all-namespaces`` (the container image does so).
 
 Environment:
     IMAGEDRIFT_NAMESPACE        namespace of the operator (credentials Secrets live here)
     IMAGEDRIFT_WORKERS          workers that check policies (default 4)
     IMAGEDRIFT_CA_BUNDLE        extra CA bundle for registries with a private CA
-    IMAGEDRIFT_PEERING          kopf peering name for HA (default imagedrift; "" = standalone)
+    IMAGEDRIFT_LEASE            Lease (in IMAGEDRIFT_NAMESPACE) electing the working replica
+                                (default imagedrift; "" = no election, this replica works)
+    IMAGEDRIFT_LEASE_SECONDS    lease duration (default 15: a standby takes over within it)
+    IMAGEDRIFT_IDENTITY         this replica's name in the Lease (default POD_NAME or the
+                                host name, plus a random suffix so a restart is a new holder)
     IMAGEDRIFT_METRICS_PORT     Prometheus metrics port (default 9090; 0 = off)
     IMAGEDRIFT_METRICS_ADDR     address it listens on (default all)
     IMAGEDRIFT_REGISTRY_BUDGET  requests per minute per registry host (default 600; 0 = none)
@@ -26,14 +31,17 @@ import logging
 import os
 import secrets
 from collections.abc import Mapping
+from socket import gethostname
 from typing import Any
 
 import kopf
 
 from imagedrift.core.conditions import Condition
+from imagedrift.core.lease import LeaseSettings
 from imagedrift.engine.caches import BaseWatcher, ImageCache
 from imagedrift.engine.check import PolicyChecker
 from imagedrift.engine.controller import Controller
+from imagedrift.engine.leadership import Elector
 from imagedrift.engine.ports import Event
 from imagedrift.engine.registries import RegistryPool
 from imagedrift.kube.adapter import KubeAdapter, load_api_client
@@ -49,6 +57,7 @@ class _State:
     controller: Controller | None = None
     workloads: WorkloadCache | None = None
     pool: RegistryPool | None = None
+    elector: Elector | None = None
     metrics = Metrics()
 
 
@@ -84,13 +93,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     settings.networking.request_timeout = 60
-    peering = os.environ.get("IMAGEDRIFT_PEERING", "imagedrift")
-    if peering:
-        settings.peering.name = peering
-        settings.peering.clusterwide = True
-        if not settings.peering.priority:
-            # Equal priorities make every replica pause; a random one elects a single worker.
-            settings.peering.priority = secrets.randbelow(1_000_000) + 1
+    settings.peering.standalone = True  # the Lease elects; kopf only watches
     namespace = os.environ.get("IMAGEDRIFT_NAMESPACE", "imagedrift-system")
     api = load_api_client()
     kube = KubeAdapter(api, namespace)
@@ -120,7 +123,37 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         controller.policy_seen(policy)
     controller.start()
     workloads.start()
+    _start_elector(kube, controller)
     _start_receiver(controller)
+
+
+def _start_elector(kube: KubeAdapter, controller: Controller) -> None:
+    lease = os.environ.get("IMAGEDRIFT_LEASE", "imagedrift")
+    if not lease:
+        log.info("no leader election (IMAGEDRIFT_LEASE is empty): this replica works")
+        STATE.metrics.leading.set(1)
+        controller.lead()
+        return
+    base = os.environ.get("IMAGEDRIFT_IDENTITY") or os.environ.get("POD_NAME") or gethostname()
+    identity = f"{base}_{secrets.token_hex(4)}"
+
+    def on_lead() -> None:
+        STATE.metrics.leading.set(1)
+        controller.lead()
+
+    def on_unlead() -> None:
+        STATE.metrics.leading.set(0)
+        controller.unlead()
+
+    STATE.elector = Elector(
+        kube,
+        lease,
+        identity,
+        LeaseSettings.from_duration(float(os.environ.get("IMAGEDRIFT_LEASE_SECONDS", "15"))),
+        on_lead=on_lead,
+        on_unlead=on_unlead,
+    ).start()
+    log.info("campaigning for lease %s/%s as %s", kube.namespace, lease, identity)
 
 
 # -- push-event receiver (registry webhooks, Event Grid) ---------------------------------------
@@ -201,6 +234,8 @@ def shutdown(**_: Any) -> None:
     # Stop taking push events and new work. The registry clients are left to process exit:
     # a worker can still be mid-check here, and closing its connections would fail it.
     _stop_receiver()
+    if STATE.elector is not None:
+        STATE.elector.stop()  # stops working here, then hands the Lease over at once
     if STATE.controller is not None:
         STATE.controller.stop()
     if STATE.workloads is not None:
@@ -229,15 +264,3 @@ async def policy_event(event: kopf.RawEvent, name: str, body: kopf.Body, **_: An
         STATE.metrics.forget(name)
     else:
         controller.policy_seen(_plain(body))
-
-
-@kopf.daemon(GROUP, VERSION, PLURAL, id="hold", cancellation_timeout=10)
-async def hold(name: str, stopped: kopf.DaemonStopped, **_: Any) -> None:
-    """While kopf runs this daemon here (this replica is active in the peering, and the
-    policy exists), the controller works on the policy; when it stops, the work stops."""
-    controller = _controller()
-    controller.hold(name)
-    try:
-        await stopped.wait()
-    finally:
-        controller.release(name)

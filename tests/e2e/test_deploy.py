@@ -3,7 +3,6 @@ no more, and the Deployment's own command runs two replicas of which exactly one
 
 from __future__ import annotations
 
-import json
 import os
 import shlex
 import sys
@@ -26,8 +25,8 @@ from tests.harness.procs import ManagedProcess, free_port, wait_for
 
 NS, SA = OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT
 AS_OPERATOR = f"--as=system:serviceaccount:{NS}:{SA}"
-PEERING = "imagedrift"
-CRDS = ("crd/imagepolicies.imagedrift.io", "crd/clusterkopfpeerings.kopf.dev")
+LEASE = "imagedrift"
+CRDS = ("crd/imagepolicies.imagedrift.io",)
 OVERLAY = DEPLOY_DIR / "overlays" / "aks-workload-identity"
 
 # Everything the operator may do: (apiGroup, resource, resourceName, verb). The rules every
@@ -44,14 +43,16 @@ EXPECTED_RULES = {
     ("", "events", "", "create"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "", "watch"),
-    ("kopf.dev", "clusterkopfpeerings", "", "list"),
-    ("kopf.dev", "clusterkopfpeerings", "", "watch"),
-    ("kopf.dev", "clusterkopfpeerings", PEERING, "get"),
-    ("kopf.dev", "clusterkopfpeerings", PEERING, "patch"),
     *{("batch", "jobs", "", v) for v in ("create", "get")},
     ("aquasecurity.github.io", "vulnerabilityreports", "", "list"),
 }
-SECRETS_IN_OWN_NAMESPACE = {("", "secrets", "", "get")}
+# In its own namespace only: the Secrets a policy names, and the one Lease that elects.
+AT_HOME = {
+    ("", "secrets", "", "get"),
+    ("coordination.k8s.io", "leases", "", "create"),
+    ("coordination.k8s.io", "leases", LEASE, "get"),
+    ("coordination.k8s.io", "leases", LEASE, "update"),
+}
 EVERYONE = {"selfsubjectreviews", "selfsubjectaccessreviews", "selfsubjectrulesreviews"}
 
 
@@ -77,7 +78,6 @@ def test_manifests_are_least_privilege_and_restricted(controlplane: ControlPlane
     kinds = {o["kind"] for o in objects}
     assert {
         "CustomResourceDefinition",
-        "ClusterKopfPeering",
         "Namespace",
         "ServiceAccount",
         "ClusterRole",
@@ -91,16 +91,23 @@ def test_manifests_are_least_privilege_and_restricted(controlplane: ControlPlane
     } <= kinds
     assert {c["metadata"]["name"] for c in by_kind(objects, "CustomResourceDefinition")} == {
         "imagepolicies.imagedrift.io",
-        "clusterkopfpeerings.kopf.dev",
     }
-    assert [p["metadata"]["name"] for p in by_kind(objects, "ClusterKopfPeering")] == [PEERING]
     for role in [*by_kind(objects, "ClusterRole"), *by_kind(objects, "Role")]:
         for rule in role["rules"]:
             for key in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule[key], (role["metadata"]["name"], rule)
     (role,) = by_kind(objects, "Role")
     assert role["metadata"]["namespace"] == NS
-    assert role["rules"] == [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}]
+    assert role["rules"] == [
+        {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
+        {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+        {
+            "apiGroups": ["coordination.k8s.io"],
+            "resources": ["leases"],
+            "resourceNames": [LEASE],
+            "verbs": ["get", "update"],
+        },
+    ]
     (cluster_role,) = by_kind(objects, "ClusterRole")
     assert not any("secrets" in rule["resources"] for rule in cluster_role["rules"])
 
@@ -117,8 +124,8 @@ def test_manifests_are_least_privilege_and_restricted(controlplane: ControlPlane
     assert security["capabilities"] == {"drop": ["ALL"]}
     assert {"requests", "limits"} <= set(container["resources"])
     assert {m["mountPath"] for m in container["volumeMounts"]} >= {"/tmp"}
-    command = " ".join(container["command"] + container["args"])
-    assert "kopf run -m imagedrift.wiring --all-namespaces" in command
+    command = " ".join(container["command"] + container.get("args", []))
+    assert "kopf run -m imagedrift.wiring --all-namespaces --standalone" in command
     assert "--liveness=http://0.0.0.0:8080/healthz" in command
     assert container["livenessProbe"]["httpGet"]["path"] == "/healthz"
     assert container["readinessProbe"]["httpGet"]["path"] == "/healthz"
@@ -128,7 +135,8 @@ def test_manifests_are_least_privilege_and_restricted(controlplane: ControlPlane
     assert env["IMAGEDRIFT_NAMESPACE"]["valueFrom"]["fieldRef"]["fieldPath"] == (
         "metadata.namespace"
     )
-    assert env["IMAGEDRIFT_PEERING"]["value"] == PEERING
+    assert env["IMAGEDRIFT_LEASE"]["value"] == LEASE
+    assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["IMAGEDRIFT_METRICS_PORT"]["value"] == "9090"
     assert env["MALLOC_ARENA_MAX"]["value"] == "2", "deploy/ runs it as the benchmark measured it"
     assert env["IMAGEDRIFT_WEBHOOK_PORT"]["value"] == "8443"
@@ -154,14 +162,12 @@ def test_manifests_are_least_privilege_and_restricted(controlplane: ControlPlane
 def test_server_side_dry_run_of_deploy_passes(
     controlplane: ControlPlane, deploy_rbac: list[dict[str, Any]]
 ) -> None:
-    # The namespace and the peering CRD exist (deploy_rbac): a dry run cannot create them
-    # for the objects that need them.
+    # The namespace exists (deploy_rbac): a dry run cannot create it for the objects in it.
     result = controlplane.kubectl("apply", "--dry-run=server", "-k", str(DEPLOY_DIR))
     assert result.returncode == 0
     for name in (
         "deployment.apps/imagedrift",
         "clusterrole.rbac.authorization.k8s.io/imagedrift",
-        "clusterkopfpeering.kopf.dev/imagedrift",
         "networkpolicy.networking.k8s.io/imagedrift",
     ):
         assert name in result.stdout, result.stdout
@@ -188,12 +194,10 @@ def test_install_applies_and_the_operator_deployment_becomes_available(
         assert kube.core.read_namespaced_service_account(SA, NS).metadata.name == SA
         assert kube.rbac.read_cluster_role("imagedrift").rules
         assert kube.rbac.read_cluster_role_binding("imagedrift").subjects[0].namespace == NS
-        assert kube.rbac.read_namespaced_role("imagedrift", NS).rules[0].resources == ["secrets"]
+        role = kube.rbac.read_namespaced_role("imagedrift", NS)
+        assert [r.resources for r in role.rules] == [["secrets"], ["leases"], ["leases"]]
         assert kube.rbac.read_namespaced_role_binding("imagedrift", NS).role_ref.name == (
             "imagedrift"
-        )
-        assert kube.custom.get_cluster_custom_object(
-            "kopf.dev", "v1", "clusterkopfpeerings", PEERING
         )
         assert kube.core.read_namespaced_service("imagedrift", NS).spec.ports
 
@@ -311,9 +315,11 @@ def can_i(controlplane: ControlPlane, *args: str) -> bool:
         ("update", "imagepolicies.imagedrift.io"),
         ("create", "customresourcedefinitions.apiextensions.k8s.io"),
         ("delete", "customresourcedefinitions.apiextensions.k8s.io"),
-        ("create", "clusterkopfpeerings.kopf.dev"),
-        ("patch", "clusterkopfpeerings.kopf.dev/someone-else"),
-        ("delete", "clusterkopfpeerings.kopf.dev/imagedrift"),
+        ("update", "leases.coordination.k8s.io/someone-else", "-n", NS),
+        ("delete", "leases.coordination.k8s.io/imagedrift", "-n", NS),
+        ("list", "leases.coordination.k8s.io", "-n", NS),
+        ("create", "leases.coordination.k8s.io", "-n", "default"),
+        ("update", "leases.coordination.k8s.io/imagedrift", "-n", "kube-system"),
         ("create", "clusterrolebindings.rbac.authorization.k8s.io"),
         ("bind", "clusterroles.rbac.authorization.k8s.io"),
         ("escalate", "clusterroles.rbac.authorization.k8s.io"),
@@ -343,7 +349,9 @@ def test_service_account_is_allowed_what_it_uses(
         ("patch", "imagepolicies.imagedrift.io", "--subresource=status"),
         ("get", "secrets", "-n", NS),
         ("create", "events", "-n", NS),
-        ("patch", "clusterkopfpeerings.kopf.dev/imagedrift"),
+        ("update", "leases.coordination.k8s.io/imagedrift", "-n", NS),
+        ("get", "leases.coordination.k8s.io/imagedrift", "-n", NS),
+        ("create", "leases.coordination.k8s.io", "-n", NS),
         ("list", "customresourcedefinitions.apiextensions.k8s.io"),
         ("create", "jobs.batch", "-n", "default"),
     ):
@@ -386,23 +394,25 @@ def test_service_account_has_exactly_the_expected_rules(
         "missing": sorted(EXPECTED_RULES - elsewhere),
     }
     at_home = rules_of_service_account(controlplane, NS)
-    assert at_home == EXPECTED_RULES | SECRETS_IN_OWN_NAMESPACE, sorted(
-        at_home ^ (EXPECTED_RULES | SECRETS_IN_OWN_NAMESPACE)
-    )
+    assert at_home == EXPECTED_RULES | AT_HOME, sorted(at_home ^ (EXPECTED_RULES | AT_HOME))
 
 
 # -- the Deployment's command: two replicas, one at work ----------------------------------------
 
 
 def start_replica(
-    controlplane: ControlPlane, name: str, kubeconfig: Path, log_dir: Path
+    controlplane: ControlPlane,
+    name: str,
+    kubeconfig: Path,
+    log_dir: Path,
+    **overrides: str,
 ) -> tuple[ManagedProcess, int]:
     """Run the operator container's own command and env, as pod ``name`` would, on loopback."""
     container = operator_container(render_kustomization(controlplane, DEPLOY_DIR))
     port = free_port()
-    argv = [*container["command"], *container["args"]]
-    argv[-1] = argv[-1].replace("http://0.0.0.0:8080/", f"http://127.0.0.1:{port}/")
-    assert f"127.0.0.1:{port}" in argv[-1], argv
+    argv = [*container["command"], *container.get("args", [])]
+    argv = [a.replace("http://0.0.0.0:8080/", f"http://127.0.0.1:{port}/") for a in argv]
+    assert f"--liveness=http://127.0.0.1:{port}/healthz" in argv, argv
     fields = {"metadata.namespace": NS, "metadata.name": name}
     env = {
         e["name"]: e["value"] if "value" in e else fields[e["valueFrom"]["fieldRef"]["fieldPath"]]
@@ -416,6 +426,7 @@ def start_replica(
         # No listeners beyond the health endpoint on loopback in tests.
         IMAGEDRIFT_METRICS_PORT="0",
         IMAGEDRIFT_WEBHOOK_PORT="0",
+        **overrides,
     )
     proc = ManagedProcess(name, argv, log_dir, env=env)
 
@@ -429,9 +440,18 @@ def start_replica(
     return proc, port
 
 
-def peers(kube: Kube) -> dict[str, Any]:
-    body = kube.custom.get_cluster_custom_object("kopf.dev", "v1", "clusterkopfpeerings", PEERING)
-    return dict(body.get("status") or {})
+def lease_holder(kube: Kube) -> str:
+    """The replica named in the Lease (its pod name; the holder adds a suffix per start)."""
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        lease = client.CoordinationV1Api(kube.api_client).read_namespaced_lease(LEASE, NS)
+    except ApiException as exc:
+        if exc.status == 404:
+            return ""
+        raise
+    return str(lease.spec.holder_identity or "").rpartition("_")[0]
 
 
 def test_two_replicas_of_the_deployment_command_work_one_at_a_time(
@@ -439,40 +459,60 @@ def test_two_replicas_of_the_deployment_command_work_one_at_a_time(
 ) -> None:
     kubeconfig = controlplane.service_account_kubeconfig(NS, SA)
     replicas: dict[str, ManagedProcess] = {}
+    # A short lease so the crash case below waits seconds, not the default 15.
+    fast = {"IMAGEDRIFT_LEASE_SECONDS": "6"}
+
+    def logged(name: str, text: str) -> bool:
+        return text in replicas[name].log_path.read_text(errors="replace")
+
     try:
         for name in ("imagedrift-replica-a", "imagedrift-replica-b"):
-            replicas[name], _ = start_replica(controlplane, name, kubeconfig, tmp_path)
-        seen = wait_for(
-            lambda: (lambda p: p if set(replicas) <= set(p) else None)(peers(kube)),
-            what="both replicas in the peering object",
-            timeout=30,
-        )
-        priorities = {name: int(seen[name]["priority"]) for name in replicas}
-        assert len(set(priorities.values())) == 2, f"equal priorities pause both: {priorities}"
-        active = max(priorities, key=lambda n: priorities[n])
-        standby = min(priorities, key=lambda n: priorities[n])
-
-        def logged(name: str, text: str) -> bool:
-            return text in replicas[name].log_path.read_text(errors="replace")
-
-        wait_for(
-            lambda: logged(standby, "Pausing operations in favour of"),
-            what=f"{standby} (priority {priorities[standby]}) stands by",
-            timeout=30,
-        )
-        assert not logged(active, "Pausing"), replicas[active].log_tail()
-
-        replicas[active].stop(grace=15)  # SIGTERM, as when the pod is deleted
-        wait_for(
-            lambda: logged(standby, "Resuming operations"),
-            what=f"{standby} takes over after {active} stopped",
+            replicas[name], _ = start_replica(controlplane, name, kubeconfig, tmp_path, **fast)
+        active = wait_for(
+            lambda: (lambda h: h if h in replicas else None)(lease_holder(kube)),
+            what="one replica holds the Lease",
             timeout=60,
         )
-        wait_for(lambda: active not in peers(kube), what=f"{active} left the peering", timeout=30)
+        (standby,) = set(replicas) - {active}
+        wait_for(
+            lambda: logged(standby, f"lease {LEASE} is held by {active}_"),
+            what=f"{standby} sees {active} leading and stands by",
+            timeout=30,
+        )
+        assert logged(active, "leading as") and not logged(standby, "leading as")
+
+        # SIGTERM, as when the pod is deleted: the leader releases the Lease, the standby
+        # takes it at its next look instead of waiting out the lease.
+        replicas[active].stop(grace=15)
+        wait_for(
+            lambda: lease_holder(kube) == standby,
+            what=f"{standby} takes over after {active} stopped",
+            timeout=20,
+        )
+        assert logged(active, "no longer leading") and logged(standby, "(take: released)")
+
+        # SIGKILL, as when the node dies: nothing is released; a new standby waits out the
+        # lease from the last renewal it saw, then takes over.
+        third = "imagedrift-replica-c"
+        replicas[third], _ = start_replica(controlplane, third, kubeconfig, tmp_path, **fast)
+        wait_for(
+            lambda: logged(third, f"lease {LEASE} is held by {standby}_"),
+            what=f"{third} stands by",
+            timeout=30,
+        )
+        replicas[standby].kill()
+        wait_for(
+            lambda: lease_holder(kube) == third,
+            what=f"{third} takes over after {standby} was killed",
+            timeout=30,
+        )
+        assert logged(third, "did not renew for"), replicas[third].log_tail()
         for name, proc in replicas.items():
             text = proc.log_path.read_text(errors="replace")
             assert "Forbidden" not in text and "APIForbiddenError" not in text, (name, text[-3000:])
     finally:
         for proc in replicas.values():
             proc.stop(grace=15)
-    assert json.dumps(peers(kube)).count("imagedrift-replica-") == 0, peers(kube)
+    wait_for(
+        lambda: lease_holder(kube) == "", what="the last replica released the Lease", timeout=5
+    )

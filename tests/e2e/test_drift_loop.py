@@ -227,16 +227,40 @@ def test_unreachable_registry_goes_not_ready_and_recovers(
     client.close()
 
 
-def test_restart_mid_rollout_finishes_without_a_second_patch(
-    world: World, operator_factory: Callable[..., OperatorProcess]
+# Two replicas electing through the Lease, with a short lease so the take-over takes seconds.
+HA = {"IMAGEDRIFT_LEASE": "imagedrift", "IMAGEDRIFT_LEASE_SECONDS": "6"}
+
+
+def lease_holder(world: World) -> str:
+    from kubernetes import client
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        lease = client.CoordinationV1Api(world.kube.api_client).read_namespaced_lease(
+            "imagedrift", "imagedrift-system"
+        )
+    except ApiException as exc:
+        if exc.status == 404:
+            return ""
+        raise
+    return str(lease.spec.holder_identity or "")
+
+
+@pytest.mark.parametrize("after_kill", ["restart", "standby"])
+def test_leader_killed_mid_rollout_finishes_without_a_second_patch(
+    world: World, operator_factory: Callable[..., OperatorProcess], after_kill: str
 ) -> None:
+    """The operator is SIGKILLed right after its patch. ``restart``: it comes back (a crashed
+    pod). ``standby``: a second replica was waiting on the Lease and takes over. Either way
+    the rollout is followed to Complete, recorded once, with one new ReplicaSet."""
     old_base, new_base = base_image("v1"), base_image("v2")
     world.publish("base", "1", old_base)
     world.publish("app", "1.0.0", world.app_on(old_base, "1"))
     name = f"restart-{world.suffix}"
-    # minReadySeconds keeps the rollout going long enough to kill the operator inside it.
+    # minReadySeconds keeps the rollout going long enough to kill the operator inside it
+    # (and, for the standby, to wait out the lease).
     world.deployment(
-        "slow", f"{world.ref('app')}:1.0.0", policy=name, replicas=2, extra={"minReadySeconds": 8}
+        "slow", f"{world.ref('app')}:1.0.0", policy=name, replicas=2, extra={"minReadySeconds": 10}
     )
     wait_for(
         lambda: rolled_out(world, "slow", f"{world.ref('app')}:1.0.0"),
@@ -250,7 +274,16 @@ def test_restart_mid_rollout_finishes_without_a_second_patch(
     rebuilt = world.publish("app", "1.1.0", world.app_on(new_base, "2"))
     target = f"{world.ref('app')}@{rebuilt}"
 
-    first = operator_factory()
+    env = HA if after_kill == "standby" else None
+    first = operator_factory(env=env)
+    if after_kill == "standby":
+        leader = wait_for(lambda: lease_holder(world), what="the first replica leads", timeout=30)
+        second = operator_factory(env=env)
+        wait_for(
+            lambda: f"is held by {leader}" in second.log(),
+            what="the second replica stands by",
+            timeout=30,
+        )
     wait_for(
         lambda: world.image_of("slow") == target, what="the operator patched the image", timeout=60
     )
@@ -259,7 +292,16 @@ def test_restart_mid_rollout_finishes_without_a_second_patch(
     )
     first.kill()
 
-    operator_factory()
+    if after_kill == "restart":
+        operator_factory()
+    else:
+        wait_for(
+            lambda: lease_holder(world) not in ("", leader),
+            what="the standby took the Lease over",
+            timeout=30,
+        )
+        assert "did not renew for" in second.log()
+        assert not rolled_out(world, "slow", target), "the standby must finish the rollout"
     wait_for(
         lambda: rolled_out(world, "slow", target), what="rollout complete after restart", timeout=90
     )

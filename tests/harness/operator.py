@@ -38,7 +38,7 @@ class OperatorProcess:
         ]
         env = {
             "KUBECONFIG": str(self.kubeconfig),
-            "IMAGEDRIFT_PEERING": "",
+            "IMAGEDRIFT_LEASE": "",  # no election unless a test asks for one
             "IMAGEDRIFT_NAMESPACE": "imagedrift-system",
             "IMAGEDRIFT_METRICS_PORT": "0",
             **self.env,

@@ -1,5 +1,5 @@
 """The controller's routing: what a watch event, a base schedule tick or a push queues,
-when status is written, and that nothing runs for a policy this replica does not hold.
+when status is written, and that nothing runs while this replica does not lead.
 
 Workers are not started: each test drains the queue by hand, so every step is visible.
 """
@@ -135,20 +135,38 @@ def drain(controller: Controller, limit: int = 100) -> list[Any]:
     return seen
 
 
-def test_nothing_runs_for_a_policy_this_replica_does_not_hold() -> None:
+def test_nothing_runs_while_this_replica_does_not_lead() -> None:
     controller, checker, writer, _ = make()
     controller.policy_seen(policy_body("p"))
     drain(controller)
     assert checker.checked == [] and checker.lookups == 0 and writer.statuses == []
-    controller.hold("p")
+    controller.lead()
     drain(controller)
     assert checker.checked == [("p", 0)] and checker.lookups == 1
+
+
+def test_losing_the_lead_stops_work_and_forgets_what_was_written() -> None:
+    controller, checker, writer, _ = make()
+    controller.policy_seen(policy_body("p"))
+    controller.lead()
+    drain(controller)
+    assert len(writer.statuses) == 1 and controller._written
+    controller.unlead()
+    assert controller._written == {}, "the next leader may write: our copy is stale"
+    checker.checked.clear()
+    controller.queue.add(("policy", "p"))
+    controller.queue.add(("base", controller._policies["p"].spec.base.key))  # type: ignore[union-attr]
+    drain(controller)
+    assert checker.checked == [] and len(writer.statuses) == 1
+    controller.lead()
+    keys = drain(controller)
+    assert ("policy", "p") in keys and any(k[0] == "base" for k in keys), "all queued again"
 
 
 def test_status_is_written_once_and_not_again_while_nothing_changes() -> None:
     controller, checker, writer, _ = make()
     controller.policy_seen(policy_body("p"))
-    controller.hold("p")
+    controller.lead()
     drain(controller)
     controller.queue.add(("policy", "p"))
     drain(controller)
@@ -161,7 +179,7 @@ def test_a_base_that_did_not_move_queues_no_policy_and_one_that_moved_queues_its
     controller, checker, _, _ = make()
     for name in ("a", "b"):
         controller.policy_seen(policy_body(name))
-        controller.hold(name)
+        controller.lead()
     drain(controller)
     key = next(iter({("base", p.spec.base.key) for p in controller._policies.values() if p.spec}))
     checker.checked.clear()
@@ -181,7 +199,7 @@ def test_a_workload_change_queues_only_the_policy_that_selects_it() -> None:
     controller, checker, _, workloads = make()
     for name in ("a", "b"):
         controller.policy_seen(policy_body(name))
-        controller.hold(name)
+        controller.lead()
     drain(controller)
     checker.checked.clear()
     ref, body = workloads.put("web", "a")
@@ -199,7 +217,7 @@ def test_a_workload_change_queues_only_the_policy_that_selects_it() -> None:
 def test_a_status_only_change_of_the_policy_queues_nothing() -> None:
     controller, checker, _, _ = make()
     controller.policy_seen(policy_body("p"))
-    controller.hold("p")
+    controller.lead()
     drain(controller)
     checker.checked.clear()
     controller.policy_seen({**policy_body("p"), "status": {"observedGeneration": 1}})
@@ -214,7 +232,7 @@ def test_an_invalid_spec_is_stalled_once_without_checking() -> None:
     bad = policy_body("p")
     bad["spec"]["base"]["interval"] = "soon"
     controller.policy_seen(bad)
-    controller.hold("p")
+    controller.lead()
     drain(controller)
     controller.queue.add(("policy", "p"))
     drain(controller)
@@ -228,7 +246,7 @@ def test_a_failing_base_backs_off_and_its_followers_see_the_fault() -> None:
     controller, checker, _, _ = make()
     checker.fail = True
     controller.policy_seen(policy_body("p"))
-    controller.hold("p")
+    controller.lead()
     drain(controller)
     key = ("base", controller._policies["p"].spec.base.key)  # type: ignore[union-attr]
     assert controller.queue.failures(key) >= 1
@@ -237,7 +255,7 @@ def test_a_failing_base_backs_off_and_its_followers_see_the_fault() -> None:
 def test_a_push_of_the_base_re_resolves_it_and_a_push_of_an_app_wakes_its_policies() -> None:
     controller, _checker, _, workloads = make()
     controller.policy_seen(policy_body("p"))
-    controller.hold("p")
+    controller.lead()
     ref, body = workloads.put("web", "p", image="r.io/team/app:1.0.0")
     controller.workload_changed(ref, None, body)
     drain(controller)

@@ -926,7 +926,12 @@ class PolicyChecker:
             return
         text = json.dumps(wanted, sort_keys=True, separators=(",", ":"))
         if w.patch is None:
-            w.patch = {"metadata": {"annotations": {}, "resourceVersion": _version(w.obj)}}
+            # Only our own detail annotation: no resourceVersion precondition. While a
+            # workload rolls its status moves on every few seconds, and a precondition
+            # would turn most of these writes into 409s and retries (a fleet-size rollout
+            # made five times more PATCHes than workloads); a stale detail is rewritten by
+            # the next check.
+            w.patch = {"metadata": {"annotations": {}}}
         w.patch["metadata"]["annotations"][STATUS_ANNOTATION] = text
 
     # -- status ---------------------------------------------------------------------------------

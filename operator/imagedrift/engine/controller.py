@@ -12,8 +12,10 @@ Keys in the queue:
   holds for it; status written only when it changed, Events posted, and the policy queued
   again only if it asked to be (drifted: its interval; rolling: soon; faults: backoff).
 
-A workload that changed queues only the policies that select it. A policy is worked on
-only while this replica holds it (``hold``/``release``, driven by kopf peering).
+A workload that changed queues only the policies that select it. Nothing is worked on
+unless this replica leads (``lead``/``unlead``, driven by the Lease elector in
+``engine.leadership``); a standby keeps its stores and caches current, so taking over is
+queueing everything.
 """
 
 from __future__ import annotations
@@ -94,7 +96,7 @@ class Controller:
         self._now = now
         self._lock = threading.Lock()
         self._policies: dict[str, _Policy] = {}
-        self._held: set[str] = set()
+        self._leading = False
         self._written: dict[str, dict[str, Any]] = {}  # policy -> status as last written
         self._labelled: dict[str, set[WorkloadRef]] = {}  # policy label value -> workloads
         self._threads: list[threading.Thread] = []
@@ -146,22 +148,27 @@ class Controller:
         with self._lock:
             self._policies.pop(name, None)
             self._written.pop(name, None)
-            self._held.discard(name)
 
-    def hold(self, name: str) -> None:
-        """This replica works on ``name`` (kopf runs its daemon here)."""
-        with self._lock:
-            self._held.add(name)
-            policy = self._policies.get(name)
-        self.queue.add(("policy", name))
-        if policy is not None and policy.spec is not None:
-            self.queue.add(("base", policy.spec.base.key))  # its schedule runs while held
+    @property
+    def leading(self) -> bool:
+        return self._leading
 
-    def release(self, name: str) -> None:
-        """Another replica (or nobody) works on ``name`` now; forget what we wrote."""
+    def lead(self) -> None:
+        """This replica works now: every policy is checked and every base schedule starts."""
         with self._lock:
-            self._held.discard(name)
-            self._written.pop(name, None)
+            self._leading = True
+            specs = [(n, p.spec) for n, p in self._policies.items()]
+        for name, _ in specs:
+            self.queue.add(("policy", name))
+        for key in {s.base.key for _, s in specs if s is not None}:
+            self.queue.add(("base", key))
+
+    def unlead(self) -> None:
+        """Another replica (or nobody) works now. What we wrote is forgotten (the leader
+        may write next); queued keys are dropped as workers reach them."""
+        with self._lock:
+            self._leading = False
+            self._written.clear()
 
     def workload_changed(
         self, ref: WorkloadRef, old: Mapping[str, Any] | None, new: Mapping[str, Any] | None
@@ -285,7 +292,7 @@ class Controller:
             followers = [
                 (n, p.spec)
                 for n, p in self._policies.items()
-                if p.spec is not None and p.spec.base.key == base_key and n in self._held
+                if p.spec is not None and p.spec.base.key == base_key and self._leading
             ]
         if not followers:
             return  # nobody follows it here any more: its schedule ends
@@ -318,9 +325,9 @@ class Controller:
     def _process_policy(self, name: str, key: Hashable) -> None:
         with self._lock:
             policy = self._policies.get(name)
-            held = name in self._held
+            leading = self._leading
             written = self._written.get(name)
-        if policy is None or not held:
+        if policy is None or not leading:
             return
         body = dict(policy.body)
         if written is not None:

@@ -38,10 +38,12 @@ def load_api_client() -> k8s.ApiClient:
     return k8s.ApiClient()
 
 
-def _call(what: str, call: Any, *args: Any, **kwargs: Any) -> Any:
+def _call(
+    what: str, call: Any, *args: Any, timeout: tuple[float, float] = TIMEOUT, **kwargs: Any
+) -> Any:
     """``call`` with a timeout; transport faults become ``KubeError`` like API errors."""
     try:
-        return call(*args, _request_timeout=TIMEOUT, **kwargs)
+        return call(*args, _request_timeout=timeout, **kwargs)
     except ApiException:
         raise
     except (OSError, urllib3.exceptions.HTTPError) as exc:
@@ -55,6 +57,7 @@ class KubeAdapter:
         self._batch = k8s.BatchV1Api(api)
         self._core = k8s.CoreV1Api(api)
         self._custom = k8s.CustomObjectsApi(api)
+        self._coordination = k8s.CoordinationV1Api(api)
 
     def _methods(self, kind: str) -> tuple[Any, Any]:
         if kind == "CronJob":
@@ -179,6 +182,71 @@ class KubeAdapter:
             for item in items
             if ((item.get("report") or {}).get("artifact") or {}).get("digest") == digest
         ]
+
+    # -- the leader-election Lease (in the operator's namespace) ----------------------------
+
+    def read_lease(self, name: str, timeout: float) -> tuple[dict[str, Any], str] | None:
+        """The Lease's spec and resourceVersion; None when there is none."""
+        what = f"reading lease {self.namespace}/{name}"
+        try:
+            response = _call(
+                what,
+                self._coordination.read_namespaced_lease,
+                name,
+                self.namespace,
+                timeout=(timeout, timeout),
+                _preload_content=False,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise KubeError(f"{what}: {exc.status} {exc.reason}") from exc
+        body = json.loads(response.data)
+        return dict(body.get("spec") or {}), str(body["metadata"]["resourceVersion"])
+
+    def write_lease(
+        self, name: str, spec: Mapping[str, Any], resource_version: str | None, timeout: float
+    ) -> str:
+        """Create the Lease (``resource_version`` None) or replace the version read, and
+        return the new resourceVersion. A 409 (someone wrote it meanwhile, or created it
+        first) is ``KubeConflict``."""
+        body: dict[str, Any] = {
+            "apiVersion": "coordination.k8s.io/v1",
+            "kind": "Lease",
+            "metadata": {"name": name, "namespace": self.namespace},
+            "spec": dict(spec),
+        }
+        what = f"writing lease {self.namespace}/{name}"
+        try:
+            if resource_version is None:
+                response = _call(
+                    what,
+                    self._coordination.create_namespaced_lease,
+                    self.namespace,
+                    body,
+                    field_manager=FIELD_MANAGER,
+                    timeout=(timeout, timeout),
+                    _preload_content=False,
+                )
+            else:
+                body["metadata"]["resourceVersion"] = resource_version
+                response = _call(
+                    what,
+                    self._coordination.replace_namespaced_lease,
+                    name,
+                    self.namespace,
+                    body,
+                    field_manager=FIELD_MANAGER,
+                    timeout=(timeout, timeout),
+                    _preload_content=False,
+                )
+        except ApiException as exc:
+            if exc.status == 409:
+                raise KubeConflict(
+                    f"lease {self.namespace}/{name} changed since it was read"
+                ) from exc
+            raise KubeError(f"{what}: {exc.status} {exc.reason}") from exc
+        return str(json.loads(response.data)["metadata"]["resourceVersion"])
 
     # -- the policy's own status and Events ------------------------------------------------
 
