@@ -41,7 +41,8 @@ replicas 0 a rollout completes at once. Use --replicas 1 for small runs with rea
 
 The kube-apiserver counts every client's requests: the breakdown names the resources, so
 the operator's (imagepolicies, workloads, events) can be told from the control plane's own
-heartbeats (leases, nodes); with replicas 0 the latter are few. This script itself sends
+heartbeats (leases, nodes; the operator's own Lease is among the leases); with replicas 0
+the latter are few. This script itself sends
 nothing to the apiserver during the steady window except the two /metrics scrapes.
 
 Prints figures and a summary table; it asserts nothing. Exit 0 when every phase finished
@@ -607,7 +608,10 @@ def who(resource: str) -> str:
         return "operator / kube-controller-manager"
     if plain == "events":
         return "operator / control plane"
-    if plain in ("leases", "nodes"):
+    if plain == "leases":
+        # The operator's elector reads and renews its Lease every 2 s: 30 GET + 30 PUT a minute.
+        return "heartbeats (control plane) + the operator's Lease (a GET and a PUT per 2 s)"
+    if plain == "nodes":
         return "heartbeats (kube-apiserver, kwok, controllers)"
     if resource == "(non-resource URL)":
         return "this script (/metrics), health checks"

@@ -59,3 +59,14 @@ def rollouts(world: World, policy: str) -> list[dict[str, Any]]:
         for entry in policy_status(world, policy).get("lineage") or []
         for r in entry.get("rollouts") or []
     ]
+
+
+def intervals_pass(world: World, registry: Registry, count: int = 3) -> None:
+    """Wait until the policy's base was looked up ``count`` more times."""
+    mark = registry.mark()
+    path = f"/v2/{world.repo('base')}/manifests/1"
+    wait_for(
+        lambda: len(registry.requests_since(mark, path=path)) >= count,
+        what=f"{count} more lookups of the base",
+        timeout=60,
+    )

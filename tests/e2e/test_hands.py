@@ -15,7 +15,7 @@ import yaml
 
 from imagedrift.core.gitops import owned_images
 from tests.e2e.scenario import World, base_image, rolled_out
-from tests.e2e.support import base_spec
+from tests.e2e.support import base_spec, intervals_pass
 from tests.harness.controlplane import ControlPlane
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import wait_for
@@ -33,17 +33,6 @@ def image_owner(world: World, name: str) -> str:
     body = world.get_deployment(name)
     owners = owned_images(body["metadata"].get("managedFields"), "Deployment")
     return owners.get("app", {}).get("manager", "")
-
-
-def intervals_pass(world: World, registry: Registry, count: int = 3) -> None:
-    """Wait until the policy's base was looked up ``count`` more times."""
-    mark = registry.mark()
-    path = f"/v2/{world.repo('base')}/manifests/1"
-    wait_for(
-        lambda: len(registry.requests_since(mark, path=path)) >= count,
-        what=f"{count} more lookups of the base",
-        timeout=60,
-    )
 
 
 def rolled_once(

@@ -3,6 +3,7 @@ lists, and the one action each leads to."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,16 @@ DONE = WorkloadState(
         "3 of 3 available",
         "2026-01-01T00:01:00Z",
     ),
+)
+BACK = WorkloadState(
+    {"app": "1.0.0"},
+    dataclasses.replace(
+        DONE.rollout,  # type: ignore[type-var]
+        phase=Phase.ROLLED_BACK.value,
+        reason="ProgressDeadlineExceeded",
+        rollback=Phase.PROGRESSING.value,
+    ),
+    (NEW,),
 )
 OVERRIDDEN = WorkloadState({}, None, (), (NEW,))
 REJECTED_HERE = WorkloadState({}, None, (NEW,))
@@ -182,6 +193,44 @@ ROWS = [
         State.ROLLED_BACK,
         Action.ROLL_BACK,
         "ProgressDeadlineExceeded",
+    ),
+    (
+        "the rollback is followed: nothing starts meanwhile",
+        obs(on_old(PASSED), record=BACK, progress=Progress(Phase.PROGRESSING, "1 of 3 updated")),
+        VIEW,
+        State.ROLLED_BACK,
+        Action.NONE,
+        "rolling back: 1 of 3 updated",
+    ),
+    (
+        "the rollback completed: record it",
+        obs(record=BACK, progress=Progress(Phase.COMPLETE, "3 of 3 available")),
+        VIEW,
+        State.ROLLED_BACK,
+        Action.SETTLE,
+        "3 of 3 available",
+    ),
+    (
+        "the rollback failed too: record it for a human",
+        obs(record=BACK, progress=Progress(Phase.FAILED, "not available within 300s")),
+        VIEW,
+        State.ROLLED_BACK,
+        Action.SETTLE,
+        "not available within",
+    ),
+    (
+        "a settled rollback: the candidate stays refused here",
+        obs(
+            on_old(PASSED),
+            record=dataclasses.replace(
+                BACK,
+                rollout=dataclasses.replace(BACK.rollout, rollback=Phase.COMPLETE.value),  # type: ignore[type-var]
+            ),
+        ),
+        VIEW,
+        State.ROLLED_BACK,
+        Action.NONE,
+        "not retried",
     ),
     (
         "registry fault on this container",

@@ -83,6 +83,7 @@ class Action(StrEnum):
     FINISH = "Finish"  # the rollout is complete: record it
     ROLL_BACK = "RollBack"  # the rollout failed: restore the previous images, record it
     YIELD = "Yield"  # someone replaced what we rolled: record it, post an Event, patch nothing
+    SETTLE = "Settle"  # the rollback finished (complete or failed): record it, patch nothing
 
 
 @dataclass(frozen=True)
@@ -255,6 +256,23 @@ def decide(obs: WorkloadObservation, policy: PolicyView) -> Decision:
         if progress.phase is Phase.FAILED:
             return Decision(State.ROLLED_BACK, progress.reason, Action.ROLL_BACK, rows)
         return Decision(State.ROLLING_OUT, progress.reason, Action.NONE, rows)
+    if (
+        record is not None
+        and record.phase == Phase.ROLLED_BACK.value
+        and record.rollback == Phase.PROGRESSING.value
+    ):
+        # The rollback is a rollout too: nothing else starts on this workload until it
+        # settled, and its outcome is recorded (a failed rollback needs a human).
+        progress = obs.progress or Progress(Phase.PROGRESSING, "waiting for the rollout status")
+        rows = tuple(
+            ContainerDecision(name, State.ROLLED_BACK, f"rolling back: {progress.reason}")
+            for name in record.target
+        )
+        if progress.phase is Phase.PROGRESSING:
+            return Decision(
+                State.ROLLED_BACK, f"rolling back: {progress.reason}", Action.NONE, rows
+            )
+        return Decision(State.ROLLED_BACK, progress.reason, Action.SETTLE, rows)
     rows_list: list[ContainerDecision] = []
     targets: dict[str, str] = {}
     tags: dict[str, str] = {}

@@ -62,6 +62,7 @@ def record_rollout(
     finished_at: str = "",
     app: str = "",
     tag: str = "",
+    rollback: str = "",
 ) -> list[dict[str, Any]]:
     """Insert or update the rollout of ``workload``/``container`` under its lineage entry.
 
@@ -98,6 +99,8 @@ def record_rollout(
         }
         if finished_at:
             row["finishedAt"] = finished_at
+        if rollback:
+            row["rollback"] = rollback  # the rolled-back rollout's rollback: its phase
         for i, existing in enumerate(rollouts):
             if (existing.get("workload"), existing.get("container"), existing.get("startedAt")) == (
                 workload,

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from imagedrift.core.refs import ImageRef
+from imagedrift.core.rollout import Phase
 from imagedrift.core.spec import PolicySpec
 from imagedrift.errors import InvalidReference
 
@@ -96,6 +97,12 @@ class RolloutRecord:
     # container -> the digest it ran before the patch (what a rollback restores); empty in
     # records written before it was kept, and for a container whose digest was not known.
     previous_digests: Mapping[str, str] = field(default_factory=dict)
+    # A rolled-back rollout's rollback, followed like any rollout from ``finished_at``:
+    # a core.rollout.Phase value (Progressing, Complete, Failed); "" when nothing was
+    # restored (every container changed meanwhile) or in records older than this field.
+    rollback: str = ""
+    rollback_reason: str = ""
+    rollback_at: str = ""  # when its outcome was recorded
 
 
 @dataclass(frozen=True)
@@ -128,6 +135,12 @@ class WorkloadState:
             }
             if r.previous_digests:
                 body["rollout"]["previousDigests"] = dict(r.previous_digests)
+            if r.rollback:
+                body["rollout"]["rollback"] = {
+                    "phase": r.rollback,
+                    "reason": r.rollback_reason,
+                    "at": r.rollback_at,
+                }
         return json.dumps(body, sort_keys=True, separators=(",", ":"))
 
     @classmethod
@@ -150,6 +163,9 @@ class WorkloadState:
                     finished_at=r.get("finishedAt", ""),
                     policy=r.get("policy", ""),
                     previous_digests=dict(r.get("previousDigests") or {}),
+                    rollback=str((r.get("rollback") or {}).get("phase", "")),
+                    rollback_reason=str((r.get("rollback") or {}).get("reason", "")),
+                    rollback_at=str((r.get("rollback") or {}).get("at", "")),
                 )
                 if r
                 else None
@@ -162,6 +178,11 @@ class WorkloadState:
             )
         except (ValueError, KeyError, TypeError, AttributeError):
             return cls()
+
+
+def rolling_back(record: RolloutRecord) -> bool:
+    """Was ``record`` rolled back, and is that rollback not settled yet?"""
+    return record.phase == Phase.ROLLED_BACK.value and record.rollback == Phase.PROGRESSING.value
 
 
 def rollback_images(

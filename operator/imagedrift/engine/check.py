@@ -52,6 +52,7 @@ from imagedrift.core.workloads import (
     paused,
     ref_of,
     rollback_images,
+    rolling_back,
     status_annotation,
 )
 from imagedrift.engine.caches import BaseObservation, BaseWatcher, ImageCache, TtlCache
@@ -182,6 +183,12 @@ def _remembered(state: WorkloadState, rolled: _Rolled | None) -> WorkloadState:
     if record is None or (rolled.record and rolled.record.started_at > record.started_at):
         record = rolled.record
     return WorkloadState(state.tags, record, state.rejected, overridden)
+
+
+def _rolling_back_now(w: _Workload) -> bool:
+    """Is ``w``'s rollback still being followed after this check?"""
+    record = w.state.rollout
+    return record is not None and rolling_back(record) and w.decision.action is Action.NONE
 
 
 def _tag_of(image: str) -> str:
@@ -351,6 +358,8 @@ class PolicyChecker:
                 self._conclude(ctx, w)
             elif w.decision.action is Action.YIELD:
                 self._yield(ctx, w)
+            elif w.decision.action is Action.SETTLE:
+                self._settle(ctx, w)
         view = self._view(ctx)
         for w in seen:
             if w.decision.action is Action.ROLL:
@@ -393,8 +402,11 @@ class PolicyChecker:
             # Nothing to look up: neither policy may act on it.
             rows = tuple(ContainerObservation(c, i) for c, i in sorted(governed.items()))
             w.observation = WorkloadObservation(str(ref), rows, state, paused(obj), **hands)
-        elif record and record.phase == Phase.PROGRESSING.value:
-            started = _parse_time(record.started_at)
+        elif record and (record.phase == Phase.PROGRESSING.value or rolling_back(record)):
+            # A rollout, or the rollback of one, is followed from its own patch.
+            started = _parse_time(
+                record.started_at if record.phase == Phase.PROGRESSING.value else record.finished_at
+            )
             result = progress(ref.kind, obj, started, ctx.now, ctx.policy.rollout.verify_timeout)
             w.observation = WorkloadObservation(str(ref), (), state, paused(obj), result, **hands)
         else:
@@ -674,7 +686,7 @@ class PolicyChecker:
         except KubeError as exc:
             if w.before is not None:
                 w.state, w.decision = w.before
-            if w.decision.action in (Action.FINISH, Action.ROLL_BACK, Action.YIELD):
+            if w.decision.action in (Action.FINISH, Action.ROLL_BACK, Action.YIELD, Action.SETTLE):
                 # The outcome is not recorded yet: the rollout still counts as running.
                 w.decision = Decision(
                     State.ROLLING_OUT,
@@ -764,6 +776,9 @@ class PolicyChecker:
                 # Rejected at once, even if the patch below is lost: the candidate failed.
                 self._reject(ctx, record, w.ref, reason)
         done = dataclasses.replace(record, phase=phase.value, reason=reason, finished_at=finished)
+        if failed and images:
+            # The rollback is followed like any rollout (``_settle`` records its outcome).
+            done = dataclasses.replace(done, rollback=Phase.PROGRESSING.value)
         new_state = WorkloadState(tags, done, rejected, w.state.overridden)
         rows = tuple(
             type(row)(
@@ -822,6 +837,43 @@ class PolicyChecker:
         patch = image_patch(w.ref.kind, {}, new_state, _version(w.obj))
         self._prepare(w, patch, new_state, w.decision, landed)
 
+    def _settle(self, ctx: _Context, w: _Workload) -> None:
+        """A rollback finished: record whether the workload is back on what ran before.
+        A failed rollback is a Warning for a human: imagedrift does not try a third time."""
+        record = w.state.rollout
+        assert record is not None and w.observation.progress is not None
+        outcome = w.observation.progress
+        done = dataclasses.replace(
+            record,
+            rollback=outcome.phase.value,
+            rollback_reason=outcome.reason,
+            rollback_at=timestamp(ctx.now),
+        )
+        new_state = dataclasses.replace(w.state, rollout=done)
+        ok = outcome.phase is Phase.COMPLETE
+        decision = Decision(
+            State.ROLLED_BACK,
+            f"rolled back ({record.reason}); the rollback "
+            + (f"completed: {outcome.reason}" if ok else f"failed: {outcome.reason}"),
+            w.decision.action,
+            w.decision.containers,
+        )
+
+        def landed() -> None:
+            if ok:
+                message = f"{w.ref}: rollback complete ({outcome.reason})"
+                ctx.events.append(Event(ctx.body, "Normal", "RollbackComplete", message))
+                ctx.events.append(Event(w.obj, "Normal", "RollbackComplete", message))
+            else:
+                message = (
+                    f"{w.ref}: rollback failed ({outcome.reason}); imagedrift leaves it as it is"
+                )
+                ctx.events.append(Event(ctx.body, "Warning", "RollbackFailed", message))
+                ctx.events.append(Event(w.obj, "Warning", "RollbackFailed", message))
+
+        patch = image_patch(w.ref.kind, {}, new_state, _version(w.obj))
+        self._prepare(w, patch, new_state, decision, landed)
+
     def _sync_lineage(self, ctx: _Context, w: _Workload) -> None:
         """The lineage says of each rollout what the workload's own record says.
 
@@ -850,7 +902,7 @@ class PolicyChecker:
                 ),
                 {},
             )
-            if row.get("result") == record.phase:
+            if row.get("result") == record.phase and row.get("rollback", "") == record.rollback:
                 continue
             ctx.history = history.record_rollout(
                 ctx.history,
@@ -866,6 +918,7 @@ class PolicyChecker:
                 finished_at=record.finished_at,
                 app=ImageRef.parse(image).name,
                 tag=record.tags.get(container, ""),
+                rollback=record.rollback,
             )
 
     def _rows(self, ctx: _Context, w: _Workload) -> list[dict[str, Any]]:
@@ -989,6 +1042,8 @@ class PolicyChecker:
         policy = ctx.policy
         states = [w.decision.state for w in seen]
         rolling = sum(1 for s in states if s is State.ROLLING_OUT)
+        # A rollback being followed is a rollout too: checked as often, Reconciling meanwhile.
+        rolling_back_now = sum(1 for w in seen if _rolling_back_now(w))
         errors = [w for w in seen if w.decision.state is State.ERROR]
         counts = {
             "optedIn": len(seen),
@@ -1045,7 +1100,7 @@ class PolicyChecker:
             sooner(max((plan.retry_at - ctx.now).total_seconds(), 1.0))
         if ctx.validating:
             sooner(VALIDATING_INTERVAL)
-        if rolling:
+        if rolling or rolling_back_now:
             sooner(min(ROLLING_INTERVAL, policy.rollout.verify_timeout, policy.base.interval))
         throttled = next(iter(ctx.throttled.values()), None)
         # A fault outranks progress: the SRE must see what cannot be checked.
@@ -1058,8 +1113,11 @@ class PolicyChecker:
                 f"{len(errors)} of {len(seen)} workload(s) could not be checked: "
                 f"{errors[0].ref}: {errors[0].decision.reason}",
             )
-        elif rolling:
-            conditions = cond.reconciling("RolloutInProgress", f"{rolling} workload(s) rolling out")
+        elif rolling or rolling_back_now:
+            parts = [f"{rolling} workload(s) rolling out"] if rolling else []
+            if rolling_back_now:
+                parts.append(f"{rolling_back_now} rolling back")
+            conditions = cond.reconciling("RolloutInProgress", ", ".join(parts))
         elif plan.held:
             conditions = cond.ready("RolloutWaiting", plan.message)
         elif ctx.validating:

@@ -34,13 +34,21 @@ from imagedrift.core.mergepatch import diff
 from imagedrift.core.refs import ImageRef
 from imagedrift.core.rollout import Phase
 from imagedrift.core.spec import POLICY_LABEL, PolicySpec, parse_policy
-from imagedrift.core.workloads import WorkloadRef, WorkloadState, containers, ref_of, selected
+from imagedrift.core.workloads import (
+    WorkloadRef,
+    WorkloadState,
+    containers,
+    ref_of,
+    rolling_back,
+    selected,
+)
 from imagedrift.engine.check import PolicyChecker
 from imagedrift.engine.ports import Event
 from imagedrift.engine.workqueue import WorkQueue
 from imagedrift.errors import InvalidSpec, KubeError, RegistryError
 
 log = logging.getLogger(__name__)
+RETRY_CAP = 60.0  # seconds: the longest a failing key waits before its next try
 VOLATILE = ("checkedAt",)  # base fields that change on every look: never a reason to write
 
 
@@ -87,7 +95,10 @@ class Controller:
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.checker = checker
-        self.queue = WorkQueue(clock=clock)
+        # Backoff capped at a minute: a burst of watch events can fail a check ten times in
+        # a second (an API refusing status writes), and once the fault clears the policy
+        # must not wait five minutes for its next try.
+        self.queue = WorkQueue(clock=clock, max_delay=RETRY_CAP)
         self._writer = writer
         self._workloads = workloads
         self._workers = workers
@@ -272,6 +283,9 @@ class Controller:
                 continue
             try:
                 self._process(key)
+            except (KubeError, RegistryError) as exc:
+                # An API or registry fault (already logged where it happened): no traceback.
+                log.info("%s: %s; retrying in %.0fs", key, exc, self.queue.retry(key))
             except Exception:
                 log.exception("processing %s failed; retrying with backoff", key)
                 self.queue.retry(key)
@@ -455,7 +469,9 @@ def _relevant(body: Mapping[str, Any]) -> tuple[Any, ...]:
     meta = body.get("metadata") or {}
     annotations = meta.get("annotations") or {}
     record = WorkloadState.decode(body).rollout
-    rolling = record is not None and record.phase == Phase.PROGRESSING.value
+    rolling = record is not None and (
+        record.phase == Phase.PROGRESSING.value or rolling_back(record)
+    )
     return (
         meta.get("labels"),
         annotations,
