@@ -246,13 +246,18 @@ def lease_holder(world: World) -> str:
     return str(lease.spec.holder_identity or "")
 
 
-@pytest.mark.parametrize("after_kill", ["restart", "standby"])
-def test_leader_killed_mid_rollout_finishes_without_a_second_patch(
-    world: World, operator_factory: Callable[..., OperatorProcess], after_kill: str
+@pytest.mark.parametrize("crash", ["restart", "standby", "apiserver"])
+def test_a_crash_right_after_the_patch_finishes_the_rollout_without_a_second_patch(
+    world: World,
+    controlplane: ControlPlane,
+    operator_factory: Callable[..., OperatorProcess],
+    crash: str,
 ) -> None:
-    """The operator is SIGKILLed right after its patch. ``restart``: it comes back (a crashed
-    pod). ``standby``: a second replica was waiting on the Lease and takes over. Either way
-    the rollout is followed to Complete, recorded once, with one new ReplicaSet."""
+    """Something is SIGKILLed right after imagedrift's patch. ``restart``: the operator, and
+    it comes back (a crashed pod). ``standby``: the operator, while a second replica waits
+    on the Lease and takes over. ``apiserver``: kube-apiserver, restarted (the operator's
+    watches and writes fail meanwhile). Every time the rollout is followed to Complete and
+    recorded once, with one new ReplicaSet."""
     old_base, new_base = base_image("v1"), base_image("v2")
     world.publish("base", "1", old_base)
     world.publish("app", "1.0.0", world.app_on(old_base, "1"))
@@ -274,9 +279,9 @@ def test_leader_killed_mid_rollout_finishes_without_a_second_patch(
     rebuilt = world.publish("app", "1.1.0", world.app_on(new_base, "2"))
     target = f"{world.ref('app')}@{rebuilt}"
 
-    env = HA if after_kill == "standby" else None
+    env = HA if crash == "standby" else None
     first = operator_factory(env=env)
-    if after_kill == "standby":
+    if crash == "standby":
         leader = wait_for(lambda: lease_holder(world), what="the first replica leads", timeout=30)
         second = operator_factory(env=env)
         wait_for(
@@ -290,11 +295,13 @@ def test_leader_killed_mid_rollout_finishes_without_a_second_patch(
     assert not rolled_out(world, "slow", target), (
         "rollout finished before the kill; the test proves nothing"
     )
-    first.kill()
-
-    if after_kill == "restart":
-        operator_factory()
+    if crash == "apiserver":
+        controlplane.crash_apiserver()
     else:
+        first.kill()
+    if crash == "restart":
+        operator_factory()
+    elif crash == "standby":
         wait_for(
             lambda: lease_holder(world) not in ("", leader),
             what="the standby took the Lease over",

@@ -400,6 +400,24 @@ class ControlPlane:
         for proc in self.processes.values():
             proc.check_alive()
 
+    def crash_apiserver(self) -> None:
+        """SIGKILL kube-apiserver and start it again with the same arguments, as when its
+        node dies and comes back; returns once /readyz answers. etcd keeps the data, the
+        other components reconnect by themselves."""
+        if self.external:
+            raise HarnessError("an external control plane cannot be crashed from here")
+        old = self.processes["kube-apiserver"]
+        old.kill()
+        old.stop()
+        self.processes["kube-apiserver"] = ManagedProcess(
+            "kube-apiserver", old.argv, old.log_path.parent
+        )
+        self._wait(
+            self._api_ready,
+            what="kube-apiserver /readyz after the crash",
+            timeout=APISERVER_TIMEOUT,
+        )
+
     def rss_bytes(self) -> dict[str, int]:
         """Resident memory of each running process this harness started, by name."""
         sizes: dict[str, int] = {}
