@@ -78,6 +78,11 @@ BACK = WorkloadState(
     ),
     (NEW,),
 )
+SIDE = f"r.io/side@{APP}"
+TWO_ROLLING = WorkloadState(
+    {"app": "1.0.1", "side": "1.0.1"},
+    dataclasses.replace(RECORD, target={"app": REF, "side": SIDE}),
+)
 OVERRIDDEN = WorkloadState({}, None, (), (NEW,))
 REJECTED_HERE = WorkloadState({}, None, (NEW,))
 VIEW = PolicyView(BASE)
@@ -296,6 +301,43 @@ ROWS = [
         State.OVERRIDDEN,
         Action.YIELD,
         "changed to r.io/app:9.9.9 by someone",
+    ),
+    (
+        "one of two containers changed mid-rollout: the rollout is still followed",
+        obs(
+            record=TWO_ROLLING,
+            images={"app": REF, "side": "r.io/side:9.9.9"},
+            writers={"side": "kubectl-set (Update, t)"},
+            progress=Progress(Phase.PROGRESSING, "1 of 3 replicas updated"),
+        ),
+        VIEW,
+        State.ROLLING_OUT,
+        Action.NONE,
+        "1 of 3 replicas",
+    ),
+    (
+        "one of two containers changed mid-rollout, then it failed: roll back the rest",
+        obs(
+            record=TWO_ROLLING,
+            images={"app": REF, "side": "r.io/side:9.9.9"},
+            progress=Progress(Phase.FAILED, "ProgressDeadlineExceeded"),
+        ),
+        VIEW,
+        State.ROLLED_BACK,
+        Action.ROLL_BACK,
+        "ProgressDeadlineExceeded",
+    ),
+    (
+        "both containers changed mid-rollout: nothing of ours is left to follow",
+        obs(
+            record=TWO_ROLLING,
+            images={"app": "r.io/app:9", "side": "r.io/side:9.9.9"},
+            progress=Progress(Phase.FAILED, "ProgressDeadlineExceeded"),
+        ),
+        VIEW,
+        State.OVERRIDDEN,
+        Action.YIELD,
+        "app was changed to r.io/app:9",
     ),
     (
         "imagedrift's rollout stands: nothing overridden",

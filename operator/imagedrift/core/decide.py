@@ -30,7 +30,7 @@ from enum import StrEnum
 
 from imagedrift.core.refs import short_digest
 from imagedrift.core.rollout import Phase, Progress
-from imagedrift.core.workloads import WorkloadState
+from imagedrift.core.workloads import RolloutRecord, WorkloadState
 
 
 class State(StrEnum):
@@ -222,6 +222,30 @@ def _replaced(obs: WorkloadObservation) -> dict[str, str]:
     return changed
 
 
+def _in_flight(
+    obs: WorkloadObservation, record: RolloutRecord, changed: Mapping[str, str]
+) -> Decision:
+    """A rollout imagedrift started, followed: done (record it), failed (roll back), or not
+    yet. ``changed``: containers someone else set meanwhile (shown as such, left alone)."""
+    progress = obs.progress or Progress(Phase.PROGRESSING, "waiting for the rollout status")
+    rows = tuple(
+        ContainerDecision(
+            name,
+            State.OVERRIDDEN,
+            f"changed to {changed[name]} by {obs.writers.get(name) or 'someone'} during "
+            "the rollout; left alone",
+        )
+        if name in changed
+        else ContainerDecision(name, State.ROLLING_OUT, progress.reason)
+        for name in record.target
+    )
+    if progress.phase is Phase.COMPLETE:
+        return Decision(State.UP_TO_DATE, progress.reason, Action.FINISH, rows)
+    if progress.phase is Phase.FAILED:
+        return Decision(State.ROLLED_BACK, progress.reason, Action.ROLL_BACK, rows)
+    return Decision(State.ROLLING_OUT, progress.reason, Action.NONE, rows)
+
+
 def _worst(decisions: Sequence[ContainerDecision]) -> ContainerDecision | None:
     return min(decisions, key=lambda d: _PRIORITY.index(d.state), default=None)
 
@@ -240,22 +264,19 @@ def decide(obs: WorkloadObservation, policy: PolicyView) -> Decision:
         rows = tuple(ContainerDecision(c.name, State.CONFLICT, why) for c in obs.containers)
         return Decision(State.CONFLICT, why, Action.NONE, rows)
     changed = _replaced(obs)
+    in_flight = record is not None and record.phase == Phase.PROGRESSING.value
+    if record is not None and in_flight and changed and set(record.target) - set(changed):
+        # Someone changed some of the containers mid-rollout, not all: the rollout is still
+        # partly ours, so it is followed to its end; a rollback then restores only ours.
+        return _in_flight(obs, record, changed)
     if changed:
         first, image = sorted(changed.items())[0]
         who = obs.writers.get(first, "") or "someone"
         why = f"{first} was changed to {image} by {who}; imagedrift will not fight it"
         rows = tuple(ContainerDecision(name, State.OVERRIDDEN, why) for name in sorted(changed))
         return Decision(State.OVERRIDDEN, why, Action.YIELD, rows, dict(changed))
-    if record is not None and record.phase == Phase.PROGRESSING.value:
-        progress = obs.progress or Progress(Phase.PROGRESSING, "waiting for the rollout status")
-        rows = tuple(
-            ContainerDecision(name, State.ROLLING_OUT, progress.reason) for name in record.target
-        )
-        if progress.phase is Phase.COMPLETE:
-            return Decision(State.UP_TO_DATE, progress.reason, Action.FINISH, rows)
-        if progress.phase is Phase.FAILED:
-            return Decision(State.ROLLED_BACK, progress.reason, Action.ROLL_BACK, rows)
-        return Decision(State.ROLLING_OUT, progress.reason, Action.NONE, rows)
+    if record is not None and in_flight:
+        return _in_flight(obs, record, {})
     if (
         record is not None
         and record.phase == Phase.ROLLED_BACK.value

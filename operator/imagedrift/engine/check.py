@@ -762,13 +762,19 @@ class PolicyChecker:
         finished = timestamp(ctx.now)
         failed = w.decision.action is Action.ROLL_BACK
         phase = Phase.ROLLED_BACK if failed else Phase.COMPLETE
-        images: dict[str, str] = {}
-        superseded: dict[str, str] = {}
+        # Containers someone else set during the rollout are theirs now: left alone (a
+        # rollback skips them) and never patched to this candidate again.
+        images, superseded = rollback_images(record, w.observation.images)
+        overridden = (
+            *w.state.overridden,
+            *(ImageRef.parse(record.target[c]).digest for c in sorted(superseded)),
+        )
         rejected = w.state.rejected
         tags = dict(w.state.tags)
-        if failed:
+        if not failed:
+            images = {}
+        else:
             # Back to exactly the digest that ran, on the containers still on our target.
-            images, superseded = rollback_images(record, w.observation.images)
             rejected = (*rejected, *(ImageRef.parse(t).digest for t in record.target.values()))
             for container in images:
                 tags[container] = _tag_of(record.previous[container]) or tags.get(container, "")
@@ -779,13 +785,13 @@ class PolicyChecker:
         if failed and images:
             # The rollback is followed like any rollout (``_settle`` records its outcome).
             done = dataclasses.replace(done, rollback=Phase.PROGRESSING.value)
-        new_state = WorkloadState(tags, done, rejected, w.state.overridden)
+        new_state = WorkloadState(tags, done, rejected, overridden)
         rows = tuple(
             type(row)(
                 row.name,
                 State.OVERRIDDEN,
                 f"superseded: changed to {superseded[row.name]} during the rollout; "
-                "left alone by the rollback",
+                + ("left alone by the rollback" if failed else "left alone"),
             )
             if row.name in superseded
             else type(row)(row.name, State.ROLLED_BACK if failed else State.UP_TO_DATE, reason)
@@ -805,6 +811,10 @@ class PolicyChecker:
                 ctx.events.append(Event(w.obj, "Warning", "RolledBack", message))
             else:
                 message = f"{w.ref}: rollout complete ({reason})"
+                if superseded:
+                    message += (
+                        f"; changed by someone else meanwhile: {', '.join(sorted(superseded))}"
+                    )
                 ctx.events.append(Event(ctx.body, "Normal", "RolloutComplete", message))
                 ctx.events.append(Event(w.obj, "Normal", "RolloutComplete", message))
 
