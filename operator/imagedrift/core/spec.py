@@ -146,6 +146,8 @@ class PolicySpec:
     tags: Mapping[str, Any]  # {"semver": {...}} | {"regex": {...}} | {"sameTag": {}}
     rollout: RolloutSpec
     max_candidates: int = 10
+    # Tags never considered (Flux's exclusionList; default: cosign signature tags).
+    exclusions: tuple[str, ...] = (r"^.*\.sig$",)
     history_limit: int = 20
     raw_validation: Mapping[str, Any] = field(default_factory=dict)
     validation: ValidationSpec = field(default_factory=ValidationSpec)
@@ -212,6 +214,18 @@ def parse_policy(name: str, spec: Mapping[str, Any]) -> PolicySpec:
         except InvalidReference as exc:
             raise InvalidSpec(f"spec.app.tags: {exc}") from exc
 
+    from imagedrift.core import exclusions  # local: it imports tagpolicy
+
+    raw_exclusions = app_raw.get("exclusionList")
+    if raw_exclusions is not None and not isinstance(raw_exclusions, list):
+        raise InvalidSpec("spec.app.exclusionList: must be a list of regular expressions")
+    try:
+        excluded = exclusions.check(
+            exclusions.DEFAULT if raw_exclusions is None else list(raw_exclusions)
+        )
+    except (InvalidReference, TypeError) as exc:
+        raise InvalidSpec(f"spec.app.exclusionList: {exc}") from exc
+
     rollout_raw = spec.get("rollout") or {}
     rollout = RolloutSpec(
         selector=_selector(rollout_raw.get("selector"), name),
@@ -231,6 +245,7 @@ def parse_policy(name: str, spec: Mapping[str, Any]) -> PolicySpec:
         tags=tags,
         rollout=rollout,
         max_candidates=int(app_raw.get("maxCandidates") or 10),
+        exclusions=excluded,
         history_limit=int(spec.get("historyLimit") or 20),
         raw_validation=dict(spec.get("validation") or {}),
         validation=_validation(spec.get("validation") or {}),

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from imagedrift.core import conditions as cond
-from imagedrift.core import history, waves
+from imagedrift.core import exclusions, history, waves
 from imagedrift.core.conditions import Condition, timestamp
 from imagedrift.core.decide import (
     DRIFTED_STATES,
@@ -94,6 +94,7 @@ class Search:
 
     candidate: Candidate | None = None
     rejected: list[str] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)  # by exclusionList: never looked at
 
 
 @dataclass
@@ -183,6 +184,12 @@ def _remembered(state: WorkloadState, rolled: _Rolled | None) -> WorkloadState:
     if record is None or (rolled.record and rolled.record.started_at > record.started_at):
         record = rolled.record
     return WorkloadState(state.tags, record, state.rejected, overridden)
+
+
+def _exclusion_note(excluded: list[str]) -> tuple[str, ...]:
+    if not excluded:
+        return ()
+    return (f"{len(excluded)} tag(s) never considered (exclusionList), e.g. {excluded[0]}",)
 
 
 def _rolling_back_now(w: _Workload) -> bool:
@@ -492,7 +499,7 @@ class PolicyChecker:
             why,
             lineage.base_digest,
             view,
-            tuple(search.rejected),
+            (*search.rejected, *_exclusion_note(search.excluded)),
         )
 
     def _tag_digest(self, ctx: _Context, client: RegistryClient, ref: ImageRef) -> str:
@@ -563,7 +570,10 @@ class PolicyChecker:
                     "running image has no tag: cannot prove a candidate is not a downgrade"
                 )
                 return search
-            ordered = policy.ordered(client.list_tags(running))
+            listed, dropped = exclusions.split(client.list_tags(running), ctx.policy.exclusions)
+            if dropped:
+                search.excluded = dropped
+            ordered = policy.ordered(listed)
         for candidate_tag in ordered[: ctx.policy.max_candidates]:
             if policy.is_downgrade(candidate_tag, tag):
                 search.rejected.append(f"{candidate_tag}: lower than the running {tag}")
