@@ -11,6 +11,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from imagedrift.core import patchtags
 from imagedrift.core.refs import ImageRef
 from imagedrift.errors import InvalidReference, InvalidSpec
 
@@ -61,11 +62,14 @@ class BaseSpec:
     insecure: bool = False
     secret_name: str = ""
     azure: Mapping[str, str] = field(default_factory=dict)
+    patches: str = ""  # "", or core.patchtags' incremental | floating (ACR patch tags)
 
     @property
     def key(self) -> str:
         """What identifies this base lookup across policies (for deduplicated polling)."""
         tracked = self.tag or f"semver:{self.semver_range}"
+        if self.patches:
+            tracked += f"+{self.patches}"
         # The identity is part of it: what one identity may read says nothing of another's.
         identity = ",".join(f"{k}={v}" for k, v in sorted(self.azure.items()))
         return (
@@ -190,6 +194,13 @@ def parse_policy(name: str, spec: Mapping[str, Any]) -> PolicySpec:
             policy_from_spec({"semver": {"range": semver_range}})
         except InvalidReference as exc:
             raise InvalidSpec(f"spec.base.semverRange: {exc}") from exc
+    patches = str(base_raw.get("patches") or "")
+    if patches and patches not in patchtags.MODES:
+        raise InvalidSpec(
+            f"spec.base.patches: {patches!r} is not one of {', '.join(patchtags.MODES)}"
+        )
+    if patches and not tag:
+        raise InvalidSpec("spec.base.patches: follows the patch tags of spec.base.tag; set tag")
     interval = parse_duration(str(base_raw.get("interval") or "5m"))
     if not MIN_INTERVAL <= interval <= MAX_INTERVAL:
         raise InvalidSpec(f"spec.base.interval: {interval:g}s is outside 1s..24h")
@@ -202,6 +213,7 @@ def parse_policy(name: str, spec: Mapping[str, Any]) -> PolicySpec:
         insecure=bool(base_raw.get("insecure", False)),
         secret_name=str((base_raw.get("secretRef") or {}).get("name", "")),
         azure=_azure(base_raw.get("azure") or {}),
+        patches=patches,
     )
 
     app_raw = spec.get("app") or {}

@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from imagedrift.core import conditions as cond
-from imagedrift.core import exclusions, history, waves
+from imagedrift.core import exclusions, history, patchtags, waves
 from imagedrift.core.conditions import Condition, timestamp
 from imagedrift.core.decide import (
     DRIFTED_STATES,
@@ -258,8 +258,26 @@ class PolicyChecker:
                     f"no tag of {base.image.name} satisfies {base.semver_range!r}",
                     registry=base.image.registry,
                 )
+        elif base.patches == patchtags.INCREMENTAL:
+            # One request more than a plain tag: the list says which patch is the newest.
+            tag = patchtags.newest_incremental(client.list_tags(base.image), base.tag) or ""
+            if not tag:
+                raise NotFound(
+                    f"neither {base.image.name}:{base.tag} nor a patch tag of it "
+                    f"({base.tag}-1 … {base.tag}-{patchtags.MAX_PATCH}) exists",
+                    registry=base.image.registry,
+                )
+        if base.patches == patchtags.FLOATING:
+            # The floating patch tag when ACR made one, else the original.
+            try:
+                tag = patchtags.floating(base.tag)
+                digest = client.resolve_digest(base.image.with_tag(tag))
+            except NotFound:
+                tag = base.tag
+                digest = client.resolve_digest(base.image.with_tag(tag))
+        else:
+            digest = client.resolve_digest(base.image.with_tag(tag))
         ref = base.image.with_tag(tag)
-        digest = client.resolve_digest(ref)
         if previous and previous.image.digest == digest and previous.ref.tag == tag:
             return BaseObservation(previous.ref, previous.image, clock)
         image = self.images.get(client, base.image.with_digest(digest))
