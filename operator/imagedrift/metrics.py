@@ -26,19 +26,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 from imagedrift.core.conditions import Condition, parse_timestamp
+from imagedrift.core.decide import State
 
 BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400, 604800)
-WORKLOAD_STATES = (
-    "UpToDate",
-    "Drifted",
-    "RollingOut",
-    "RolledBack",
-    "Paused",
-    "Suspended",
-    "Waiting",
-    "Error",
-    "Unknown",
-)
+WORKLOAD_STATES = tuple(state.value for state in State)  # every state decide() gives
 
 
 class Metrics:

@@ -2,15 +2,23 @@
 Image Updater and Keel means here what it means there.
 
 Flux's ``exclusionList`` (default ``^.*\\.sig$``): a repository holding cosign signature
-tags never yields one as a candidate, and no request is spent on such a tag.
+tags never yields one as a candidate, and no request is spent on such a tag. ACR continuous
+patching: a base followed with its patch tags, and an app image Copa patched in place.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from tests.e2e.scenario import World, base_image, rolled_out
+import pytest
+
+from imagedrift.core.conditions import timestamp as stamp
+from imagedrift.core.lineage import COPA_PATCHED_KEY
+from imagedrift.registry.push import Image
+from tests.e2e.scenario import World, base_image, layer, rolled_out
 from tests.e2e.support import base_spec
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import wait_for
@@ -104,3 +112,63 @@ def test_a_base_followed_with_the_floating_patch_tag_moves_when_it_appears(
     policy = following_patches(world, operator_factory, "floating")
     patched = world.publish("base", "1-patched", base_image("v1-patched"))
     assert base_moves_to(world, policy, patched)["tag"] == "1-patched"
+
+
+@pytest.mark.parametrize("accept", [True, False], ids=["acceptPatched", "rebuild-only"])
+def test_a_copa_patched_app_rolls_only_when_the_policy_accepts_patched_images(
+    world: World, operator_factory: Callable[..., OperatorProcess], accept: bool
+) -> None:
+    """App 1.4.0 on base B; B is re-published; the registry gains 1.4.0-1 as Copa builds it
+    (the original layers plus one patch layer, the original annotations, and
+    sh.copa.image.patched), patched after the base changed."""
+    now = datetime.now(UTC)
+    old = base_image("v1")
+    new = dataclasses.replace(base_image("v2"), created=stamp(now - timedelta(hours=1)))
+    world.publish("base", "1", old)
+    app = world.app_on(old, "1.4.0")
+    assert isinstance(app, Image)
+    world.publish("app", "1.4.0", app)
+    world.deployment("web", f"{world.ref('app')}:1.4.0", policy=f"copa-{world.suffix}", replicas=1)
+    world.publish("base", "1", new)
+    patched = app.derive(
+        layer("copa: OS package updates"),
+        annotations={**app.annotations, COPA_PATCHED_KEY: stamp(now)},
+        created=stamp(now),
+    )
+    digest = world.publish("app", "1.4.0-1", patched)
+    policy = world.policy(
+        "copa",
+        {
+            "base": base_spec(world),
+            "app": {
+                "tags": {"semver": {"range": ">=1.4.0"}},
+                "patches": "incremental",
+                "acceptPatched": accept,
+            },
+        },
+    )
+    operator_factory()
+
+    if accept:
+        target = f"{world.ref('app')}@{digest}"
+        wait_for(lambda: rolled_out(world, "web", target), what="web on 1.4.0-1", timeout=90)
+        item = wait_for(
+            lambda: (lambda i: i if i.get("state") == "Patched" else None)(
+                world.item(policy, "web")
+            ),
+            what="web Patched",
+            timeout=60,
+        )
+        assert "patched in place" in item["reason"] and "accepted" in item["reason"], item
+        body = world.wait_ready(policy, reason="UpToDate", timeout=60)
+        entry = body["status"]["lineage"][0]
+        assert (entry["tag"], entry["appDigest"], entry["verdict"]) == ("1.4.0-1", digest, "Passed")
+        assert any("patched in place" in r for r in entry["reasons"]), entry
+        # Never mistaken for an image built on the new base: lineage names the old one.
+        assert item.get("baseDigest") == old.digest, item
+    else:
+        body = world.wait_ready(policy, reason="WaitingForRebuild", timeout=60)
+        item = world.item(policy, "web")
+        assert item["state"] == "Drifted", item
+        assert "1.4.0-1: patched in place" in item["reason"], item
+        assert world.image_of("web") == f"{world.ref('app')}:1.4.0"

@@ -238,6 +238,26 @@ ROWS = [
         "not retried",
     ),
     (
+        "patched in place after the base changed, accepted, no rebuild yet",
+        obs(
+            dataclasses.replace(
+                on_old(patched=True), lineage_reason="patched in place at t (Copa): accepted"
+            )
+        ),
+        VIEW,
+        State.PATCHED,
+        Action.NONE,
+        "patched in place",
+    ),
+    (
+        "patched in place and accepted, but a real rebuild is there: roll to it",
+        obs(on_old(PASSED, patched=True)),
+        VIEW,
+        State.DRIFTED,
+        Action.ROLL,
+        "rolling app=",
+    ),
+    (
         "registry fault on this container",
         obs(ContainerObservation("app", "r.io/app:1.0.0", error="registry r.io: 503")),
         VIEW,

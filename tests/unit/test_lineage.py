@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from imagedrift.core.conditions import parse_timestamp
 from imagedrift.core.images import ImageManifest, Platform, ResolvedImage
 from imagedrift.core.lineage import (
     BASE_DIGEST_KEY,
@@ -11,6 +12,7 @@ from imagedrift.core.lineage import (
     BaseDigest,
     Source,
     built_on,
+    remediated_in_place,
     trace,
 )
 from imagedrift.core.refs import ImageRef
@@ -245,3 +247,43 @@ def test_rollout_record_restores_a_missing_lineage_entry() -> None:
         app="r/app",
     )
     assert len(again) == 1 and again[0]["reasons"] == ["lineage"]
+
+
+# -- Copa: patched in place, never built on the new base -----------------------------------
+
+COPA_KEY = "sh.copa.image.patched"
+
+
+def _copa_app(where: str, at: str = "2026-06-02T10:00:00Z") -> ResolvedImage:
+    marks = {"org.opencontainers.image.base.digest": "sha256:" + "0" * 64}
+    annotations = {**marks, COPA_KEY: at} if where == "annotation" else dict(marks)
+    labels = {COPA_KEY: at} if where == "label" else {}
+    manifest = ImageManifest(
+        "sha256:" + "d" * 64, "m", "c", ("l1", "l2", "copa"), annotations, labels
+    )
+    return ResolvedImage(ImageRef.parse("r.io/app:1.4.0-1"), manifest.digest, "m", (manifest,))
+
+
+@pytest.mark.parametrize("where", ["annotation", "label"])
+def test_copa_marks_are_read_from_annotations_and_labels(where: str) -> None:
+    assert trace(_copa_app(where), []).patched_at == "2026-06-02T10:00:00Z"
+
+
+@pytest.mark.parametrize(
+    ("accept", "changed", "at", "ok", "says"),
+    [
+        (True, "2026-06-01T00:00:00Z", "2026-06-02T10:00:00Z", True, "accepted as remediated"),
+        (False, "2026-06-01T00:00:00Z", "2026-06-02T10:00:00Z", False, "acceptPatched is off"),
+        (True, "2026-06-03T00:00:00Z", "2026-06-02T10:00:00Z", False, "older than the current"),
+        (True, None, "2026-06-02T10:00:00Z", False, "change time is unknown"),
+        (True, "2026-06-01T00:00:00Z", "yesterday", False, "is not a time"),
+    ],
+)
+def test_a_patched_image_counts_only_when_accepted_and_newer_than_the_base_change(
+    accept: bool, changed: str | None, at: str, ok: bool, says: str
+) -> None:
+    lineage = trace(_copa_app("annotation", at), [])
+    when = parse_timestamp(changed) if changed else None
+    verdict, why = remediated_in_place(lineage, when, accept)
+    assert verdict is ok and says in why
+    assert "built on base digest sha256:000" in why, "it names the base it really sits on"

@@ -77,3 +77,59 @@ def test_the_policy_reads_patches_and_keys_the_lookup_by_it() -> None:
 def test_bad_patches_are_refused_naming_the_field(base: dict[str, str], message: str) -> None:
     with pytest.raises(InvalidSpec, match=rf"spec\.base\.patches: .*{message}"):
         parse_policy("p", spec(**base))
+
+
+# -- app candidates: a patch tag of the running tag is newer than its original -------------
+
+
+@pytest.mark.parametrize(
+    ("tag", "split"),
+    [
+        ("1.4.0", ("1.4.0", 0)),
+        ("1.4.0-1", ("1.4.0", 1)),
+        ("1.4.0-999", ("1.4.0", 999)),
+        ("1.4.0-1000", ("1.4.0-1000", 0)),
+        ("1.4.0-patched", ("1.4.0", 1000)),
+        ("jammy-20240530", ("jammy-20240530", 0)),
+        ("-patched", ("-patched", 0)),
+    ],
+)
+def test_split(tag: str, split: tuple[str, int]) -> None:
+    assert patchtags.split(tag) == split
+
+
+def test_patches_sit_between_their_original_and_the_next_newer_original() -> None:
+    tags = ["1.4.0", "1.4.0-1", "1.4.0-2", "1.5.0", "1.4.0-patched", "1.3.0-7", "1.4.0-1000"]
+    originals = patchtags.originals(tags)
+    assert originals == ["1.4.0", "1.5.0", "1.4.0-1000"]
+    newest_first = ["1.5.0", "1.4.0", "1.3.0"]
+    assert patchtags.with_patches(newest_first, tags, "incremental") == [
+        "1.5.0",
+        "1.4.0-2",
+        "1.4.0-1",
+        "1.4.0",
+        "1.3.0-7",
+        "1.3.0",
+    ]
+    assert patchtags.with_patches(newest_first, tags, "floating") == [
+        "1.5.0",
+        "1.4.0-patched",
+        "1.4.0",
+        "1.3.0",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("candidate", "running", "across", "downgrade"),
+    [
+        ("1.4.0-1", "1.4.0", False, False),  # a patch of the running tag: newer
+        ("1.4.0-2", "1.4.0-1", False, False),
+        ("1.4.0-1", "1.4.0-2", False, True),  # an older patch
+        ("1.4.0", "1.4.0-1", False, True),  # back to the unpatched original
+        ("1.4.0-1", "1.4.0-1", False, True),  # the same tag is no upgrade
+        ("1.5.0", "1.4.0-3", False, False),  # across originals the tag policy decides
+        ("1.3.0-9", "1.4.0", True, True),
+    ],
+)
+def test_is_downgrade(candidate: str, running: str, across: bool, downgrade: bool) -> None:
+    assert patchtags.is_downgrade(candidate, running, across) is downgrade

@@ -9,6 +9,8 @@ returns. The wave planner may still hold a ``ROLL`` back (the workload is then `
 States (per container, and for the workload the most pressing of its containers):
 
     UpToDate    every governed container runs an image on the current base digest
+    Patched     on an old base, but patched in place (Copa) after the base changed, and the
+                policy accepts that as remediated (spec.app.acceptPatched)
     Drifted     on an old base; no validated candidate to roll (the reason says why)
     Waiting     a candidate is being validated, or waves/windows hold the rollout
     RollingOut  patched; the rollout is being verified
@@ -44,6 +46,7 @@ class State(StrEnum):
     ERROR = "Error"
     UNKNOWN = "Unknown"
     OVERRIDDEN = "Overridden"
+    PATCHED = "Patched"
     MANAGED_BY_GITOPS = "ManagedByGitOps"
     CONFLICT = "Conflict"
 
@@ -61,6 +64,7 @@ _PRIORITY = (
     State.PAUSED,
     State.SUSPENDED,
     State.UNKNOWN,
+    State.PATCHED,
     State.UP_TO_DATE,
 )
 # States in which the workload still runs an image on an old base.
@@ -110,6 +114,7 @@ class ContainerObservation:
     search_notes: tuple[str, ...] = ()  # why tags were refused
     error: str = ""  # the observation failed; nothing else is known
     invalid: str = ""  # the reference does not parse
+    patched: bool = False  # not on the current base, but patched in place and accepted
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,8 @@ def _container(
         return say(State.UP_TO_DATE, obs.lineage_reason)
     cand = obs.candidate
     if cand is None:
+        if obs.patched:  # remediated in place; a real rebuild would still roll
+            return say(State.PATCHED, obs.lineage_reason)
         notes = "; ".join(obs.search_notes[:3]) or "no rebuilt image yet"
         return say(State.DRIFTED, f"{obs.lineage_reason}; {notes}")
     if cand.digest in record.overridden:

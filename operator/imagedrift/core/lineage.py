@@ -10,12 +10,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from enum import StrEnum
 
+from imagedrift.core.conditions import parse_timestamp, timestamp
 from imagedrift.core.images import ImageManifest, Platform, ResolvedImage
+from imagedrift.core.refs import short_digest
 
 BASE_DIGEST_KEY = "org.opencontainers.image.base.digest"
 BASE_NAME_KEY = "org.opencontainers.image.base.name"
+# Copacetic (ACR continuous patching) sets this, an RFC 3339 time, on an image it patched in
+# place: the original's layers and annotations plus one layer of OS package updates. The
+# base annotations still name the original base, rightly: the base was not rebuilt.
+COPA_PATCHED_KEY = "sh.copa.image.patched"
 
 
 class Source(StrEnum):
@@ -69,10 +76,23 @@ class Lineage:
     base_name: str
     platforms: tuple[PlatformLineage, ...]
     reason: str
+    patched_at: str = ""  # when Copa patched it in place ("" = not a patched image)
 
     @property
     def known(self) -> bool:
         return bool(self.base_digest)
+
+
+def _patched_at(app: ResolvedImage) -> str:
+    """Copa's mark, from the index or manifest annotations or a config label."""
+    for values in (
+        app.annotations,
+        *(m.annotations for m in app.manifests),
+        *(m.labels for m in app.manifests),
+    ):
+        if values.get(COPA_PATCHED_KEY):
+            return str(values[COPA_PATCHED_KEY])
+    return ""
 
 
 def _match_declared(declared: str, known: Iterable[BaseDigest]) -> str:
@@ -129,6 +149,7 @@ def trace(app: ResolvedImage, known: Iterable[BaseDigest]) -> Lineage:
     top_digest, top_name = _declared(app.annotations)
     inherited = (top_digest, top_name, Source.ANNOTATION)
     per_platform = tuple(_platform_lineage(m, inherited, known) for m in app.manifests)
+    patched = _patched_at(app)
     if not per_platform:
         return Lineage(app.digest, "", Source.UNKNOWN, "", (), "image has no manifests")
     bases = {p.base_digest for p in per_platform}
@@ -144,10 +165,16 @@ def trace(app: ResolvedImage, known: Iterable[BaseDigest]) -> Lineage:
             if unknown
             else "platforms were built on different base digests"
         )
-        return Lineage(app.digest, "", Source.UNKNOWN, name, per_platform, reason)
+        return Lineage(app.digest, "", Source.UNKNOWN, name, per_platform, reason, patched)
     base_digest = bases.pop()
     return Lineage(
-        app.digest, base_digest, source, name, per_platform, f"base {base_digest} by {source.value}"
+        app.digest,
+        base_digest,
+        source,
+        name,
+        per_platform,
+        f"base {base_digest} by {source.value}",
+        patched,
     )
 
 
@@ -164,6 +191,29 @@ def built_on(lineage: Lineage, base: BaseDigest, base_repository: str) -> tuple[
     if lineage.base_digest not in base.digests():
         return False, f"built on base digest {lineage.base_digest}, not the current {base.digest}"
     return True, f"built on the current base {base.digest} (by {lineage.source.value})"
+
+
+def remediated_in_place(
+    lineage: Lineage, base_changed_at: datetime | None, accept: bool
+) -> tuple[bool, str]:
+    """Does a Copa-patched image (not built on the current base) count as remediated?
+
+    Only with the policy's ``acceptPatched``, and only when it was patched after the base
+    changed (a patch older than the new base cannot hold its fixes). It never counts as
+    built on the new base: the reason says "patched in place" and names the base it is on.
+    """
+    when = parse_timestamp(lineage.patched_at)
+    built = f"built on base digest {short_digest(lineage.base_digest) or 'unknown'}"
+    if when is None:
+        return False, f"{built}; its patch mark {lineage.patched_at!r} is not a time"
+    said = f"patched in place at {lineage.patched_at} (Copa), {built}"
+    if not accept:
+        return False, f"{said}: not rebuilt on the current base (spec.app.acceptPatched is off)"
+    if base_changed_at is None:
+        return False, f"{said}: the base's change time is unknown, so the patch cannot be dated"
+    if when < base_changed_at:
+        return False, f"{said}: older than the current base ({timestamp(base_changed_at)})"
+    return True, f"{said}: accepted as remediated (acceptPatched)"
 
 
 def _same_repository(base_name: str, repository: str) -> bool:

@@ -49,3 +49,46 @@ def newest_incremental(tags: Iterable[str], original: str) -> str | None:
 
 def floating(original: str) -> str:
     return original + FLOATING_SUFFIX
+
+
+def split(tag: str) -> tuple[str, int]:
+    """(original, patch number) of a tag in a repository that uses patch tags: ``T-N``
+    (1..999) is patch N of ``T``, ``T-patched`` the floating patch (a number above any),
+    any other tag its own original (0)."""
+    if tag.endswith(FLOATING_SUFFIX) and len(tag) > len(FLOATING_SUFFIX):
+        return tag[: -len(FLOATING_SUFFIX)], MAX_PATCH + 1
+    head, sep, tail = tag.rpartition("-")
+    if sep and head and _SUFFIX.fullmatch(f"-{tail}"):
+        return head, int(tail)
+    return tag, 0
+
+
+def originals(tags: Iterable[str]) -> list[str]:
+    """The tags that are no patch of another tag (what a tag policy orders)."""
+    return [t for t in tags if split(t)[1] == 0]
+
+
+def with_patches(ordered: Iterable[str], tags: Iterable[str], mode: str) -> list[str]:
+    """``ordered`` (original tags, newest first) with each one's patch tags in front of it,
+    newest patch first: a patch of ``T`` is newer than ``T`` and older than the next
+    original. ``mode`` picks which patch tags count (incremental or floating)."""
+    patches: dict[str, list[tuple[int, str]]] = {}
+    for tag in tags:
+        original, number = split(tag)
+        floating_tag = number == MAX_PATCH + 1
+        if number and floating_tag == (mode == FLOATING):
+            patches.setdefault(original, []).append((number, tag))
+    out: list[str] = []
+    for original in ordered:
+        out.extend(tag for _, tag in sorted(patches.get(original, ()), reverse=True))
+        out.append(original)
+    return out
+
+
+def is_downgrade(candidate: str, running: str, originals_downgrade: bool) -> bool:
+    """A patch tag is never a downgrade of its own original or of an older patch of it;
+    across originals the tag policy decides (``originals_downgrade``)."""
+    (c_original, c_number), (r_original, r_number) = split(candidate), split(running)
+    if c_original == r_original:
+        return c_number <= r_number
+    return originals_downgrade

@@ -152,6 +152,8 @@ class PolicySpec:
     max_candidates: int = 10
     # Tags never considered (Flux's exclusionList; default: cosign signature tags).
     exclusions: tuple[str, ...] = (r"^.*\.sig$",)
+    app_patches: str = ""  # "", incremental, floating: the app repository's ACR patch tags
+    accept_patched: bool = False  # a Copa patch newer than the base change is remediation
     history_limit: int = 20
     raw_validation: Mapping[str, Any] = field(default_factory=dict)
     validation: ValidationSpec = field(default_factory=ValidationSpec)
@@ -238,6 +240,12 @@ def parse_policy(name: str, spec: Mapping[str, Any]) -> PolicySpec:
     except (InvalidReference, TypeError) as exc:
         raise InvalidSpec(f"spec.app.exclusionList: {exc}") from exc
 
+    app_patches = str(app_raw.get("patches") or "")
+    if app_patches and app_patches not in patchtags.MODES:
+        raise InvalidSpec(
+            f"spec.app.patches: {app_patches!r} is not one of {', '.join(patchtags.MODES)}"
+        )
+
     rollout_raw = spec.get("rollout") or {}
     rollout = RolloutSpec(
         selector=_selector(rollout_raw.get("selector"), name),
@@ -258,6 +266,8 @@ def parse_policy(name: str, spec: Mapping[str, Any]) -> PolicySpec:
         rollout=rollout,
         max_candidates=int(app_raw.get("maxCandidates") or 10),
         exclusions=excluded,
+        app_patches=app_patches,
+        accept_patched=bool(app_raw.get("acceptPatched", False)),
         history_limit=int(spec.get("historyLimit") or 20),
         raw_validation=dict(spec.get("validation") or {}),
         validation=_validation(spec.get("validation") or {}),

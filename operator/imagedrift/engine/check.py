@@ -22,7 +22,7 @@ from typing import Any
 
 from imagedrift.core import conditions as cond
 from imagedrift.core import exclusions, history, patchtags, waves
-from imagedrift.core.conditions import Condition, timestamp
+from imagedrift.core.conditions import Condition, parse_timestamp, timestamp
 from imagedrift.core.decide import (
     DRIFTED_STATES,
     Action,
@@ -36,12 +36,12 @@ from imagedrift.core.decide import (
 )
 from imagedrift.core.gitops import describe_writer, image_managers, managed_by
 from imagedrift.core.images import ResolvedImage
-from imagedrift.core.lineage import BaseDigest, Lineage, built_on, trace
+from imagedrift.core.lineage import BaseDigest, Lineage, built_on, remediated_in_place, trace
 from imagedrift.core.refs import ImageRef, short_digest
 from imagedrift.core.rollout import Phase, progress
 from imagedrift.core.spec import BaseSpec, PolicySpec
 from imagedrift.core.status_size import fit
-from imagedrift.core.tagpolicy import policy_from_spec
+from imagedrift.core.tagpolicy import TagPolicy, policy_from_spec
 from imagedrift.core.workloads import (
     STATUS_ANNOTATION,
     RolloutRecord,
@@ -125,6 +125,7 @@ class _Context:
     validating: int = 0
     conflicts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # workload -> others
     rolled: Mapping[str, _Rolled] = field(default_factory=dict)  # workload -> from the lineage
+    base_changed_at: datetime | None = None  # the current base's creation (dates Copa patches)
 
 
 @dataclass
@@ -184,6 +185,20 @@ def _remembered(state: WorkloadState, rolled: _Rolled | None) -> WorkloadState:
     if record is None or (rolled.record and rolled.record.started_at > record.started_at):
         record = rolled.record
     return WorkloadState(state.tags, record, state.rejected, overridden)
+
+
+def _created(image: ResolvedImage) -> datetime | None:
+    """When the base image was made (its newest platform's config ``created``)."""
+    times = [t for m in image.manifests if (t := parse_timestamp(m.created)) is not None]
+    return max(times) if times else None
+
+
+def _is_downgrade(spec: PolicySpec, policy: TagPolicy, candidate: str, running: str) -> bool:
+    if not spec.app_patches:
+        return policy.is_downgrade(candidate, running)
+    originals = patchtags.split(candidate)[0], patchtags.split(running)[0]
+    across = originals[0] != originals[1] and policy.is_downgrade(*originals)
+    return patchtags.is_downgrade(candidate, running, across)
 
 
 def _exclusion_note(excluded: list[str]) -> tuple[str, ...]:
@@ -339,6 +354,7 @@ class PolicyChecker:
             history=[dict(e) for e in previous.get("lineage") or []],
             events=events,
             conflicts=dict(conflicts or {}),
+            base_changed_at=_created(observed.image),
         )
         waves_status = dict(previous.get("waves") or {})
         if waves_status.get("baseDigest") == base.digest:
@@ -492,11 +508,12 @@ class PolicyChecker:
                 digest = self._tag_digest(ctx, client, running)
         app = self.images.get(client, running.with_digest(digest))
         lineage = self._trace(ctx, client, app)
-        on_current, why = built_on(lineage, ctx.base, ctx.policy.base.image.repository)
-        if on_current:
+        on_current, why, patched = self._on_base(ctx, lineage)
+        if on_current and not patched:
             return ContainerObservation(
                 container, str(running), digest, True, why, lineage.base_digest
             )
+        # Not on the current base, or only patched in place: a rebuild may still qualify.
         search = self._search(ctx, client, running, tag, digest)
         view = None
         if search.candidate is not None:
@@ -518,7 +535,16 @@ class PolicyChecker:
             lineage.base_digest,
             view,
             (*search.rejected, *_exclusion_note(search.excluded)),
+            patched=patched,
         )
+
+    def _on_base(self, ctx: _Context, lineage: Lineage) -> tuple[bool, str, bool]:
+        """(counts as on the current base, why, only because it was patched in place)."""
+        on_current, why = built_on(lineage, ctx.base, ctx.policy.base.image.repository)
+        if on_current or not lineage.patched_at:
+            return on_current, why, False
+        accepted, why = remediated_in_place(lineage, ctx.base_changed_at, ctx.policy.accept_patched)
+        return accepted, why, accepted
 
     def _tag_digest(self, ctx: _Context, client: RegistryClient, ref: ImageRef) -> str:
         key = f"{ref.name}:{ref.tag or 'latest'}"
@@ -581,6 +607,11 @@ class PolicyChecker:
                 return search
             ordered = [tag]
             policy = policy_from_spec({"sameTag": {"tag": tag}})
+            if ctx.policy.app_patches:
+                original = patchtags.split(tag)[0]
+                ordered = patchtags.with_patches(
+                    [original], client.list_tags(running), ctx.policy.app_patches
+                )
         else:
             policy = policy_from_spec(tags_spec)
             if not tag:
@@ -591,9 +622,15 @@ class PolicyChecker:
             listed, dropped = exclusions.split(client.list_tags(running), ctx.policy.exclusions)
             if dropped:
                 search.excluded = dropped
-            ordered = policy.ordered(listed)
+            if ctx.policy.app_patches:
+                # The policy orders the original tags; each one's patches come just before it.
+                ordered = patchtags.with_patches(
+                    policy.ordered(patchtags.originals(listed)), listed, ctx.policy.app_patches
+                )
+            else:
+                ordered = policy.ordered(listed)
         for candidate_tag in ordered[: ctx.policy.max_candidates]:
-            if policy.is_downgrade(candidate_tag, tag):
+            if _is_downgrade(ctx.policy, policy, candidate_tag, tag):
                 search.rejected.append(f"{candidate_tag}: lower than the running {tag}")
                 break  # ordered newest first: everything after is lower too
             candidate_ref = running.with_tag(candidate_tag)
@@ -606,7 +643,7 @@ class PolicyChecker:
                 continue
             image = self.images.get(client, running.with_digest(candidate_digest))
             lineage = self._trace(ctx, client, image)
-            on_current, why = built_on(lineage, ctx.base, ctx.policy.base.image.repository)
+            on_current, why, _ = self._on_base(ctx, lineage)
             if not on_current:
                 search.rejected.append(f"{candidate_tag}: {why}")
                 continue
