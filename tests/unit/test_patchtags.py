@@ -101,21 +101,19 @@ def test_split(tag: str, split: tuple[str, int]) -> None:
 def test_patches_sit_between_their_original_and_the_next_newer_original() -> None:
     tags = ["1.4.0", "1.4.0-1", "1.4.0-2", "1.5.0", "1.4.0-patched", "1.3.0-7", "1.4.0-1000"]
     originals = patchtags.originals(tags)
-    assert originals == ["1.4.0", "1.5.0", "1.4.0-1000"]
+    assert originals == ["1.4.0", "1.5.0", "1.3.0", "1.4.0-1000"]  # 1.3.0: only its patch is left
     newest_first = ["1.5.0", "1.4.0", "1.3.0"]
     assert patchtags.with_patches(newest_first, tags, "incremental") == [
         "1.5.0",
         "1.4.0-2",
         "1.4.0-1",
         "1.4.0",
-        "1.3.0-7",
-        "1.3.0",
+        "1.3.0-7",  # its original is gone: the patch still counts, the original does not
     ]
     assert patchtags.with_patches(newest_first, tags, "floating") == [
         "1.5.0",
         "1.4.0-patched",
         "1.4.0",
-        "1.3.0",
     ]
 
 

@@ -8,7 +8,7 @@ import re
 from functools import cmp_to_key
 
 import semver
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from imagedrift.core.tagpolicy import (
@@ -213,3 +213,49 @@ def test_numerical_matches_flux_float_order(values: list[int]) -> None:
     assert asc is not None and desc is not None
     assert float(asc) == max(float(t) for t in tags)
     assert float(desc) == min(float(t) for t in tags)
+
+
+# -- ACR patch tags over a semver policy (core.patchtags) -------------------------------------
+
+patch_numbers = st.integers(min_value=0, max_value=1200)
+
+
+@st.composite
+def patch_tags(draw: st.DrawFn) -> str:
+    """A semver original, maybe with an incremental suffix (above 999: no patch) or -patched."""
+    core = ".".join(str(draw(numbers)) for _ in range(3))
+    kind = draw(st.sampled_from(["original", "incremental", "floating"]))
+    if kind == "incremental":
+        return f"{core}-{draw(patch_numbers.filter(lambda n: n > 0))}"
+    return f"{core}-patched" if kind == "floating" else core
+
+
+@PROPERTY
+@given(st.lists(patch_tags(), min_size=1, max_size=25, unique=True), st.data())
+def test_no_patch_tag_is_ordered_above_the_running_tag_when_it_is_older(
+    tags: list[str], data: st.DataObject
+) -> None:
+    """Everything the candidate search would inspect before giving up (the tags ordered
+    ahead of the first downgrade) is newer than the running tag, for either patch mode."""
+    from imagedrift.core import patchtags
+
+    policy = SemverPolicy(">=0.0.0")
+    mode = data.draw(st.sampled_from(patchtags.MODES))
+    ordered = patchtags.with_patches(policy.ordered(patchtags.originals(tags)), tags, mode)
+    assume(ordered)  # e.g. only a floating tag while following incremental patches
+    running = data.draw(st.sampled_from(ordered))
+
+    def downgrade(candidate: str) -> bool:
+        c, r = patchtags.split(candidate)[0], patchtags.split(running)[0]
+        return patchtags.is_downgrade(candidate, running, c != r and policy.is_downgrade(c, r))
+
+    ahead = list(itertools.takewhile(lambda t: not downgrade(t), ordered))
+    assert running not in ahead, "the running tag is never its own upgrade"
+    position = ordered.index(running)
+    assert set(ahead) <= set(ordered[:position]), "only tags ordered before it are newer"
+    for tag in ahead:
+        c, r = patchtags.split(tag), patchtags.split(running)
+        if c[0] == r[0]:
+            assert c[1] > r[1], (tag, running)
+        else:
+            assert not policy.is_downgrade(c[0], r[0]), (tag, running)

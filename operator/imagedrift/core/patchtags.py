@@ -64,24 +64,29 @@ def split(tag: str) -> tuple[str, int]:
 
 
 def originals(tags: Iterable[str]) -> list[str]:
-    """The tags that are no patch of another tag (what a tag policy orders)."""
-    return [t for t in tags if split(t)[1] == 0]
+    """The original of every tag (what a tag policy orders), once each, in first-seen order.
+    An original that was deleted while its patches remain is still named here."""
+    return list(dict.fromkeys(split(t)[0] for t in tags))
 
 
 def with_patches(ordered: Iterable[str], tags: Iterable[str], mode: str) -> list[str]:
     """``ordered`` (original tags, newest first) with each one's patch tags in front of it,
     newest patch first: a patch of ``T`` is newer than ``T`` and older than the next
-    original. ``mode`` picks which patch tags count (incremental or floating)."""
+    original. ``mode`` picks which patch tags count (incremental or floating); ``ordered``
+    may name originals that no longer exist (their patches still count)."""
+    tags = list(tags)
     patches: dict[str, list[tuple[int, str]]] = {}
     for tag in tags:
         original, number = split(tag)
         floating_tag = number == MAX_PATCH + 1
         if number and floating_tag == (mode == FLOATING):
             patches.setdefault(original, []).append((number, tag))
+    present = set(tags)  # an original deleted since its patches were made is no candidate
     out: list[str] = []
     for original in ordered:
         out.extend(tag for _, tag in sorted(patches.get(original, ()), reverse=True))
-        out.append(original)
+        if original in present:
+            out.append(original)
     return out
 
 
