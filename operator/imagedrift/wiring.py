@@ -15,6 +15,8 @@ Environment:
     IMAGEDRIFT_LEASE            Lease (in IMAGEDRIFT_NAMESPACE) electing the working replica
                                 (default imagedrift; "" = no election, this replica works)
     IMAGEDRIFT_LEASE_SECONDS    lease duration (default 15: a standby takes over within it)
+    IMAGEDRIFT_SMOKE_NAMESPACE  the smoke-test sandbox namespace (default imagedrift-smoke)
+    IMAGEDRIFT_SMOKE_SERVICE_ACCOUNT  its service account, with no rights (imagedrift-smoke)
     IMAGEDRIFT_IDENTITY         this replica's name in the Lease (default POD_NAME or the
                                 host name, plus a random suffix so a restart is a new holder)
     IMAGEDRIFT_METRICS_PORT     Prometheus metrics port (default 9090; 0 = off)
@@ -38,6 +40,7 @@ import kopf
 
 from imagedrift.core.conditions import Condition
 from imagedrift.core.lease import LeaseSettings
+from imagedrift.core.sandbox import Sandbox
 from imagedrift.engine.caches import BaseWatcher, ImageCache
 from imagedrift.engine.check import PolicyChecker
 from imagedrift.engine.controller import Controller
@@ -96,7 +99,14 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     settings.peering.standalone = True  # the Lease elects; kopf only watches
     namespace = os.environ.get("IMAGEDRIFT_NAMESPACE", "imagedrift-system")
     api = load_api_client()
-    kube = KubeAdapter(api, namespace)
+    kube = KubeAdapter(
+        api,
+        namespace,
+        Sandbox(
+            os.environ.get("IMAGEDRIFT_SMOKE_NAMESPACE") or "imagedrift-smoke",
+            os.environ.get("IMAGEDRIFT_SMOKE_SERVICE_ACCOUNT") or "imagedrift-smoke",
+        ),
+    )
     metrics_port = int(os.environ.get("IMAGEDRIFT_METRICS_PORT", "9090"))
     if metrics_port:
         STATE.metrics.serve(metrics_port, os.environ.get("IMAGEDRIFT_METRICS_ADDR", "0.0.0.0"))

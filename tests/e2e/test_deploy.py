@@ -43,7 +43,6 @@ EXPECTED_RULES = {
     ("", "events", "", "create"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "", "watch"),
-    *{("batch", "jobs", "", v) for v in ("create", "get")},
     ("aquasecurity.github.io", "vulnerabilityreports", "", "list"),
 }
 # In its own namespace only: the Secrets a policy names, and the one Lease that elects.
@@ -53,6 +52,9 @@ AT_HOME = {
     ("coordination.k8s.io", "leases", LEASE, "get"),
     ("coordination.k8s.io", "leases", LEASE, "update"),
 }
+# In the smoke-test sandbox only: the Jobs of the smoke-test gate.
+SANDBOX = "imagedrift-smoke"
+IN_SANDBOX = {("batch", "jobs", "", "create"), ("batch", "jobs", "", "get")}
 EVERYONE = {"selfsubjectreviews", "selfsubjectaccessreviews", "selfsubjectrulesreviews"}
 
 
@@ -96,8 +98,12 @@ def test_manifests_are_least_privilege_and_restricted(controlplane: ControlPlane
         for rule in role["rules"]:
             for key in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule[key], (role["metadata"]["name"], rule)
-    (role,) = by_kind(objects, "Role")
-    assert role["metadata"]["namespace"] == NS
+    roles = {r["metadata"]["namespace"]: r for r in by_kind(objects, "Role")}
+    assert set(roles) == {NS, SANDBOX}
+    assert roles[SANDBOX]["rules"] == [
+        {"apiGroups": ["batch"], "resources": ["jobs"], "verbs": ["create", "get"]}
+    ]
+    role = roles[NS]
     assert role["rules"] == [
         {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]},
         {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
@@ -136,6 +142,7 @@ def test_manifests_are_least_privilege_and_restricted(controlplane: ControlPlane
         "metadata.namespace"
     )
     assert env["IMAGEDRIFT_LEASE"]["value"] == LEASE
+    assert env["IMAGEDRIFT_SMOKE_NAMESPACE"]["value"] == SANDBOX
     assert env["POD_NAME"]["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"
     assert env["IMAGEDRIFT_METRICS_PORT"]["value"] == "9090"
     assert env["MALLOC_ARENA_MAX"]["value"] == "2", "deploy/ runs it as the benchmark measured it"
@@ -149,7 +156,7 @@ def test_manifests_are_least_privilege_and_restricted(controlplane: ControlPlane
     assert {p["port"] for p in service["spec"]["ports"]} == {9090, 8443}
 
     overlay = render_kustomization(controlplane, OVERLAY)
-    (account,) = by_kind(overlay, "ServiceAccount")
+    (account,) = [a for a in by_kind(overlay, "ServiceAccount") if a["metadata"]["name"] == SA]
     assert "azure.workload.identity/client-id" in account["metadata"]["annotations"]
     labels = operator_deployment(overlay)["spec"]["template"]["metadata"]["labels"]
     assert labels["azure.workload.identity/use"] == "true"
@@ -196,6 +203,10 @@ def test_install_applies_and_the_operator_deployment_becomes_available(
         assert kube.rbac.read_cluster_role_binding("imagedrift").subjects[0].namespace == NS
         role = kube.rbac.read_namespaced_role("imagedrift", NS)
         assert [r.resources for r in role.rules] == [["secrets"], ["leases"], ["leases"]]
+        sandbox = kube.core.read_namespace(SANDBOX).metadata.labels
+        assert sandbox["pod-security.kubernetes.io/enforce"] == "restricted"
+        account = kube.core.read_namespaced_service_account("imagedrift-smoke", SANDBOX)
+        assert account.automount_service_account_token is False
         assert kube.rbac.read_namespaced_role_binding("imagedrift", NS).role_ref.name == (
             "imagedrift"
         )
@@ -331,6 +342,10 @@ def can_i(controlplane: ControlPlane, *args: str) -> bool:
         ("patch", "events", "-n", "default"),
         ("delete", "jobs.batch", "-n", "default"),
         ("list", "jobs.batch", "--all-namespaces"),
+        ("create", "jobs.batch", "-n", "default"),
+        ("create", "jobs.batch", "-n", NS),
+        ("create", "pods", "-n", SANDBOX),
+        ("delete", "jobs.batch", "-n", SANDBOX),
     ],
     ids=lambda args: " ".join(args),
 )
@@ -353,7 +368,8 @@ def test_service_account_is_allowed_what_it_uses(
         ("get", "leases.coordination.k8s.io/imagedrift", "-n", NS),
         ("create", "leases.coordination.k8s.io", "-n", NS),
         ("list", "customresourcedefinitions.apiextensions.k8s.io"),
-        ("create", "jobs.batch", "-n", "default"),
+        ("create", "jobs.batch", "-n", SANDBOX),
+        ("get", "jobs.batch", "-n", SANDBOX),
     ):
         # (VulnerabilityReports: kubectl cannot name a resource whose CRD is not installed;
         # test_service_account_has_exactly_the_expected_rules covers them.)
@@ -395,6 +411,8 @@ def test_service_account_has_exactly_the_expected_rules(
     }
     at_home = rules_of_service_account(controlplane, NS)
     assert at_home == EXPECTED_RULES | AT_HOME, sorted(at_home ^ (EXPECTED_RULES | AT_HOME))
+    sandbox = rules_of_service_account(controlplane, SANDBOX)
+    assert sandbox == EXPECTED_RULES | IN_SANDBOX, sorted(sandbox ^ (EXPECTED_RULES | IN_SANDBOX))
 
 
 # -- the Deployment's command: two replicas, one at work ----------------------------------------

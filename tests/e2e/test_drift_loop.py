@@ -9,7 +9,7 @@ import pytest
 
 from imagedrift.registry.push import LINUX_AMD64, LINUX_ARM64, Index
 from tests.e2e.scenario import World, base_image, rolled_out
-from tests.e2e.support import base_spec
+from tests.e2e.support import base_spec, intervals_pass
 from tests.harness.controlplane import ControlPlane
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import HarnessError, wait_for
@@ -71,7 +71,7 @@ def test_rebuilt_app_is_rolled_out_by_digest(
 
 
 def test_what_is_not_rolled_says_why(
-    world: World, operator_factory: Callable[..., OperatorProcess]
+    world: World, registry: Registry, operator_factory: Callable[..., OperatorProcess]
 ) -> None:
     old_base, new_base = base_image("v1"), base_image("v2")
     world.publish("base", "1", old_base)
@@ -105,7 +105,7 @@ def test_what_is_not_rolled_says_why(
     assert "different base image" in world.item(policy, "other")["reason"]
     assert "lower than the running 2.0.0" in world.item(policy, "lower")["reason"]
     assert "1.0.1: built on base digest" in world.item(policy, "stale")["reason"]
-    time.sleep(3)  # a few more checks: still nothing rolled
+    intervals_pass(world, registry, 2)  # two more intervals: still nothing rolled
     for name_, tag in (("other", "1.0.0"), ("lower", "2.0.0"), ("stale", "1.0.0")):
         assert world.image_of(name_).endswith(f":{tag}")
     assert world.condition(policy)["reason"] == "WaitingForRebuild"

@@ -3,17 +3,21 @@ whether a rebuilt candidate may roll, and say why on the policy and in Events.""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
+from typing import Any
 
+import pytest
+import yaml
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from imagedrift.registry.push import attach_report, cosign_sign, trivy_report
 from tests.e2e.scenario import World, base_image
-from tests.e2e.support import base_spec, drift, policy_status, wait_rolled
+from tests.e2e.support import base_spec, drift, intervals_pass, policy_status, wait_rolled
+from tests.harness.controlplane import ControlPlane
 from tests.harness.operator import OperatorProcess
-from tests.harness.procs import wait_for
+from tests.harness.procs import HarnessError, wait_for
+from tests.harness.registry import Registry
 
 
 def _public_pem(key: ec.EllipticCurvePrivateKey) -> str:
@@ -39,7 +43,7 @@ def _event_names(world: World, policy: str, reason: str, needle: str) -> bool:
 
 
 def test_signature_and_vulnerability_gates_hold_until_satisfied(
-    world: World, operator_factory: Callable[..., OperatorProcess]
+    world: World, registry: Registry, operator_factory: Callable[..., OperatorProcess]
 ) -> None:
     key = ec.generate_private_key(ec.SECP256R1())
     _, new, signed_target = drift(world, "sapp")
@@ -93,18 +97,21 @@ def test_signature_and_vulnerability_gates_hold_until_satisfied(
         what="an Event naming the vulnerabilities gate",
         timeout=30,
     )
-    time.sleep(4)  # more checks: still nothing rolled
+    intervals_pass(world, registry, 2)  # two more intervals: still nothing rolled
     assert world.image_of("signed").endswith(":1.0.0")
     assert world.image_of("scanned").endswith(":1.0.0")
     assert world.item(unsigned, "signed")["state"] == "Drifted"
 
     # A signature by another key does not count; the policy's key does.
     cosign_sign(world.client, world.repo("sapp"), sapp, ec.generate_private_key(ec.SECP256R1()))
-    time.sleep(3)
-    assert world.image_of("signed").endswith(":1.0.0")
-    assert any(
-        "does not verify" in r for r in policy_status(world, unsigned)["candidate"]["reasons"]
+    wait_for(
+        lambda: any(
+            "does not verify" in r for r in policy_status(world, unsigned)["candidate"]["reasons"]
+        ),
+        what="the other key's signature refused",
+        timeout=60,
     )
+    assert world.image_of("signed").endswith(":1.0.0")
     cosign_sign(world.client, world.repo("sapp"), sapp, key, as_referrer=True)
     wait_rolled(world, "signed", signed_target)
 
@@ -137,7 +144,7 @@ def _job_spec(outcome: str) -> dict[str, object]:
 
 
 def test_smoke_test_job_decides_and_runs_once_per_digest(
-    world: World, operator_factory: Callable[..., OperatorProcess]
+    world: World, registry: Registry, operator_factory: Callable[..., OperatorProcess]
 ) -> None:
     _, new, target = drift(world, "good")
     world.publish("bad", "1.0.0", world.app_on(base_image("v1"), "1.0.0"))
@@ -152,7 +159,6 @@ def test_smoke_test_job_decides_and_runs_once_per_digest(
                 "app": {"tags": {"semver": {"range": ">=1.0.0"}}},
                 "validation": {
                     "smokeTest": {
-                        "namespace": world.namespace,
                         "timeout": "60s",
                         "template": _job_spec(outcome),
                     }
@@ -173,11 +179,16 @@ def test_smoke_test_job_decides_and_runs_once_per_digest(
         what="an Event naming the smoke test",
         timeout=30,
     )
-    time.sleep(4)  # more checks: not re-run, not rolled
+    intervals_pass(world, registry, 2)  # two more intervals: not re-run, not rolled
     assert world.image_of("bad").endswith(":1.0.0")
     from kubernetes import client
 
-    jobs = client.BatchV1Api(world.kube.api_client).list_namespaced_job(world.namespace).items
+    mine = {target, f"{world.ref('bad')}@{bad_digest}"}
+    jobs = [
+        j
+        for j in client.BatchV1Api(world.kube.api_client).list_namespaced_job(SANDBOX).items
+        if (j.metadata.annotations or {}).get("imagedrift.io/candidate") in mine
+    ]
     by_candidate = sorted(
         (j.metadata.annotations or {}).get("imagedrift.io/candidate", "") for j in jobs
     )
@@ -186,4 +197,77 @@ def test_smoke_test_job_decides_and_runs_once_per_digest(
     )
     good_status = policy_status(world, good)
     assert good_status["smokeTests"][0]["result"] == "Succeeded"
+    assert good_status["smokeTests"][0]["namespace"] == SANDBOX
+    # The sandbox: the account with no rights, no token, only the candidate image.
+    pods = world.kube.core.list_namespaced_pod(
+        SANDBOX, label_selector=f"job-name={good_status['smokeTests'][0]['job']}"
+    ).items
+    assert pods, "the smoke test's pod"
+    for pod in pods:
+        assert pod.spec.service_account_name == "imagedrift-smoke"
+        assert pod.spec.automount_service_account_token is False
+        assert not [v for v in pod.spec.volumes or [] if v.projected], "no token volume"
+        assert [c.image for c in pod.spec.containers] == [target]
+        assert not pod.spec.init_containers and not pod.spec.host_network
     assert good_status["lineage"][0]["verdict"] == "Passed"
+
+
+SANDBOX = "imagedrift-smoke"
+
+
+@pytest.mark.parametrize(
+    ("label", "smoke", "message"),
+    [
+        (
+            "another namespace",
+            {"namespace": "default"},
+            "smoke tests run in the operator's sandbox namespace",
+        ),
+        (
+            "another service account",
+            {"pod": {"serviceAccountName": "imagedrift"}},
+            "run as the sandbox's service account",
+        ),
+        (
+            "a privileged container",
+            {"container": {"securityContext": {"privileged": True}}},
+            "privileged containers and privilege escalation are not allowed",
+        ),
+        (
+            "a hostPath volume",
+            {"pod": {"volumes": [{"name": "root", "hostPath": {"path": "/"}}]}},
+            "no hostPath volumes in the sandbox",
+        ),
+        ("host networking", {"pod": {"hostNetwork": True}}, "host namespaces"),
+        (
+            "a second image",
+            {"pod": {"initContainers": [{"name": "i", "image": "busybox"}]}},
+            "only the candidate image runs",
+        ),
+    ],
+)
+def test_a_smoke_test_asking_for_more_than_the_sandbox_is_refused_at_admission(
+    controlplane: ControlPlane,
+    crds_installed: None,
+    label: str,
+    smoke: dict[str, Any],
+    message: str,
+) -> None:
+    container = {"name": "smoke", "image": "placeholder", **smoke.get("container", {})}
+    template = {"template": {"spec": {"containers": [container], **smoke.get("pod", {})}}}
+    doc = {
+        "apiVersion": "imagedrift.io/v1alpha1",
+        "kind": "ImagePolicy",
+        "metadata": {"name": "sandbox-escape"},
+        "spec": {
+            "base": {"image": "r.example/base", "tag": "1"},
+            "validation": {
+                "smokeTest": {"template": template}
+                | ({"namespace": smoke["namespace"]} if "namespace" in smoke else {})
+            },
+        },
+    }
+    with pytest.raises(HarnessError) as refused:
+        controlplane.kubectl("apply", "-f", "-", input=yaml.safe_dump(doc))
+    assert message in str(refused.value), (label, str(refused.value))
+    assert "spec.validation.smokeTest" in str(refused.value), "the message names the field"

@@ -1,9 +1,10 @@
 """Fixtures that run the operator against the session's control plane.
 
 - ``crds_installed`` (session): the ImagePolicy CRD and the ``imagedrift-system`` namespace.
-- ``deploy_rbac`` (session): what ``deploy/`` renders to, minus the workloads: every CRD
-  (kopf's peering CRD too), the namespace, ServiceAccount, roles and bindings, and the
-  ClusterKopfPeering object. Applied server-side, so applying it again changes nothing.
+- ``deploy_rbac`` (session): what ``deploy/`` renders to, minus the workloads: every CRD,
+  the namespaces (the operator's and the smoke-test sandbox), ServiceAccounts, roles and
+  bindings, and the sandbox's bounds. Applied server-side, so applying it again changes
+  nothing.
   It never creates the operator Deployment: a second operator must not run during tests.
 - ``operator_factory``: starts ``kopf run`` processes (see ``tests/harness/operator.py``).
 """
@@ -34,7 +35,9 @@ RBAC_KINDS = frozenset(
         "ClusterRoleBinding",
         "Role",
         "RoleBinding",
-        "ClusterKopfPeering",
+        # The smoke-test sandbox's bounds (deploy/base/smoke-sandbox.yaml).
+        "LimitRange",
+        "ResourceQuota",
     }
 )
 
@@ -81,8 +84,8 @@ def apply_objects(controlplane: ControlPlane, objects: Sequence[dict[str, Any]])
 
 @pytest.fixture(scope="session")
 def deploy_rbac(controlplane: ControlPlane, crds_installed: None) -> list[dict[str, Any]]:
-    """Apply deploy/'s CRDs, then its namespace, ServiceAccount, RBAC and peering object;
-    returns the RBAC-side objects applied."""
+    """Apply deploy/'s CRDs, then its namespaces, ServiceAccounts, RBAC and the sandbox's
+    bounds; returns the objects applied."""
     rendered = render_kustomization(controlplane, DEPLOY_DIR)
     crds = [doc for doc in rendered if doc["kind"] == "CustomResourceDefinition"]
     apply_objects(controlplane, crds)

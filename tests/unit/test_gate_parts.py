@@ -152,6 +152,36 @@ VALID = {"base": {"image": "r.example/base", "tag": "1"}}
             },
             "no container 'x'",
         ),
+        (
+            "smoke test in another namespace",
+            {
+                "validation": {
+                    "smokeTest": {
+                        "namespace": "default",
+                        "template": {"template": {"spec": {"containers": [{"name": "a"}]}}},
+                    }
+                }
+            },
+            r"smokeTest\.namespace: smoke tests run in the operator's sandbox",
+        ),
+        (
+            "smoke test as another account",
+            {
+                "validation": {
+                    "smokeTest": {
+                        "template": {
+                            "template": {
+                                "spec": {
+                                    "serviceAccountName": "imagedrift",
+                                    "containers": [{"name": "a"}],
+                                }
+                            }
+                        },
+                    }
+                }
+            },
+            r"template\.spec\.serviceAccountName: smoke tests run as the sandbox",
+        ),
     ],
 )
 def test_invalid_gate_and_rollout_specs(label: str, extra: dict[str, Any], message: str) -> None:

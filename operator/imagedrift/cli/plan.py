@@ -21,6 +21,7 @@ from typing import Any
 from imagedrift.cli import render
 from imagedrift.cli.cluster import describe
 from imagedrift.core.conditions import Condition
+from imagedrift.core.sandbox import Sandbox
 from imagedrift.core.spec import PolicySpec
 from imagedrift.core.workloads import (
     STATE_ANNOTATION,
@@ -44,6 +45,7 @@ class RecordingKube:
     def __init__(self, reader: KubePort, namespace: str = "") -> None:
         self._reader = reader
         self.namespace = namespace or str(getattr(reader, "namespace", ""))
+        self.sandbox: Sandbox = getattr(reader, "sandbox", None) or Sandbox()
         self._seen: dict[WorkloadRef, dict[str, Any]] = {}
         self.patches: list[tuple[WorkloadRef, dict[str, Any], dict[str, Any]]] = []
         self.jobs: list[dict[str, Any]] = []

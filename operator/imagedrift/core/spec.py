@@ -130,8 +130,7 @@ class VulnerabilityGate:
 
 @dataclass(frozen=True)
 class SmokeTestGate:
-    template: Mapping[str, Any]  # a batch/v1 JobSpec
-    namespace: str = ""  # default: the operator's namespace
+    template: Mapping[str, Any]  # a batch/v1 JobSpec (run in core.sandbox's sandbox)
     timeout: float = 300.0
     container: str = ""  # default: the first container
 
@@ -371,15 +370,23 @@ def _validation(raw: Mapping[str, Any]) -> ValidationSpec:
             raise InvalidSpec(
                 "spec.validation.smokeTest.template: a JobSpec with template.spec.containers"
             )
+        if smoke_raw.get("namespace"):
+            raise InvalidSpec(
+                "spec.validation.smokeTest.namespace: smoke tests run in the operator's "
+                "sandbox namespace; remove it"
+            )
+        from imagedrift.core.sandbox import refusals  # local: a gate detail
+
+        refused = refusals(template)
+        if refused:
+            more = f" (and {len(refused) - 1} more)" if len(refused) > 1 else ""
+            raise InvalidSpec(refused[0] + more)
         wanted = str(smoke_raw.get("container") or "")
         if wanted and wanted not in {c.get("name") for c in containers}:
             raise InvalidSpec(
                 f"spec.validation.smokeTest.container: no container {wanted!r} in the template"
             )
         smoke = SmokeTestGate(
-            dict(template),
-            str(smoke_raw.get("namespace") or ""),
-            parse_duration(str(smoke_raw.get("timeout") or "5m")),
-            wanted,
+            dict(template), parse_duration(str(smoke_raw.get("timeout") or "5m")), wanted
         )
     return ValidationSpec(signature, vulnerabilities, smoke)

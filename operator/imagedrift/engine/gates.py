@@ -18,7 +18,6 @@ the Kubernetes port cannot do rejects the candidate and says so.
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import re
 from collections.abc import Mapping, MutableMapping, Sequence
@@ -31,6 +30,7 @@ from imagedrift.core import vulns
 from imagedrift.core.conditions import timestamp
 from imagedrift.core.lineage import Lineage
 from imagedrift.core.refs import ImageRef, short_digest
+from imagedrift.core.sandbox import Sandbox, refusals, sandboxed
 from imagedrift.core.spec import (
     POLICY_LABEL,
     PolicySpec,
@@ -281,13 +281,10 @@ def smoke_job_name(policy: str, digest: str) -> str:
 
 
 def smoke_job(
-    gate: SmokeTestGate, policy: str, candidate: ImageRef, namespace: str
+    gate: SmokeTestGate, policy: str, candidate: ImageRef, sandbox: Sandbox
 ) -> dict[str, Any]:
-    """The Job that smoke-tests ``candidate``: the template with the image replaced."""
-    spec = copy.deepcopy(dict(gate.template))
-    containers = spec["template"]["spec"]["containers"]
-    target = next((c for c in containers if c.get("name") == gate.container), containers[0])
-    target["image"] = str(candidate)
+    """The Job that smoke-tests ``candidate``: the template, sandboxed, running it."""
+    spec = sandboxed(gate.template, str(candidate), sandbox)
     spec.setdefault("backoffLimit", 0)
     spec.setdefault("activeDeadlineSeconds", max(int(gate.timeout), 1))
     spec.setdefault("ttlSecondsAfterFinished", 3600)
@@ -297,7 +294,7 @@ def smoke_job(
         "kind": "Job",
         "metadata": {
             "name": smoke_job_name(policy, candidate.digest),
-            "namespace": namespace,
+            "namespace": sandbox.namespace,
             "labels": {SMOKE_LABEL: "true"},
             "annotations": {CANDIDATE_ANNOTATION: str(candidate), POLICY_LABEL: policy},
         },
@@ -328,12 +325,16 @@ def _smoke_test(gate: SmokeTestGate, io: GateIO, policy: str, candidate: ImageRe
         )
     if not isinstance(io.kube, ValidationKube):
         return _Gate(False, "this operator's Kubernetes port cannot run Jobs")
-    namespace = gate.namespace or io.kube.namespace
+    refused = refusals(gate.template)
+    if refused:  # parse_policy refuses these already; never run one that slipped through
+        return _Gate(False, f"refused: {'; '.join(refused)}")
+    sandbox = getattr(io.kube, "sandbox", None) or Sandbox()
+    namespace = sandbox.namespace
     name = smoke_job_name(policy, candidate.digest)
     if record is None:
         # A conflict: an earlier run made it and its status write was lost; follow that Job.
         with contextlib.suppress(KubeConflict):
-            io.kube.create_job(namespace, smoke_job(gate, policy, candidate, namespace))
+            io.kube.create_job(namespace, smoke_job(gate, policy, candidate, sandbox))
         record = {
             "digest": candidate.digest,
             "job": name,

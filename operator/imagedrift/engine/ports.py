@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
+from imagedrift.core.sandbox import Sandbox
 from imagedrift.core.spec import BaseSpec
 from imagedrift.core.workloads import WorkloadRef
 from imagedrift.registry.base import RegistryClient
@@ -46,6 +47,7 @@ class ValidationKube(Protocol):
     """
 
     namespace: str  # the operator's own namespace
+    sandbox: Sandbox  # the smoke-test sandbox (namespace and service account)
 
     def create_job(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         """Create a batch/v1 Job; KubeConflict when one of that name exists."""

@@ -18,6 +18,7 @@ from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from kubernetes.client.exceptions import ApiException
 
+from imagedrift.core.sandbox import Sandbox
 from imagedrift.core.workloads import WorkloadRef
 from imagedrift.errors import KubeConflict, KubeError
 
@@ -51,8 +52,9 @@ def _call(
 
 
 class KubeAdapter:
-    def __init__(self, api: k8s.ApiClient, namespace: str) -> None:
+    def __init__(self, api: k8s.ApiClient, namespace: str, sandbox: Sandbox | None = None) -> None:
         self.namespace = namespace
+        self.sandbox = sandbox or Sandbox()  # where and as whom smoke-test Jobs run
         self._apps = k8s.AppsV1Api(api)
         self._batch = k8s.BatchV1Api(api)
         self._core = k8s.CoreV1Api(api)
