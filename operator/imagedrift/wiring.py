@@ -11,7 +11,7 @@ with
 Environment:
     IMAGEDRIFT_NAMESPACE        namespace of the operator (credentials Secrets live here)
     IMAGEDRIFT_WORKERS          workers that check policies (default 4)
-    IMAGEDRIFT_CA_BUNDLE        extra CA bundle for registries with a private CA
+    IMAGEDRIFT_CA_BUNDLE        a private CA, trusted in addition to the system roots
     IMAGEDRIFT_LEASE            Lease (in IMAGEDRIFT_NAMESPACE) electing the working replica
                                 (default imagedrift; "" = no election, this replica works)
     IMAGEDRIFT_LEASE_SECONDS    lease duration (default 15: a standby takes over within it)
@@ -51,6 +51,7 @@ from imagedrift.kube.adapter import KubeAdapter, load_api_client
 from imagedrift.kube.informer import WorkloadCache
 from imagedrift.metrics import Metrics
 from imagedrift.registry.budget import DEFAULT_PER_MINUTE, RequestBudget
+from imagedrift.registry.trust import with_system_roots
 
 GROUP, VERSION, PLURAL = "imagedrift.io", "v1alpha1", "imagepolicies"
 log = logging.getLogger("imagedrift")
@@ -113,7 +114,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     STATE.pool = RegistryPool(
         kube,
         namespace=namespace,
-        verify=os.environ.get("IMAGEDRIFT_CA_BUNDLE") or True,
+        # The private CA is added to the system roots, never put in their place.
+        verify=with_system_roots(os.environ.get("IMAGEDRIFT_CA_BUNDLE")),
         on_request=STATE.metrics.on_request,
         budget=_budget(),
     )

@@ -426,3 +426,22 @@ def test_stop_closes_the_port(acr_tls: TestCA) -> None:
     running.stop()  # idempotent
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"https://127.0.0.1:{port}/healthz", verify=acr_tls.client_context(), timeout=2)
+
+
+def test_no_log_line_carries_the_query_string_token(
+    http: httpx.Client, caplog: pytest.LogCaptureFixture
+) -> None:
+    """At every level, DEBUG included: http.server logs the request line, and the token
+    form the README documents puts the secret in its query string."""
+    import logging
+
+    from imagedrift.events.server import redact
+
+    caplog.set_level(logging.DEBUG, logger="imagedrift")
+    for token in (SECRET, "wrong-guess-123"):
+        http.post(f"/events?token={token}&x=1", content=b"{}")
+        http.get(f"/anything?token={token}")
+    text = "\n".join(r.getMessage() for r in caplog.records)
+    assert "POST /events?<redacted>" in text, text
+    assert SECRET not in text and "wrong-guess-123" not in text
+    assert redact('"GET /a?token=s3cret HTTP/1.1" 401 -') == '"GET /a?<redacted> HTTP/1.1" 401 -'

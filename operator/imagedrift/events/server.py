@@ -21,6 +21,7 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import re
 import socket
 import ssl
 import sys
@@ -41,6 +42,14 @@ log = logging.getLogger("imagedrift.events")
 MAX_BODY: Final = 1024 * 1024  # Event Grid's own limit for one delivery is 1 MB
 READ_TIMEOUT: Final = 10.0
 TOKEN_HEADER: Final = "X-Imagedrift-Token"
+
+
+_QUERY: Final = re.compile(r"\?[^\s\"]*")
+
+
+def redact(text: str) -> str:
+    """``text`` with every URL query string replaced: tokens travel in them."""
+    return _QUERY.sub("?<redacted>", text)
 
 
 class Receiver:
@@ -152,7 +161,9 @@ class _Handler(BaseHTTPRequestHandler):
     sys_version = ""
 
     def log_message(self, format: str, *args: Any) -> None:
-        log.debug("%s " + format, self.client_address[0], *args)
+        # http.server logs the request line, and the documented ?token=<secret> is in it:
+        # query strings never reach a log line, at any level.
+        log.debug("%s %s", self.client_address[0], redact(format % args))
 
     # -- methods ----------------------------------------------------------------------------
 

@@ -37,6 +37,7 @@ from imagedrift.rebuild.triggers import (
     TriggerResult,
     WebhookTrigger,
 )
+from imagedrift.registry.trust import with_system_roots
 
 if TYPE_CHECKING:
     from imagedrift.engine.check import CheckResult
@@ -236,7 +237,8 @@ def hook_for(checker: object) -> RebuildHook:
         if hook is None:
             secrets = getattr(checker, "kube", None)
             reader = secrets if callable(getattr(secrets, "read_secret", None)) else None
-            hook = RebuildHook(reader, verify=os.environ.get("IMAGEDRIFT_CA_BUNDLE") or True)
+            verify = with_system_roots(os.environ.get("IMAGEDRIFT_CA_BUNDLE"))
+            hook = RebuildHook(reader, verify=verify)
             _HOOKS[checker] = hook
         return hook
 

@@ -239,10 +239,13 @@ def _error_detail(response: httpx.Response) -> str:
 
 
 def _ssl_context(verify: bool | str | Path) -> ssl.SSLContext | bool:
-    """httpx wants an SSLContext for a private CA bundle (a path is deprecated there)."""
+    """httpx wants an SSLContext for a private CA bundle (a path is deprecated there). The
+    bundle is trusted in addition to the system roots, never instead of them."""
     if isinstance(verify, bool):
         return verify
-    return ssl.create_default_context(cafile=str(verify))
+    context = ssl.create_default_context()
+    context.load_verify_locations(cafile=str(verify))
+    return context
 
 
 class OciRegistryClient:
