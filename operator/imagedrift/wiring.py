@@ -104,8 +104,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         api,
         namespace,
         Sandbox(
-            os.environ.get("IMAGEDRIFT_SMOKE_NAMESPACE") or "imagedrift-smoke",
-            os.environ.get("IMAGEDRIFT_SMOKE_SERVICE_ACCOUNT") or "imagedrift-smoke",
+            os.environ.get("IMAGEDRIFT_SMOKE_NAMESPACE") or Sandbox.namespace,
+            os.environ.get("IMAGEDRIFT_SMOKE_SERVICE_ACCOUNT") or Sandbox.service_account,
         ),
     )
     metrics_port = int(os.environ.get("IMAGEDRIFT_METRICS_PORT", "9090"))

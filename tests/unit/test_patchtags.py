@@ -130,4 +130,4 @@ def test_patches_sit_between_their_original_and_the_next_newer_original() -> Non
     ],
 )
 def test_is_downgrade(candidate: str, running: str, across: bool, downgrade: bool) -> None:
-    assert patchtags.is_downgrade(candidate, running, across) is downgrade
+    assert patchtags.is_downgrade(candidate, running, lambda _c, _r: across) is downgrade

@@ -32,7 +32,7 @@ from enum import StrEnum
 
 from imagedrift.core.refs import short_digest
 from imagedrift.core.rollout import Phase, Progress
-from imagedrift.core.workloads import RolloutRecord, WorkloadState
+from imagedrift.core.workloads import RolloutRecord, WorkloadState, rolling_back
 
 
 class State(StrEnum):
@@ -284,11 +284,7 @@ def decide(obs: WorkloadObservation, policy: PolicyView) -> Decision:
         return Decision(State.OVERRIDDEN, why, Action.YIELD, rows, dict(changed))
     if record is not None and in_flight:
         return _in_flight(obs, record, {})
-    if (
-        record is not None
-        and record.phase == Phase.ROLLED_BACK.value
-        and record.rollback == Phase.PROGRESSING.value
-    ):
+    if record is not None and rolling_back(record):
         # The rollback is a rollout too: nothing else starts on this workload until it
         # settled, and its outcome is recorded (a failed rollback needs a human).
         progress = obs.progress or Progress(Phase.PROGRESSING, "waiting for the rollout status")

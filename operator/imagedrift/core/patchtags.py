@@ -17,7 +17,7 @@ repository's tags for ``incremental`` (one request more than a plain tag) and tr
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 INCREMENTAL, FLOATING = "incremental", "floating"
 MODES = (INCREMENTAL, FLOATING)
@@ -90,10 +90,12 @@ def with_patches(ordered: Iterable[str], tags: Iterable[str], mode: str) -> list
     return out
 
 
-def is_downgrade(candidate: str, running: str, originals_downgrade: bool) -> bool:
+def is_downgrade(
+    candidate: str, running: str, policy_downgrade: Callable[[str, str], bool]
+) -> bool:
     """A patch tag is never a downgrade of its own original or of an older patch of it;
-    across originals the tag policy decides (``originals_downgrade``)."""
+    across originals the tag policy decides (``policy_downgrade(original, original)``)."""
     (c_original, c_number), (r_original, r_number) = split(candidate), split(running)
     if c_original == r_original:
         return c_number <= r_number
-    return originals_downgrade
+    return policy_downgrade(c_original, r_original)

@@ -176,6 +176,13 @@ def _azure(raw: Mapping[str, Any]) -> dict[str, str]:
     return flat
 
 
+def _patches(raw: Mapping[str, Any], where: str) -> str:
+    mode = str(raw.get("patches") or "")
+    if mode and mode not in patchtags.MODES:
+        raise InvalidSpec(f"{where}: {mode!r} is not one of {', '.join(patchtags.MODES)}")
+    return mode
+
+
 def parse_policy(name: str, spec: Mapping[str, Any]) -> PolicySpec:
     """Read an ImagePolicy spec; raise InvalidSpec naming the field that cannot be used."""
     from imagedrift.core.tagpolicy import policy_from_spec  # local: keeps import cycles out
@@ -195,11 +202,7 @@ def parse_policy(name: str, spec: Mapping[str, Any]) -> PolicySpec:
             policy_from_spec({"semver": {"range": semver_range}})
         except InvalidReference as exc:
             raise InvalidSpec(f"spec.base.semverRange: {exc}") from exc
-    patches = str(base_raw.get("patches") or "")
-    if patches and patches not in patchtags.MODES:
-        raise InvalidSpec(
-            f"spec.base.patches: {patches!r} is not one of {', '.join(patchtags.MODES)}"
-        )
+    patches = _patches(base_raw, "spec.base.patches")
     if patches and not tag:
         raise InvalidSpec("spec.base.patches: follows the patch tags of spec.base.tag; set tag")
     interval = parse_duration(str(base_raw.get("interval") or "5m"))
@@ -239,11 +242,7 @@ def parse_policy(name: str, spec: Mapping[str, Any]) -> PolicySpec:
     except (InvalidReference, TypeError) as exc:
         raise InvalidSpec(f"spec.app.exclusionList: {exc}") from exc
 
-    app_patches = str(app_raw.get("patches") or "")
-    if app_patches and app_patches not in patchtags.MODES:
-        raise InvalidSpec(
-            f"spec.app.patches: {app_patches!r} is not one of {', '.join(patchtags.MODES)}"
-        )
+    app_patches = _patches(app_raw, "spec.app.patches")
 
     rollout_raw = spec.get("rollout") or {}
     rollout = RolloutSpec(

@@ -185,6 +185,11 @@ def rolling_back(record: RolloutRecord) -> bool:
     return record.phase == Phase.ROLLED_BACK.value and record.rollback == Phase.PROGRESSING.value
 
 
+def followed(record: RolloutRecord | None) -> bool:
+    """Is a rollout of imagedrift's, or the rollback of one, still being followed?"""
+    return record is not None and (record.phase == Phase.PROGRESSING.value or rolling_back(record))
+
+
 def rollback_images(
     record: RolloutRecord, now: Mapping[str, str]
 ) -> tuple[dict[str, str], dict[str, str]]:

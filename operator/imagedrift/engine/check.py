@@ -47,6 +47,7 @@ from imagedrift.core.workloads import (
     RolloutRecord,
     WorkloadRef,
     WorkloadState,
+    followed,
     governed_containers,
     image_patch,
     paused,
@@ -196,9 +197,7 @@ def _created(image: ResolvedImage) -> datetime | None:
 def _is_downgrade(spec: PolicySpec, policy: TagPolicy, candidate: str, running: str) -> bool:
     if not spec.app_patches:
         return policy.is_downgrade(candidate, running)
-    originals = patchtags.split(candidate)[0], patchtags.split(running)[0]
-    across = originals[0] != originals[1] and policy.is_downgrade(*originals)
-    return patchtags.is_downgrade(candidate, running, across)
+    return patchtags.is_downgrade(candidate, running, policy.is_downgrade)
 
 
 def _exclusion_note(excluded: list[str]) -> tuple[str, ...]:
@@ -443,7 +442,7 @@ class PolicyChecker:
             # Nothing to look up: neither policy may act on it.
             rows = tuple(ContainerObservation(c, i) for c, i in sorted(governed.items()))
             w.observation = WorkloadObservation(str(ref), rows, state, paused(obj), **hands)
-        elif record and (record.phase == Phase.PROGRESSING.value or rolling_back(record)):
+        elif record and followed(record):
             # A rollout, or the rollback of one, is followed from its own patch.
             started = _parse_time(
                 record.started_at if record.phase == Phase.PROGRESSING.value else record.finished_at
@@ -829,16 +828,15 @@ class PolicyChecker:
         phase = Phase.ROLLED_BACK if failed else Phase.COMPLETE
         # Containers someone else set during the rollout are theirs now: left alone (a
         # rollback skips them) and never patched to this candidate again.
-        images, superseded = rollback_images(record, w.observation.images)
+        restore, superseded = rollback_images(record, w.observation.images)
+        images = restore if failed else {}
         overridden = (
             *w.state.overridden,
             *(ImageRef.parse(record.target[c]).digest for c in sorted(superseded)),
         )
         rejected = w.state.rejected
         tags = dict(w.state.tags)
-        if not failed:
-            images = {}
-        else:
+        if failed:
             # Back to exactly the digest that ran, on the containers still on our target.
             rejected = (*rejected, *(ImageRef.parse(t).digest for t in record.target.values()))
             for container in images:

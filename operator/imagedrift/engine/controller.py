@@ -32,14 +32,13 @@ from imagedrift.core import conditions as cond
 from imagedrift.core.conditions import Condition, merge
 from imagedrift.core.mergepatch import diff
 from imagedrift.core.refs import ImageRef
-from imagedrift.core.rollout import Phase
 from imagedrift.core.spec import POLICY_LABEL, PolicySpec, parse_policy
 from imagedrift.core.workloads import (
     WorkloadRef,
     WorkloadState,
     containers,
+    followed,
     ref_of,
-    rolling_back,
     selected,
 )
 from imagedrift.engine.check import PolicyChecker
@@ -306,9 +305,10 @@ class Controller:
             followers = [
                 (n, p.spec)
                 for n, p in self._policies.items()
-                if p.spec is not None and p.spec.base.key == base_key and self._leading
+                if p.spec is not None and p.spec.base.key == base_key
             ]
-        if not followers:
+            leading = self._leading
+        if not followers or not leading:
             return  # nobody follows it here any more: its schedule ends
         spec = followers[0][1].base
         interval = min(s.base.interval for _, s in followers)
@@ -469,9 +469,7 @@ def _relevant(body: Mapping[str, Any]) -> tuple[Any, ...]:
     meta = body.get("metadata") or {}
     annotations = meta.get("annotations") or {}
     record = WorkloadState.decode(body).rollout
-    rolling = record is not None and (
-        record.phase == Phase.PROGRESSING.value or rolling_back(record)
-    )
+    rolling = followed(record)
     return (
         meta.get("labels"),
         annotations,

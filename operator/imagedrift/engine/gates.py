@@ -328,7 +328,7 @@ def _smoke_test(gate: SmokeTestGate, io: GateIO, policy: str, candidate: ImageRe
     refused = refusals(gate.template)
     if refused:  # parse_policy refuses these already; never run one that slipped through
         return _Gate(False, f"refused: {'; '.join(refused)}")
-    sandbox = getattr(io.kube, "sandbox", None) or Sandbox()
+    sandbox = io.kube.sandbox
     namespace = sandbox.namespace
     name = smoke_job_name(policy, candidate.digest)
     if record is None:

@@ -53,13 +53,12 @@ class Elector:
         *,
         on_lead: Callable[[], None],
         on_unlead: Callable[[], None],
-        on_holder: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.name, self.identity, self.settings = name, identity, settings
         self._port = port
-        self._on_lead, self._on_unlead, self._on_holder = on_lead, on_unlead, on_holder
+        self._on_lead, self._on_unlead = on_lead, on_unlead
         self._clock, self._now = clock, now
         self._seen: Seen | None = None
         self._version: str | None = None
@@ -149,5 +148,3 @@ class Elector:
         if holder != self._holder:
             self._holder = holder
             log.info("lease %s is held by %s", self.name, holder or "nobody")
-            if self._on_holder is not None:
-                self._on_holder(holder)

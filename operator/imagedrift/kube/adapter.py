@@ -219,34 +219,27 @@ class KubeAdapter:
             "spec": dict(spec),
         }
         what = f"writing lease {self.namespace}/{name}"
+        call: Any
+        args: tuple[Any, ...]
+        if resource_version is None:
+            call, args = self._coordination.create_namespaced_lease, (self.namespace, body)
+        else:
+            body["metadata"]["resourceVersion"] = resource_version
+            call = self._coordination.replace_namespaced_lease
+            args = (name, self.namespace, body)
         try:
-            if resource_version is None:
-                response = _call(
-                    what,
-                    self._coordination.create_namespaced_lease,
-                    self.namespace,
-                    body,
-                    field_manager=FIELD_MANAGER,
-                    timeout=(timeout, timeout),
-                    _preload_content=False,
-                )
-            else:
-                body["metadata"]["resourceVersion"] = resource_version
-                response = _call(
-                    what,
-                    self._coordination.replace_namespaced_lease,
-                    name,
-                    self.namespace,
-                    body,
-                    field_manager=FIELD_MANAGER,
-                    timeout=(timeout, timeout),
-                    _preload_content=False,
-                )
+            response = _call(
+                what,
+                call,
+                *args,
+                field_manager=FIELD_MANAGER,
+                timeout=(timeout, timeout),
+                _preload_content=False,
+            )
         except ApiException as exc:
             if exc.status == 409:
-                raise KubeConflict(
-                    f"lease {self.namespace}/{name} changed since it was read"
-                ) from exc
+                changed = f"lease {self.namespace}/{name} changed since it was read"
+                raise KubeConflict(changed) from exc
             raise KubeError(f"{what}: {exc.status} {exc.reason}") from exc
         return str(json.loads(response.data)["metadata"]["resourceVersion"])
 
