@@ -337,6 +337,18 @@ def _acr_webhook(world: World, repo: str, tag: str) -> dict[str, Any]:
     }
 
 
+def base_lookups_pass(fake_acr: FakeAcr, world: World, count: int) -> None:
+    """Wait until the policy's base was looked up ``count`` more times (each lookup starts
+    a check): absence is proven over checks that happened, not over a sleep."""
+    mark = len(fake_acr.log())
+    path = f"/v2/{world.repo('base')}/manifests/"
+
+    def seen() -> bool:
+        return sum(1 for r in fake_acr.log()[mark:] if path in r.path) >= count
+
+    wait_for(seen, what=f"{count} more lookups of the base", timeout=60)
+
+
 def _first_request_after(fake_acr: FakeAcr, start: float, timeout: float) -> float:
     wait_for(
         lambda: fake_acr.registry_requests() > 0,
@@ -485,7 +497,7 @@ def test_acr_task_runs_once_per_base_digest(
         "Triggered",
     )
     assert rebuild["triggeredAt"] and "run ca1 Queued" in rebuild["message"]
-    time.sleep(6)  # three more checks at a 2s interval
+    base_lookups_pass(fake_acr, world, 3)  # three more intervals
     assert [r.run_id for r in fake_arm.runs_for(task_id)] == ["ca1"]
     assert fake_arm.runs[0].client_id == acr_identities.wi_client_id
 
@@ -496,7 +508,7 @@ def test_acr_task_runs_once_per_base_digest(
         "a rebuild for base v3",
         timeout=60,
     )
-    time.sleep(4)
+    base_lookups_pass(fake_acr, world, 2)
     assert [r.run_id for r in fake_arm.runs_for(task_id)] == ["ca1", "ca2"]
     events = [(t, r) for t, r, _ in world.all_events(policy)]
     assert events.count(("Normal", "RebuildTriggered")) == 2
@@ -529,7 +541,7 @@ def test_a_quarantined_rebuild_waits_for_the_registry_to_release_it(
         "the quarantine named as the reason",
         timeout=60,
     )
-    time.sleep(3)
+    base_lookups_pass(fake_acr, world, 2)
     assert world.image_of("web").endswith(":1.0.0"), "a quarantined image was rolled"
 
     fake_acr.set_quarantine(rebuilt.digest, "Passed")
