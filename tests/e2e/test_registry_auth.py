@@ -119,7 +119,14 @@ def test_refused_credentials_name_the_identity_and_throttling_only_delays(
     operator_factory()
     world.wait_ready(policy, status="False", reason="AuthenticationFailed")
     assert f"secret {OPERATOR_NS}/{secret}" in world.condition(policy)["message"]
-    assert ("Warning", "AuthenticationFailed") in {(t, r) for t, r, _ in world.all_events(policy)}
+    # The Event is posted after the status write that carries the condition: wait for it.
+    wait_for(
+        lambda: (
+            ("Warning", "AuthenticationFailed") in {(t, r) for t, r, _ in world.all_events(policy)}
+        ),
+        what="a Warning Event AuthenticationFailed",
+        timeout=30,
+    )
 
     good = pull_secret("robot", "s3cret")
     base["secretRef"] = {"name": good}
