@@ -146,7 +146,12 @@ def test_failed_canary_is_rolled_back_and_stops_the_waves(
         what="the rollback followed to Complete in the lineage",
         timeout=60,
     )
-    assert any(r == "RollbackComplete" for _, r, _ in world.events("a0")), world.events("a0")
+    # Events are posted after the status write that shows the lineage: wait for it.
+    wait_for(
+        lambda: any(r == "RollbackComplete" for _, r, _ in world.events("a0")),
+        what="a RollbackComplete Event on a0",
+        timeout=30,
+    )
     assert rolled_out(world, "a0", ran)
     status = policy_status(world, policy)
     assert status["candidate"]["verdict"] == "Rejected"
