@@ -3,6 +3,7 @@
     ImageDriftError
     ├── InvalidSpec              the user's ImagePolicy cannot be acted on (permanent: Stalled)
     ├── InvalidReference         an image reference, tag, range or pattern does not parse
+    ├── TagPolicyFailed          the tag policy cannot order the tags it met (fails closed)
     └── RegistryError            anything that went wrong talking to a registry
         ├── RegistryUnavailable  connection refused, timeout, 5xx: retry with backoff
         ├── RegistryThrottled    429; carries retry_after seconds: retry, do not fail the policy
@@ -27,6 +28,11 @@ class InvalidSpec(ImageDriftError):
 
 class InvalidReference(ImageDriftError, ValueError):
     """An image reference, tag, version range or tag pattern does not parse."""
+
+
+class TagPolicyFailed(ImageDriftError):
+    """The tag policy cannot order the tags the registry lists (Flux's numerical policy over
+    a value that is not a number): no tag is a candidate until the tags or the spec change."""
 
 
 class RegistryError(ImageDriftError):

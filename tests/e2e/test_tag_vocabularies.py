@@ -9,6 +9,10 @@ patching: a base followed with its patch tags, and an app image Copa patched in 
 from __future__ import annotations
 
 import dataclasses
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -20,6 +24,7 @@ from imagedrift.core.lineage import COPA_PATCHED_KEY
 from imagedrift.registry.push import Image
 from tests.e2e.scenario import World, base_image, layer, rolled_out
 from tests.e2e.support import base_spec
+from tests.harness.controlplane import ControlPlane, HarnessError
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import wait_for
 from tests.harness.registry import Registry
@@ -172,3 +177,218 @@ def test_a_copa_patched_app_rolls_only_when_the_policy_accepts_patched_images(
         assert item["state"] == "Drifted", item
         assert "1.4.0-1: patched in place" in item["reason"], item
         assert world.image_of("web") == f"{world.ref('app')}:1.4.0"
+
+
+# --- the vocabularies users bring, at admission and on the real registry -------------------
+
+VOCABULARIES = [
+    {"semver": {"range": ">=1.0.0", "pattern": "^(?P<v>.*)-alpine$", "extract": "$v"}},
+    {"semver": {"range": ">=1.0.0", "strict": True}},
+    {"regex": {"pattern": "^build-(?P<n>[0-9]+)$", "extract": "$n", "order": "numerical"}},
+    {"calver": {"layout": "vYYYY-0M-0D"}},
+    {"calver": {}},
+    {"newestBuild": {}},
+    {"keel": {"level": "minor", "matchPreRelease": False}},
+    {"force": {"matchTag": True}},
+]
+
+
+REVISION = "deployment.kubernetes.io/revision"
+
+
+@pytest.fixture
+def cli_json(controlplane: ControlPlane) -> Callable[..., dict[str, Any]]:
+    """``imagedrift ARGS`` as an SRE runs it (a subprocess), its JSON output parsed."""
+
+    def run(*args: str) -> dict[str, Any]:
+        assert controlplane.kubeconfig is not None
+        done = subprocess.run(
+            [sys.executable, "-m", "imagedrift.cli", *args],
+            env={**os.environ, "KUBECONFIG": str(controlplane.kubeconfig)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        doc: dict[str, Any] = json.loads(done.stdout)
+        return doc
+
+    return run
+
+
+def apply_policy(
+    world: World, controlplane: ControlPlane, app: dict[str, Any], *, dry_run: bool = True
+) -> str:
+    import yaml
+
+    doc = {
+        "apiVersion": "imagedrift.io/v1alpha1",
+        "kind": "ImagePolicy",
+        "metadata": {"name": f"vocab-{world.suffix}"},
+        "spec": {"base": base_spec(world), "app": app},
+    }
+    args = ["apply", "-f", "-"] + (["--dry-run=server"] if dry_run else [])
+    return str(controlplane.kubectl(*args, input=yaml.safe_dump(doc)))
+
+
+@pytest.mark.parametrize("tags", VOCABULARIES, ids=lambda t: next(iter(t)))
+def test_each_vocabulary_is_admitted(
+    world: World, controlplane: ControlPlane, crds_installed: None, tags: dict[str, Any]
+) -> None:
+    app: dict[str, Any] = {"tags": tags}
+    if "sameTag" not in tags and "force" not in tags:
+        app |= {"allowTags": "regexp:^[0-9v]", "ignoreTags": ["*-debug"]}
+    assert "created (server dry run)" in apply_policy(world, controlplane, app)
+
+
+@pytest.mark.parametrize(
+    ("app", "message"),
+    [
+        (
+            {"tags": {"semver": {"range": "*", "extract": "$v"}}},
+            "semver.extract needs semver.pattern",
+        ),
+        ({"tags": {"semver": {"range": "*", "pattern": "(x"}}}, "semver.pattern is not a valid"),
+        ({"tags": {"keel": {"level": "newest"}}}, 'Unsupported value: "newest"'),
+        ({"tags": {"keel": {}}}, "level: Required value"),
+        ({"tags": {"calver": {"layout": "YYYY/0M"}}}, "spec.app.tags.calver.layout"),
+        ({"tags": {"newestBuild": {}}, "patches": "incremental"}, "newestBuild already orders"),
+        ({"allowTags": "regexp:^1"}, "sameTag follows the running tag only"),
+        ({"tags": {"calver": {}}, "allowTags": "glob:*"}, "write regexp:<expression> or any"),
+        ({"tags": {"calver": {}}, "allowTags": "regexp:(x"}, "not a valid regular expression"),
+        ({"tags": {"calver": {}, "keel": {"level": "all"}}}, "must have at most 1 properties"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_bad_vocabulary_combinations_are_refused_at_admission(
+    world: World,
+    controlplane: ControlPlane,
+    crds_installed: None,
+    app: dict[str, Any],
+    message: str,
+) -> None:
+    with pytest.raises(HarnessError) as refused:
+        apply_policy(world, controlplane, app)
+    assert message in str(refused.value)
+
+
+def test_keel_minor_takes_the_highest_minor_and_plan_says_why_each_tag_was_skipped(
+    world: World,
+    operator_factory: Callable[..., OperatorProcess],
+    cli_json: Callable[..., dict[str, Any]],
+) -> None:
+    old, new = base_image("v1"), base_image("v2")
+    world.publish("base", "1", old)
+    world.publish("app", "1.4.0", world.app_on(old, "1.4.0"))
+    world.deployment("web", f"{world.ref('app')}:1.4.0", policy=f"keel-{world.suffix}", replicas=1)
+    world.publish("base", "1", new)
+    digests = {
+        tag: world.publish("app", tag, world.app_on(new, tag))
+        for tag in ("1.4.1", "1.5.0", "2.0.0", "1.6.0-rc.1", "1.5.0-debug")
+    }
+    world.publish("app", "1.3.9", world.app_on(old, "1.3.9"))
+    policy = world.policy(
+        "keel",
+        {
+            "base": base_spec(world),
+            "app": {"tags": {"keel": {"level": "minor"}}, "ignoreTags": ["*-debug"]},
+        },
+    )
+
+    # The dry run first, before any operator runs: what the next check would do, per tag.
+    plan = cli_json("plan", policy, "-o", "json")
+    (group,) = plan["tags"]
+    assert (group["runningTag"], group["policy"], group["candidate"]) == (
+        "1.4.0",
+        "keel minor from 1.4.0",
+        "1.5.0",
+    )
+    fates = {t["tag"]: (t["fate"], t["reason"]) for t in group["tags"]}
+    assert fates["1.5.0"] == ("taken", "Passed")
+    assert fates["1.4.1"] == ("not inspected", "1.5.0 is newer and was taken")
+    assert fates["2.0.0"] == ("ineligible", "a major bump; level minor stays on 1.x")
+    assert fates["1.6.0-rc.1"][0] == "ineligible" and "matchPreRelease" in fates["1.6.0-rc.1"][1]
+    assert fates["1.5.0-debug"] == ("ignored", "matches ignoreTags '*-debug'")
+    assert fates["1.3.9"] == ("ineligible", "not higher than the running 1.4.0")
+    assert world.image_of("web") == f"{world.ref('app')}:1.4.0", "a plan changes nothing"
+
+    operator_factory()
+    target = f"{world.ref('app')}@{digests['1.5.0']}"
+    wait_for(lambda: rolled_out(world, "web", target), what="web on 1.5.0", timeout=90)
+    body = world.wait_ready(policy, reason="UpToDate", timeout=60)
+    assert body["status"]["lineage"][0]["tag"] == "1.5.0"
+
+
+def test_a_numerical_policy_over_a_tag_that_is_no_number_fails_closed(
+    world: World, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    """Flux's numerical policy errors on a value that is not a number rather than skipping
+    it; so does imagedrift, and the workload says why it holds."""
+    old, new = base_image("v1"), base_image("v2")
+    world.publish("base", "1", old)
+    world.publish("app", "build-1", world.app_on(old, "1"))
+    world.deployment(
+        "web", f"{world.ref('app')}:build-1", policy=f"numeric-{world.suffix}", replicas=1
+    )
+    world.publish("base", "1", new)
+    world.publish("app", "build-2", world.app_on(new, "2"))
+    world.publish("app", "build-x", world.app_on(new, "x"))
+    policy = world.policy(
+        "numeric",
+        {
+            "base": base_spec(world),
+            "app": {
+                "tags": {
+                    "regex": {"pattern": "^build-(?P<n>.*)$", "extract": "$n", "order": "numerical"}
+                }
+            },
+        },
+    )
+    operator_factory()
+    item = wait_for(
+        lambda: (lambda i: i if "not a number" in i.get("reason", "") else None)(
+            world.item(policy, "web")
+        ),
+        what="web held back: a tag that is no number",
+        timeout=60,
+    )
+    assert item["state"] == "Drifted", item
+    assert "'build-x' extracts 'x', which is not a number" in item["reason"], item
+    assert world.image_of("web") == f"{world.ref('app')}:build-1"
+    revision = world.get_deployment("web")["metadata"]["annotations"].get(REVISION)
+    assert revision == "1", "nothing rolled"
+
+
+def test_newest_build_rolls_to_the_image_built_last(
+    world: World, operator_factory: Callable[..., OperatorProcess]
+) -> None:
+    """Argo CD's newest-build: the config's created time orders the tags, not their names."""
+    now = datetime.now(UTC)
+    old, new = base_image("v1"), base_image("v2")
+    world.publish("base", "1", old)
+
+    def built(base: Any, marker: str, hours_ago: int) -> Any:
+        image = world.app_on(base, marker)
+        return dataclasses.replace(image, created=stamp(now - timedelta(hours=hours_ago)))
+
+    world.publish("app", "a1b2c3d", built(old, "a1b2c3d", 48))
+    world.deployment("web", f"{world.ref('app')}:a1b2c3d", policy=f"nb-{world.suffix}", replicas=1)
+    world.publish("base", "1", new)
+    newest = world.publish("app", "0f0f0f0", built(new, "0f0f0f0", 1))  # sorts first by name
+    world.publish("app", "ffff000", built(new, "ffff000", 5))  # sorts last by name, built earlier
+    world.publish("app", "latest", dataclasses.replace(world.app_on(new, "latest"), created=""))
+    policy = world.policy(
+        "nb",
+        {
+            "base": base_spec(world),
+            "app": {"tags": {"newestBuild": {}}, "allowTags": "regexp:^[0-9a-f]{7}$"},
+        },
+    )
+    operator_factory()
+    target = f"{world.ref('app')}@{newest}"
+    wait_for(lambda: rolled_out(world, "web", target), what="web on 0f0f0f0", timeout=90)
+    assert (
+        world.wait_ready(policy, reason="UpToDate", timeout=60)["status"]["lineage"][0]["tag"]
+        == "0f0f0f0"
+    )

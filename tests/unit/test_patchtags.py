@@ -124,7 +124,7 @@ def test_patches_sit_between_their_original_and_the_next_newer_original() -> Non
         ("1.4.0-2", "1.4.0-1", False, False),
         ("1.4.0-1", "1.4.0-2", False, True),  # an older patch
         ("1.4.0", "1.4.0-1", False, True),  # back to the unpatched original
-        ("1.4.0-1", "1.4.0-1", False, True),  # the same tag is no upgrade
+        ("1.4.0-1", "1.4.0-1", False, False),  # the same tag: re-pushed, it may be a rebuild
         ("1.5.0", "1.4.0-3", False, False),  # across originals the tag policy decides
         ("1.3.0-9", "1.4.0", True, True),
     ],

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from imagedrift.core.tagkinds import policy_from_spec
 from imagedrift.core.tagpolicy import (
     RegexPolicy,
     SameTagPolicy,
@@ -20,9 +21,8 @@ from imagedrift.core.tagpolicy import (
     VersionRange,
     expand_template,
     parse_version,
-    policy_from_spec,
 )
-from imagedrift.errors import InvalidReference
+from imagedrift.errors import InvalidReference, TagPolicyFailed
 
 # --- versions -----------------------------------------------------------------------------
 
@@ -578,12 +578,10 @@ REGEX_LATEST = [
     ),
     RegexCase("Single value", ["1"], "numerical", "1"),
     RegexCase("Single value descending", ["1"], "numerical", "1", "desc"),
-    RegexCase("Non-numeric values are skipped", ["0", "1a", "b"], "numerical", "0"),
     RegexCase("Empty list numerical", [], "numerical", None),
     RegexCase("numerical is not lexical", ["9", "10", "100"], "numerical", "100"),
     RegexCase("alphabetical is lexical", ["9", "10", "100"], "alphabetical", "9"),
     RegexCase("exponent and decimals", ["1e3", "999.5", ".5", "5."], "numerical", "1e3"),
-    RegexCase("inf, nan and hex are not numbers", ["inf", "NaN", "0x1p4", "3"], "numerical", "3"),
     RegexCase(
         "Flux filter: prefix pattern",
         ["ver1", "ver2", "ver3", "rel1"],
@@ -658,11 +656,36 @@ def test_regex_latest(case: RegexCase) -> None:
     assert policy.latest(list(reversed(case.tags))) == case.expected
 
 
-def test_regex_ordered_skips_unmatched_and_non_numeric() -> None:
+def test_regex_ordered_skips_unmatched_tags() -> None:
     policy = RegexPolicy(r"^v(?P<n>.*)$", "$n", "numerical")
-    assert policy.ordered(["v2", "x3", "v10", "vX", "v1.5"]) == ["v10", "v2", "v1.5"]
+    assert policy.ordered(["v2", "x3", "v10", "v1.5"]) == ["v10", "v2", "v1.5"]
     assert policy.extracted("x3") is None
     assert policy.extracted("v10") == "10"
+    assert policy.skip_reason("x3") == "does not match pattern '^v(?P<n>.*)$'"
+
+
+@pytest.mark.parametrize(
+    "tags",
+    [
+        ["0", "1a", "b"],  # Flux: "failed to parse invalid numeric value '1a'"
+        ["inf", "3"],  # Go's ParseFloat reads these; here they are not numbers (fail closed)
+        ["NaN", "3"],
+        ["0x1p4", "3"],
+    ],
+)
+def test_numerical_fails_closed_on_a_value_that_is_not_a_number(tags: list[str]) -> None:
+    policy = RegexPolicy(".*", "", "numerical")
+    with pytest.raises(TagPolicyFailed, match="which is not a number"):
+        policy.ordered(tags)
+    bad = next(t for t in tags if t != "3" and t != "0")
+    assert policy.skip_reason(bad) == f"extracts {bad!r}, which is not a number"
+    assert policy.skip_reason("3") is None
+
+
+def test_numerical_only_judges_the_tags_its_pattern_keeps() -> None:
+    # Flux filters first: a tag the pattern drops cannot fail the numerical order.
+    policy = RegexPolicy(r"^build-(?P<n>\d+)$", "$n", "numerical")
+    assert policy.ordered(["build-7", "latest", "build-12", "build-x"]) == ["build-12", "build-7"]
 
 
 @pytest.mark.parametrize(
@@ -797,3 +820,78 @@ def test_policy_from_spec_errors(spec: dict[str, Any], names: str) -> None:
     with pytest.raises(InvalidReference) as caught:
         policy_from_spec(spec)
     assert names in str(caught.value)
+
+
+# --- Flux: semver over filterTags, and strict versions --------------------------------------
+# fluxcd/image-reflector-controller internal/controller/imagepolicy_controller.go applyPolicy:
+# filterTags runs first and every policy, semver included, reads the extracted value; the
+# winner maps back to its tag. internal/policy/semver.go parses with fluxcd/pkg version
+# .ParseVersion: Masterminds StrictNewVersion after one leading "v".
+
+
+@pytest.mark.parametrize(
+    ("tags", "pattern", "extract", "expected"),
+    [
+        (["1.2.3-alpine", "1.3.0-alpine", "1.4.0-debian"], "-alpine$", "", None),  # tag itself
+        (
+            ["1.2.3-alpine", "1.3.0-alpine", "1.4.0-debian"],
+            "^(?P<v>.*)-alpine$",
+            "$v",
+            "1.3.0-alpine",
+        ),
+        (["app-v1.9.0", "app-v1.10.0", "web-v2.0.0"], "^app-(?P<v>.*)$", "$v", "app-v1.10.0"),
+        (
+            ["build-1.0.0-abc", "build-1.1.0-def"],
+            r"^build-(\d+\.\d+\.\d+)",
+            "$1",
+            "build-1.1.0-def",
+        ),
+    ],
+)
+def test_semver_reads_the_value_filter_tags_extracts(
+    tags: list[str], pattern: str, extract: str, expected: str | None
+) -> None:
+    policy = SemverPolicy(">=1.0.0", pattern=pattern, extract=extract)
+    assert policy.latest(tags) == expected
+
+
+def test_semver_filter_skip_reasons_and_downgrades() -> None:
+    policy = SemverPolicy(">=1.0.0 <2", pattern="^(?P<v>.*)-alpine$", extract="$v")
+    assert policy.skip_reason("1.4.0-debian") == "does not match pattern '^(?P<v>.*)-alpine$'"
+    assert policy.skip_reason("latest-alpine") == "not a version ('latest')"
+    assert policy.skip_reason("2.0.0-alpine") == "outside >=1.0.0 <2"
+    assert policy.is_downgrade("1.2.0-alpine", "1.3.0-alpine") is True
+    assert policy.describe() == "semver >=1.0.0 <2 pattern '^(?P<v>.*)-alpine$' extract '$v'"
+
+
+def test_semver_extract_needs_a_pattern() -> None:
+    with pytest.raises(InvalidReference, match="semver extract '\\$v' needs a pattern"):
+        SemverPolicy("*", extract="$v")
+
+
+@pytest.mark.parametrize(
+    ("tag", "strict", "lenient"),
+    [
+        ("1.2.3", True, True),
+        ("v1.2.3", True, True),  # Flux strips one lowercase v
+        ("V1.2.3", False, False),
+        ("vv1.2.3", False, False),
+        ("1.2", False, True),
+        ("1", False, True),
+        ("01.2.3", False, True),  # leading zero
+        ("1.2.3-rc.1", True, True),
+        ("1.2.3-rc.01", False, False),
+        ("1.2.3+build.5", True, True),
+        ("1.2.3-" + "a" * 260, False, True),  # beyond Masterminds' MaxVersionLen
+    ],
+)
+def test_strict_versions_are_full_x_y_z(tag: str, strict: bool, lenient: bool) -> None:
+    assert (SemverPolicy("*", strict=True).version(tag) is not None) is strict
+    assert (parse_version(tag) is not None) is lenient
+
+
+def test_strict_mode_skips_short_versions() -> None:
+    policy = policy_from_spec({"semver": {"range": ">=1.0.0", "strict": True}})
+    assert policy.latest(["1.5", "1.4.0", "2"]) == "1.4.0"
+    assert policy.skip_reason("1.5") == "not a full X.Y.Z version"
+    assert SemverPolicy(">=1.0.0").latest(["1.5", "1.4.0", "2"]) == "2"

@@ -222,6 +222,7 @@ def build(
             "changed": bool(before.get("digest")) and before.get("digest") != base.get("digest"),
         },
         candidate=dict(status.get("candidate") or {}) or None,
+        tags=_tags(result),
         rollouts=rollouts,
         heldBack=held,
         rollingOut=in_progress,
@@ -232,6 +233,69 @@ def build(
         events=[{"type": e.type, "reason": e.reason, "message": e.message} for e in result.events],
         lastError=str(status.get("lastError", "")),
     )
+
+
+def _tags(result: CheckResult) -> list[dict[str, Any]]:
+    """Per (repository, running tag): every listed tag and what became of it."""
+    out = []
+    for key, search in sorted(result.tags.items()):
+        repository, _, running = key.rpartition(":")
+        out.append(
+            {
+                "repository": repository,
+                "runningTag": running,
+                "policy": search.policy,
+                "candidate": search.candidate.tag if search.candidate else "",
+                "refused": [r for r in search.rejected if ": " not in r],
+                "tags": [{"tag": n.tag, "fate": n.fate, "reason": n.reason} for n in search.notes],
+            }
+        )
+    return out
+
+
+# Tags listed per repository in the table; -o json/yaml has them all.
+TABLE_TAGS = 40
+# Inspected tags first (newest first, as inspected), then the ones the selection set aside.
+FATE_ORDER = {
+    fate: i
+    for i, fate in enumerate(
+        (
+            "running",
+            "not on base",
+            "refused",
+            "taken",
+            "not inspected",
+            "lower",
+            "beyond maxCandidates",
+            "ineligible",
+            "ignored",
+            "not allowed",
+            "excluded",
+        )
+    )
+}
+
+
+def _tag_rows(doc: Mapping[str, Any], width: int) -> list[str]:
+    rows: list[str] = []
+    for group in doc.get("tags") or []:
+        rows.append(
+            f"tags of {group['repository']} (running {group['runningTag']}, {group['policy']}):"
+        )
+        for why in group["refused"]:
+            rows.append(render.wrap(f"no candidate: {why}", width, indent=2))
+        notes = group["tags"]
+        shown = sorted(notes, key=lambda n: FATE_ORDER.get(n["fate"], len(FATE_ORDER)))
+        shown = shown[:TABLE_TAGS]
+        name_width = min(max((len(n["tag"]) for n in shown), default=0), 40)
+        for n in shown:
+            line = f"  {n['tag']:<{name_width}}  {n['fate']}"
+            if n["reason"] and n["reason"] != n["fate"]:
+                line += f": {n['reason']}"
+            rows.append(line[: max(width, 40)])
+        if len(notes) > len(shown):
+            rows.append(f"  ... {len(notes) - len(shown)} more (-o json lists every tag)")
+    return rows
 
 
 def table(doc: Mapping[str, Any], now: datetime, width: int = render.DEFAULT_WIDTH) -> str:
@@ -274,6 +338,9 @@ def table(doc: Mapping[str, Any], now: datetime, width: int = render.DEFAULT_WID
         pairs.append(("error", doc["lastError"]))
     lines.append(render.fields(pairs, width))
     sections = ["\n".join(lines)]
+    tag_rows = _tag_rows(doc, width)
+    if tag_rows:
+        sections.append("\n".join(tag_rows))
     if doc["rollouts"]:
         patches = ["would patch:"]
         for r in doc["rollouts"]:

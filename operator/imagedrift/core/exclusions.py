@@ -14,7 +14,7 @@ import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
-from imagedrift.core.tagpolicy import _from_go_syntax
+from imagedrift.core.goregex import translate
 from imagedrift.errors import InvalidReference
 
 DEFAULT: tuple[str, ...] = (r"^.*\.sig$",)
@@ -23,7 +23,7 @@ MAX_PATTERNS = 25
 
 @lru_cache(maxsize=256)
 def _compiled(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
-    return tuple(re.compile(_from_go_syntax(p)) for p in patterns)
+    return tuple(re.compile(translate(p)) for p in patterns)
 
 
 def check(patterns: Sequence[str]) -> tuple[str, ...]:
@@ -32,7 +32,7 @@ def check(patterns: Sequence[str]) -> tuple[str, ...]:
         raise InvalidReference(f"at most {MAX_PATTERNS} patterns, not {len(patterns)}")
     for i, pattern in enumerate(patterns):
         try:
-            re.compile(_from_go_syntax(str(pattern)))
+            re.compile(translate(str(pattern)))
         except re.error as exc:
             raise InvalidReference(f"[{i}] {pattern!r} does not compile: {exc}") from exc
     return tuple(str(p) for p in patterns)

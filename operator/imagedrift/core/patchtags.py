@@ -93,9 +93,10 @@ def with_patches(ordered: Iterable[str], tags: Iterable[str], mode: str) -> list
 def is_downgrade(
     candidate: str, running: str, policy_downgrade: Callable[[str, str], bool]
 ) -> bool:
-    """A patch tag is never a downgrade of its own original or of an older patch of it;
-    across originals the tag policy decides (``policy_downgrade(original, original)``)."""
+    """A patch tag is never a downgrade of its own original or of an older patch of it, and
+    the running tag is none of itself (re-pushed, it may be a rebuild); across originals the
+    tag policy decides (``policy_downgrade(original, original)``)."""
     (c_original, c_number), (r_original, r_number) = split(candidate), split(running)
     if c_original == r_original:
-        return c_number <= r_number
+        return c_number < r_number
     return policy_downgrade(c_original, r_original)

@@ -152,6 +152,9 @@ class PolicySpec:
     # Tags never considered (Flux's exclusionList; default: cosign signature tags).
     exclusions: tuple[str, ...] = (r"^.*\.sig$",)
     app_patches: str = ""  # "", incremental, floating: the app repository's ACR patch tags
+    # Argo CD Image Updater's matchers: "regexp:<expression>" or "" (any); globs to ignore.
+    allow_tags: str = ""
+    ignore_tags: tuple[str, ...] = ()
     accept_patched: bool = False  # a Copa patch newer than the base change is remediation
     history_limit: int = 20
     raw_validation: Mapping[str, Any] = field(default_factory=dict)
@@ -185,7 +188,7 @@ def _patches(raw: Mapping[str, Any], where: str) -> str:
 
 def parse_policy(name: str, spec: Mapping[str, Any]) -> PolicySpec:
     """Read an ImagePolicy spec; raise InvalidSpec naming the field that cannot be used."""
-    from imagedrift.core.tagpolicy import policy_from_spec  # local: keeps import cycles out
+    from imagedrift.core.tagkinds import policy_from_spec  # local: keeps import cycles out
 
     base_raw = spec.get("base") or {}
     try:
@@ -221,14 +224,17 @@ def parse_policy(name: str, spec: Mapping[str, Any]) -> PolicySpec:
     )
 
     app_raw = spec.get("app") or {}
+    from imagedrift.core.tagkinds import KINDS
+
     tags = dict(app_raw.get("tags") or {"sameTag": {}})
     if len(tags) != 1:
-        raise InvalidSpec("spec.app.tags: choose exactly one of semver, regex or sameTag")
+        raise InvalidSpec(f"spec.app.tags: choose exactly one of {', '.join(KINDS)}")
     if "sameTag" not in tags:
         try:
             policy_from_spec(tags)
         except InvalidReference as exc:
             raise InvalidSpec(f"spec.app.tags: {exc}") from exc
+    kind = next(iter(tags))
 
     from imagedrift.core import exclusions  # local: it imports tagpolicy
 
@@ -243,6 +249,30 @@ def parse_policy(name: str, spec: Mapping[str, Any]) -> PolicySpec:
         raise InvalidSpec(f"spec.app.exclusionList: {exc}") from exc
 
     app_patches = _patches(app_raw, "spec.app.patches")
+    if app_patches and kind == "newestBuild":
+        raise InvalidSpec(
+            "spec.app.patches: newestBuild already orders patch tags by their build time; "
+            "remove patches"
+        )
+
+    from imagedrift.core import tagmatch  # local: it imports tagpolicy's regex translation
+
+    try:
+        allow_tags = tagmatch.check_allow(str(app_raw.get("allowTags") or ""))
+    except InvalidReference as exc:
+        raise InvalidSpec(f"spec.app.allowTags: {exc}") from exc
+    raw_ignore = app_raw.get("ignoreTags") or []
+    if not isinstance(raw_ignore, list):
+        raise InvalidSpec("spec.app.ignoreTags: must be a list of glob patterns")
+    try:
+        ignore_tags = tagmatch.check_ignore(raw_ignore)
+    except InvalidReference as exc:
+        raise InvalidSpec(f"spec.app.ignoreTags: {exc}") from exc
+    if (allow_tags or ignore_tags) and kind == "sameTag":
+        raise InvalidSpec(
+            "spec.app.allowTags/ignoreTags: sameTag follows the running tag only; "
+            "there are no tags to filter"
+        )
 
     rollout_raw = spec.get("rollout") or {}
     rollout = RolloutSpec(
@@ -265,6 +295,8 @@ def parse_policy(name: str, spec: Mapping[str, Any]) -> PolicySpec:
         max_candidates=int(app_raw.get("maxCandidates") or 10),
         exclusions=excluded,
         app_patches=app_patches,
+        allow_tags=allow_tags,
+        ignore_tags=ignore_tags,
         accept_patched=bool(app_raw.get("acceptPatched", False)),
         history_limit=int(spec.get("historyLimit") or 20),
         raw_validation=dict(spec.get("validation") or {}),

@@ -40,15 +40,16 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from functools import cmp_to_key
-from typing import Any, Final, Literal, Protocol, runtime_checkable
+from typing import Final, Literal, Protocol, runtime_checkable
 
 import semver
 
-from imagedrift.errors import InvalidReference
+from imagedrift.core.goregex import expand_template, template_references, translate
+from imagedrift.errors import InvalidReference, TagPolicyFailed
 
 __all__ = [
     "RegexPolicy",
@@ -58,7 +59,6 @@ __all__ = [
     "VersionRange",
     "expand_template",
     "parse_version",
-    "policy_from_spec",
 ]
 
 Order = Literal["alphabetical", "numerical"]
@@ -89,6 +89,10 @@ class TagPolicy(Protocol):
 
     def describe(self) -> str:
         """A short human description for status messages, e.g. ``semver >=1.2 <2``."""
+        ...
+
+    def skip_reason(self, tag: str) -> str | None:
+        """Why ``tag`` is not eligible (``not a version``, ``outside >=1.2 <2``), or None."""
         ...
 
 
@@ -433,22 +437,118 @@ def _tag_cmp(a: str, b: str) -> int:
     return (a > b) - (a < b)
 
 
+class TagFilter:
+    """Flux's ``filterTags``: ``pattern`` searched in the tag, the value ``extract`` expands
+    (Go ``Regexp.Expand``; an empty ``extract`` keeps the whole tag). No pattern: every tag,
+    as itself."""
+
+    __slots__ = ("extract", "pattern")
+
+    def __init__(self, pattern: str = "", extract: str = "", *, kind: str = "regex") -> None:
+        if extract and not pattern:
+            raise InvalidReference(f"{kind} extract {extract!r} needs a pattern to extract from")
+        compiled: re.Pattern[str] | None = None
+        if pattern:
+            try:
+                compiled = re.compile(translate(pattern))
+            except re.error as exc:
+                raise InvalidReference(
+                    f"{kind} pattern {pattern!r} does not compile: {exc}"
+                ) from exc
+            for name, number in template_references(extract):
+                known = number <= compiled.groups if number >= 0 else name in compiled.groupindex
+                if not known:
+                    raise InvalidReference(
+                        f"{kind} extract {extract!r} refers to group {name!r}, which pattern "
+                        f"{pattern!r} does not have"
+                    )
+        self.pattern = compiled
+        self.extract = extract
+
+    def value(self, tag: str) -> str | None:
+        """The value ``tag`` is ordered by, or None when the pattern does not match it."""
+        if self.pattern is None:
+            return tag
+        match = self.pattern.search(tag)
+        if match is None:
+            return None
+        return expand_template(self.extract, match) if self.extract else tag
+
+    def describe(self) -> str:
+        if self.pattern is None:
+            return ""
+        extract = f" extract {self.extract!r}" if self.extract else ""
+        return f" pattern {self.pattern.pattern!r}{extract}"
+
+
+def parse_strict_version(text: str) -> semver.Version | None:
+    """Flux's ``version.ParseVersion``: Masterminds ``StrictNewVersion`` after one leading
+    lowercase ``v`` is dropped. Exactly ``X.Y.Z`` (``1.2`` and ``1`` are not versions), no
+    leading zeros, optional pre-release and build parts, at most 256 characters."""
+    if len(text) > MAX_STRICT_LENGTH or _STRICT_RE.fullmatch(text) is None:
+        return None
+    return parse_version(text)
+
+
+MAX_STRICT_LENGTH: Final = 256  # Masterminds' MaxVersionLen
+# semver.org's own grammar, as StrictNewVersion enforces it, after Flux's optional "v".
+_STRICT_RE: Final = re.compile(
+    r"v?(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)\.(0|[1-9][0-9]*)"
+    r"(?:-((?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*)"
+    r"(?:\.(?:0|[1-9][0-9]*|[0-9]*[A-Za-z-][0-9A-Za-z-]*))*))?"
+    r"(?:\+([0-9A-Za-z-]+(?:\.[0-9A-Za-z-]+)*))?"
+)
+
+
 class SemverPolicy:
-    """Tags whose version satisfies a Masterminds v3 range; newest is highest precedence."""
+    """Tags whose version satisfies a Masterminds v3 range; newest is highest precedence.
 
-    __slots__ = ("range",)
+    With ``pattern``/``extract`` (Flux's ``filterTags``) the version is read from the value
+    extracted from the tag; with ``strict`` only full ``X.Y.Z`` versions count.
+    """
 
-    def __init__(self, version_range: str | VersionRange) -> None:
+    __slots__ = ("filter", "range", "strict")
+
+    def __init__(
+        self,
+        version_range: str | VersionRange,
+        *,
+        pattern: str = "",
+        extract: str = "",
+        strict: bool = False,
+    ) -> None:
         self.range = (
             version_range
             if isinstance(version_range, VersionRange)
             else VersionRange.parse(version_range)
         )
+        self.filter = TagFilter(pattern, extract, kind="semver")
+        self.strict = strict
+
+    def version(self, tag: str) -> semver.Version | None:
+        """The version ``tag`` names under this policy, or None."""
+        value = self.filter.value(tag)
+        if value is None:
+            return None
+        return parse_strict_version(value) if self.strict else parse_version(value)
+
+    def skip_reason(self, tag: str) -> str | None:
+        value = self.filter.value(tag)
+        if value is None:
+            return f"does not match pattern {self.filter.pattern.pattern!r}"  # type: ignore[union-attr]
+        version = parse_strict_version(value) if self.strict else parse_version(value)
+        if version is None:
+            what = "a full X.Y.Z version" if self.strict else "a version"
+            shown = f" ({value!r})" if value != tag else ""
+            return f"not {what}{shown}"
+        if not self.range.allows(version):
+            return f"outside {self.range}"
+        return None
 
     def ordered(self, tags: Iterable[str]) -> list[str]:
         eligible: list[tuple[semver.Version, str]] = []
         for tag in _unique(tags):
-            version = parse_version(tag)
+            version = self.version(tag)
             if version is not None and self.range.allows(version):
                 eligible.append((version, tag))
 
@@ -463,155 +563,20 @@ class SemverPolicy:
         return found[0] if found else None
 
     def is_downgrade(self, candidate: str, current: str) -> bool:
-        new = parse_version(candidate)
+        new = self.version(candidate)
         if new is None:
             return True
-        old = parse_version(current)
+        old = self.version(current)
         if old is None:
             return False
         return _compare(new, old) < 0
 
     def describe(self) -> str:
-        return f"semver {self.range}"
+        strict = " strict" if self.strict else ""
+        return f"semver {self.range}{strict}{self.filter.describe()}"
 
     def __repr__(self) -> str:
         return f"SemverPolicy({self.range.text!r})"
-
-
-_TEMPLATE_NUMBER_LIMIT: Final = 100_000_000  # Go's extract() stops reading numbers at 1e8
-
-
-def _template_reference(text: str) -> tuple[str, int, int] | None:
-    """Go ``regexp.extract``: the name after a ``$``, its group number (-1 for a name) and
-    how many characters it took, or None when malformed (the ``$`` is then literal)."""
-    brace = text.startswith("{")
-    i = start = 1 if brace else 0
-    while i < len(text) and (text[i].isalpha() or text[i].isdecimal() or text[i] == "_"):
-        i += 1
-    if i == start:
-        return None
-    name = text[start:i]
-    if brace:
-        if i >= len(text) or text[i] != "}":
-            return None
-        i += 1
-    number = 0
-    for ch in name:
-        if not "0" <= ch <= "9" or number >= _TEMPLATE_NUMBER_LIMIT:
-            number = -1
-            break
-        number = number * 10 + ord(ch) - ord("0")
-    if name[0] == "0" and len(name) > 1:
-        number = -1
-    return name, number, i
-
-
-def _template_references(template: str) -> list[tuple[str, int]]:
-    refs: list[tuple[str, int]] = []
-    i = 0
-    while (j := template.find("$", i)) >= 0:
-        if template.startswith("$", j + 1):
-            i = j + 2
-            continue
-        ref = _template_reference(template[j + 1 :])
-        if ref is None:
-            i = j + 1
-            continue
-        refs.append((ref[0], ref[1]))
-        i = j + 1 + ref[2]
-    return refs
-
-
-def expand_template(template: str, match: re.Match[str]) -> str:
-    """Go's ``Regexp.Expand``: ``$name``, ``${name}``, ``$1`` and ``$$`` filled from ``match``.
-
-    A reference to a group that does not exist or did not take part in the match expands to
-    the empty string; a ``$`` not followed by a name stays a literal ``$``.
-    """
-    out: list[str] = []
-    i = 0
-    while (j := template.find("$", i)) >= 0:
-        out.append(template[i:j])
-        if template.startswith("$", j + 1):
-            out.append("$")
-            i = j + 2
-            continue
-        ref = _template_reference(template[j + 1 :])
-        if ref is None:
-            out.append("$")
-            i = j + 1
-            continue
-        name, number, used = ref
-        i = j + 1 + used
-        group: str | None = None
-        if number >= 0:
-            if number <= match.re.groups:
-                group = match.group(number)
-        elif name in match.re.groupindex:
-            group = match.group(name)
-        out.append(group or "")
-    out.append(template[i:])
-    return "".join(out)
-
-
-_POSIX_CLASSES: Final = {
-    "alnum": "0-9A-Za-z",
-    "alpha": "A-Za-z",
-    "ascii": "\\x00-\\x7F",
-    "blank": "\\t ",
-    "cntrl": "\\x00-\\x1F\\x7F",
-    "digit": "0-9",
-    "graph": "!-~",
-    "lower": "a-z",
-    "print": " -~",
-    "punct": "!-/:-@\\[-`{-~",
-    "space": "\\t\\n\\v\\f\\r ",
-    "upper": "A-Z",
-    "word": "0-9A-Za-z_",
-    "xdigit": "0-9A-Fa-f",
-}
-_POSIX_RE: Final = re.compile(r"\[:([a-z]+):\]")
-
-
-def _from_go_syntax(pattern: str) -> str:
-    """Translate the RE2 spellings Flux users write that Python's ``re`` spells differently:
-    ``(?<name>...)`` named groups, ``\\z`` and POSIX classes such as ``[[:digit:]]``."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    in_class = False
-    while i < n:
-        ch = pattern[i]
-        if ch == "\\":
-            pair = pattern[i : i + 2]
-            out.append("\\Z" if pair == "\\z" and not in_class else pair)
-            i += 2
-            continue
-        if in_class:
-            posix = _POSIX_RE.match(pattern, i)
-            if posix is not None and posix.group(1) in _POSIX_CLASSES:
-                out.append(_POSIX_CLASSES[posix.group(1)])
-                i = posix.end()
-                continue
-            if ch == "]":
-                in_class = False
-        elif ch == "[":
-            in_class = True
-            out.append(ch)
-            i += 1
-            if i < n and pattern[i] == "^":
-                out.append("^")
-                i += 1
-            if i < n and pattern[i] == "]":  # a leading ] is a literal member
-                out.append("\\]")
-                i += 1
-            continue
-        elif pattern.startswith("(?<", i) and not pattern.startswith(("(?<=", "(?<!"), i):
-            out.append("(?P<")
-            i += 3
-            continue
-        out.append(ch)
-        i += 1
-    return "".join(out)
 
 
 _NUMBER_RE: Final = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
@@ -631,9 +596,14 @@ def _number(text: str) -> Decimal | None:
 
 
 class RegexPolicy:
-    """Flux's ``filterTags`` + ``alphabetical``/``numerical`` policy over the extracted value."""
+    """Flux's ``filterTags`` + ``alphabetical``/``numerical`` policy over the extracted value.
 
-    __slots__ = ("direction", "extract", "order", "pattern")
+    ``numerical`` fails closed as Flux's does: when any tag the pattern keeps extracts a
+    value that is not a number, ``ordered`` raises ``TagPolicyFailed`` and no tag is a
+    candidate, rather than the number-less tag being silently dropped.
+    """
+
+    __slots__ = ("direction", "filter", "order")
 
     def __init__(
         self,
@@ -648,28 +618,22 @@ class RegexPolicy:
             raise InvalidReference(
                 f"regex direction {direction!r} is not one of {', '.join(DIRECTIONS)}"
             )
-        try:
-            compiled = re.compile(_from_go_syntax(pattern))
-        except re.error as exc:
-            raise InvalidReference(f"regex pattern {pattern!r} does not compile: {exc}") from exc
-        for name, number in _template_references(extract):
-            known = number <= compiled.groups if number >= 0 else name in compiled.groupindex
-            if not known:
-                raise InvalidReference(
-                    f"regex extract {extract!r} refers to group {name!r}, which pattern "
-                    f"{pattern!r} does not have"
-                )
-        self.pattern: re.Pattern[str] = compiled
-        self.extract = extract
+        self.filter = TagFilter(pattern or "(?:)", extract)
         self.order: Order = "numerical" if order == "numerical" else "alphabetical"
         self.direction: Direction = "desc" if direction == "desc" else "asc"
 
+    @property
+    def pattern(self) -> re.Pattern[str]:
+        assert self.filter.pattern is not None  # a regex policy always has one
+        return self.filter.pattern
+
+    @property
+    def extract(self) -> str:
+        return self.filter.extract
+
     def extracted(self, tag: str) -> str | None:
         """The value ``tag`` is ordered by, or None when the pattern does not match it."""
-        match = self.pattern.search(tag)
-        if match is None:
-            return None
-        return expand_template(self.extract, match) if self.extract else tag
+        return self.filter.value(tag)
 
     def _key(self, tag: str) -> str | Decimal | None:
         value = self.extracted(tag)
@@ -682,8 +646,27 @@ class RegexPolicy:
         raw = (a > b) - (a < b)  # type: ignore[operator]
         return raw if self.direction == "asc" else -raw
 
+    def skip_reason(self, tag: str) -> str | None:
+        value = self.extracted(tag)
+        if value is None:
+            return f"does not match pattern {self.pattern.pattern!r}"
+        if self.order == "numerical" and _number(value) is None:
+            return f"extracts {value!r}, which is not a number"
+        return None
+
     def ordered(self, tags: Iterable[str]) -> list[str]:
-        keyed = [(key, tag) for tag in _unique(tags) if (key := self._key(tag)) is not None]
+        keyed: list[tuple[str | Decimal, str]] = []
+        for tag in _unique(tags):
+            value = self.extracted(tag)
+            if value is None:
+                continue
+            key = _number(value) if self.order == "numerical" else value
+            if key is None:
+                raise TagPolicyFailed(
+                    f"numerical: tag {tag!r} extracts {value!r}, which is not a number; "
+                    "the policy orders no tag until the pattern keeps only numbers"
+                )
+            keyed.append((key, tag))
 
         def newer_first(a: tuple[str | Decimal, str], b: tuple[str | Decimal, str]) -> int:
             return -(self._value_cmp(a[0], b[0]) or _tag_cmp(a[1], b[1]))
@@ -729,6 +712,9 @@ class SameTagPolicy:
             raise InvalidReference(f"sameTag tag {tag!r} is not a valid image tag")
         self.tag = tag
 
+    def skip_reason(self, tag: str) -> str | None:
+        return None if tag == self.tag else f"not the followed tag {self.tag!r}"
+
     def ordered(self, tags: Iterable[str]) -> list[str]:
         return [self.tag] if self.tag in set(tags) else []
 
@@ -745,70 +731,3 @@ class SameTagPolicy:
 
     def __repr__(self) -> str:
         return f"SameTagPolicy({self.tag!r})"
-
-
-# --- From a spec ----------------------------------------------------------------------------
-
-_SPEC_FIELDS: Final[dict[str, tuple[frozenset[str], frozenset[str]]]] = {
-    # kind: (required fields, optional fields)
-    "semver": (frozenset({"range"}), frozenset()),
-    "regex": (frozenset({"pattern", "order"}), frozenset({"extract", "direction"})),
-    "sameTag": (frozenset({"tag"}), frozenset()),
-}
-
-
-def _string_field(kind: str, body: Mapping[str, Any], name: str, default: str = "") -> str:
-    value = body.get(name, default)
-    if not isinstance(value, str):
-        raise InvalidReference(f"{kind}.{name} must be a string, not {type(value).__name__}")
-    return value
-
-
-def policy_from_spec(spec: Mapping[str, Any]) -> TagPolicy:
-    """Build a policy from its spec: exactly one of
-
-    ``{"semver": {"range": ">=1.2 <2"}}``,
-    ``{"regex": {"pattern": "^main-(?P<ts>[0-9]+)$", "extract": "$ts",
-    "order": "numerical"|"alphabetical", "direction": "asc"|"desc"}}`` (``extract`` defaults
-    to the whole tag, ``direction`` to ``asc``) or ``{"sameTag": {"tag": "stable"}}``.
-    Raise InvalidReference saying what is missing, unknown or malformed.
-    """
-    if not isinstance(spec, Mapping):
-        raise InvalidReference(f"tag policy must be a mapping, not {type(spec).__name__}")
-    kinds = [key for key in spec if key in _SPEC_FIELDS]
-    unknown = sorted(str(key) for key in spec if key not in _SPEC_FIELDS)
-    if unknown:
-        raise InvalidReference(
-            f"tag policy has unknown field(s) {', '.join(unknown)}; "
-            f"expected one of {', '.join(_SPEC_FIELDS)}"
-        )
-    if len(kinds) != 1:
-        found = ", ".join(kinds) if kinds else "none"
-        raise InvalidReference(
-            f"tag policy needs exactly one of {', '.join(_SPEC_FIELDS)}; found {found}"
-        )
-    kind = kinds[0]
-    body = spec[kind]
-    if not isinstance(body, Mapping):
-        raise InvalidReference(f"{kind} must be a mapping, not {type(body).__name__}")
-    required, optional = _SPEC_FIELDS[kind]
-    present = {str(key) for key in body}
-    missing = sorted(required - present)
-    if missing:
-        raise InvalidReference(f"{kind} is missing {', '.join(missing)}")
-    extra = sorted(present - required - optional)
-    if extra:
-        allowed = ", ".join(sorted(required | optional))
-        raise InvalidReference(
-            f"{kind} has unknown field(s) {', '.join(extra)}; allowed: {allowed}"
-        )
-    if kind == "semver":
-        return SemverPolicy(_string_field(kind, body, "range"))
-    if kind == "regex":
-        return RegexPolicy(
-            pattern=_string_field(kind, body, "pattern"),
-            extract=_string_field(kind, body, "extract"),
-            order=_string_field(kind, body, "order"),
-            direction=_string_field(kind, body, "direction", "asc"),
-        )
-    return SameTagPolicy(_string_field(kind, body, "tag"))

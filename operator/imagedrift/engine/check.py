@@ -21,7 +21,7 @@ from datetime import datetime
 from typing import Any
 
 from imagedrift.core import conditions as cond
-from imagedrift.core import exclusions, history, patchtags, waves
+from imagedrift.core import history, newestbuild, patchtags, tagselect, waves
 from imagedrift.core.conditions import Condition, parse_timestamp, timestamp
 from imagedrift.core.decide import (
     DRIFTED_STATES,
@@ -37,11 +37,12 @@ from imagedrift.core.decide import (
 from imagedrift.core.gitops import describe_writer, image_managers, managed_by
 from imagedrift.core.images import ResolvedImage
 from imagedrift.core.lineage import BaseDigest, Lineage, built_on, remediated_in_place, trace
+from imagedrift.core.newestbuild import NewestBuildPolicy, build_time
 from imagedrift.core.refs import ImageRef, short_digest
 from imagedrift.core.rollout import Phase, progress
 from imagedrift.core.spec import BaseSpec, PolicySpec
 from imagedrift.core.status_size import fit
-from imagedrift.core.tagpolicy import TagPolicy, policy_from_spec
+from imagedrift.core.tagkinds import policy_from_spec
 from imagedrift.core.workloads import (
     STATUS_ANNOTATION,
     RolloutRecord,
@@ -72,6 +73,9 @@ from imagedrift.registry.base import RegistryClient, TagFacts
 
 log = logging.getLogger(__name__)
 MAX_PREVIOUS_BASES = 10
+# What the engine found for a tag the selection made a candidate (``imagedrift plan``).
+RUNNING, NOT_ON_BASE, REGISTRY_REFUSES, TAKEN = "running", "not on base", "refused", "taken"
+NOT_INSPECTED = "not inspected"
 MAX_ATTENTION = 50  # workloads listed in status.workloads.items (the ones needing attention)
 MAX_SMOKE_TESTS = 20
 MAX_REJECTED = 20
@@ -96,6 +100,12 @@ class Search:
     candidate: Candidate | None = None
     rejected: list[str] = field(default_factory=list)
     excluded: list[str] = field(default_factory=list)  # by exclusionList: never looked at
+    notes: list[tagselect.TagNote] = field(default_factory=list)  # every tag's fate (plan)
+    policy: str = ""  # the tag policy, described
+
+    def refuse(self, tag: str, fate: str, why: str) -> None:
+        self.rejected.append(f"{tag}: {why}")
+        self.notes.append(tagselect.TagNote(tag, fate, why))
 
 
 @dataclass
@@ -105,6 +115,8 @@ class CheckResult:
     events: list[Event]
     next_check_in: float | None  # None: only a change (watch, schedule, push) brings it back
     counts: dict[str, int] = field(default_factory=dict)
+    # "repository:running tag" -> what became of each listed tag (``imagedrift plan``).
+    tags: dict[str, Search] = field(default_factory=dict)
 
 
 @dataclass
@@ -127,6 +139,7 @@ class _Context:
     conflicts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # workload -> others
     rolled: Mapping[str, _Rolled] = field(default_factory=dict)  # workload -> from the lineage
     base_changed_at: datetime | None = None  # the current base's creation (dates Copa patches)
+    searches: dict[str, Search] = field(default_factory=dict)  # "repository:tag" -> this check's
 
 
 @dataclass
@@ -192,12 +205,6 @@ def _created(image: ResolvedImage) -> datetime | None:
     """When the base image was made (its newest platform's config ``created``)."""
     times = [t for m in image.manifests if (t := parse_timestamp(m.created)) is not None]
     return max(times) if times else None
-
-
-def _is_downgrade(spec: PolicySpec, policy: TagPolicy, candidate: str, running: str) -> bool:
-    if not spec.app_patches:
-        return policy.is_downgrade(candidate, running)
-    return patchtags.is_downgrade(candidate, running, policy.is_downgrade)
 
 
 def _exclusion_note(excluded: list[str]) -> tuple[str, ...]:
@@ -591,6 +598,7 @@ class PolicyChecker:
             self.searches.put(key, search, 0.0 if pending else ctx.policy.base.interval)
         if search.candidate is not None:
             self._record_candidate(ctx, running, search.candidate)
+        ctx.searches[f"{running.name}:{tag}"] = search
         return search
 
     def _find(
@@ -598,6 +606,7 @@ class PolicyChecker:
     ) -> Search:
         search = Search()
         tags_spec = dict(ctx.policy.tags)
+        lower: list[str] = []  # tags the selection found lower than the running one
         if "sameTag" in tags_spec:
             if not tag:
                 search.rejected.append(
@@ -606,6 +615,7 @@ class PolicyChecker:
                 return search
             ordered = [tag]
             policy = policy_from_spec({"sameTag": {"tag": tag}})
+            search.policy = policy.describe()
             if ctx.policy.app_patches:
                 original = patchtags.split(tag)[0]
                 ordered = patchtags.with_patches(
@@ -613,42 +623,52 @@ class PolicyChecker:
                 )
         else:
             policy = policy_from_spec(tags_spec)
+            search.policy = policy.describe()
             if not tag:
                 search.rejected.append(
                     "running image has no tag: cannot prove a candidate is not a downgrade"
                 )
                 return search
-            listed, dropped = exclusions.split(client.list_tags(running), ctx.policy.exclusions)
-            if dropped:
-                search.excluded = dropped
-            if ctx.policy.app_patches:
-                # The policy orders the original tags; each one's patches come just before it.
-                ordered = patchtags.with_patches(
-                    policy.ordered(patchtags.originals(listed)), listed, ctx.policy.app_patches
-                )
-            else:
-                ordered = policy.ordered(listed)
+            listed = client.list_tags(running)
+            if isinstance(policy, NewestBuildPolicy):
+                times = self._build_times(ctx, client, running, listed, tag)
+                if times is None:
+                    kept, _ = tagselect.prefilter(listed, ctx.policy)
+                    search.rejected.append(NewestBuildPolicy.too_many(len(kept)))
+                    return search
+                policy = policy.with_times(times)
+            selection = tagselect.select(listed, tag, policy, ctx.policy)
+            search.excluded = selection.of(tagselect.EXCLUDED)
+            search.notes = list(selection.notes)
+            if selection.refused:
+                search.rejected.append(selection.refused)
+                return search
+            lower = selection.of(tagselect.LOWER)
+            ordered = [*selection.candidates, *lower[:1]]
         for candidate_tag in ordered[: ctx.policy.max_candidates]:
-            if _is_downgrade(ctx.policy, policy, candidate_tag, tag):
-                search.rejected.append(f"{candidate_tag}: lower than the running {tag}")
+            if tagselect.is_downgrade(ctx.policy, policy, candidate_tag, tag):
+                if "sameTag" in tags_spec:  # selected tags were noted by the selection
+                    search.refuse(candidate_tag, tagselect.LOWER, f"lower than the running {tag}")
+                else:
+                    search.rejected.append(f"{candidate_tag}: lower than the running {tag}")
                 break  # ordered newest first: everything after is lower too
             candidate_ref = running.with_tag(candidate_tag)
             candidate_digest = self._tag_digest(ctx, client, candidate_ref)
             if candidate_digest == digest:
                 # Not rebuilt yet; older tags may be, and are refused below as downgrades.
-                search.rejected.append(
-                    f"{candidate_tag}: is the running image ({short_digest(digest)})"
+                search.refuse(
+                    candidate_tag, RUNNING, f"is the running image ({short_digest(digest)})"
                 )
                 continue
             image = self.images.get(client, running.with_digest(candidate_digest))
             lineage = self._trace(ctx, client, image)
             on_current, why, _ = self._on_base(ctx, lineage)
             if not on_current:
-                search.rejected.append(f"{candidate_tag}: {why}")
+                search.refuse(candidate_tag, NOT_ON_BASE, why)
                 continue
             refused = _registry_refuses(client, candidate_ref, candidate_digest)
             if refused:
-                search.rejected.append(f"{candidate_tag}: {refused}")
+                search.refuse(candidate_tag, REGISTRY_REFUSES, refused)
                 continue
             pinned = running.with_digest(candidate_digest)
             verdict = validate(
@@ -659,8 +679,32 @@ class PolicyChecker:
                 GateIO(client, self.kube, ctx.now, ctx.smoke_tests),
             )
             search.candidate = Candidate(pinned, candidate_tag, lineage, verdict)
+            search.notes.append(tagselect.TagNote(candidate_tag, TAKEN, _verdict_word(verdict)))
+            later = ordered[ordered.index(candidate_tag) + 1 :]
+            search.notes += [
+                tagselect.TagNote(t, NOT_INSPECTED, f"{candidate_tag} is newer and was taken")
+                for t in later
+                if t not in lower
+            ]
             return search
         return search
+
+    def _build_times(
+        self, ctx: _Context, client: RegistryClient, running: ImageRef, listed: list[str], tag: str
+    ) -> dict[str, datetime | None] | None:
+        """Build time (config ``created``) of every tag newestBuild may take, and of the
+        running tag; None when more tags are left than newestBuild reads."""
+        kept, _ = tagselect.prefilter(listed, ctx.policy)
+        if len(kept) > newestbuild.MAX_TAGS:
+            return None
+        times: dict[str, datetime | None] = {}
+        for name in dict.fromkeys([*kept, tag]):
+            if name not in listed:
+                continue
+            ref = running.with_tag(name)
+            image = self.images.get(client, running.with_digest(self._tag_digest(ctx, client, ref)))
+            times[name] = build_time(image)
+        return times
 
     def _record_candidate(self, ctx: _Context, running: ImageRef, candidate: Candidate) -> None:
         """Put the candidate's verdict into the lineage and ``status.candidate`` (once)."""
@@ -1208,7 +1252,7 @@ class PolicyChecker:
                 "UpToDate",
                 f"{counts['upToDate']} workload(s) on base {short_digest(ctx.base.digest)}",
             )
-        return CheckResult(status, conditions, ctx.events, next_in, counts)
+        return CheckResult(status, conditions, ctx.events, next_in, counts, ctx.searches)
 
     def _failed(
         self,
