@@ -216,6 +216,27 @@ def test_a_wrong_secret_is_refused_before_the_body_is_read(length: int, acr_tls:
     assert recorder.calls == []
 
 
+@pytest.mark.parametrize(
+    ("sent", "status"),
+    [
+        (b"POST / HTTP/1.1\r\nHost: x\r\nX-Pad: " + b"a" * 20_000, 431),  # never ends
+        (b"POST / HTTP/1.1\r\nHost: x\r\n" + b"X-A: 1\r\n" * 101 + b"\r\n", 431),
+        (b"POST / HTTP/1.1\r\nHost: x\r\n X-Folded: 1\r\n\r\n", 400),
+        (b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 9\r\n\r\n", 400),
+    ],
+    ids=["head-too-long", "too-many-fields", "folded", "two-lengths"],
+)
+def test_hostile_heads_are_refused_before_the_secret_is_looked_at(
+    sent: bytes, status: int, acr_tls: TestCA
+) -> None:
+    recorder = Recorder()
+    with receiving(acr_tls, recorder) as rx, tls_connect(acr_tls, rx.port) as sock:
+        sock.sendall(sent)
+        answered, _, _ = read_response(sock, timeout=5)
+    assert answered == status
+    assert recorder.calls == []
+
+
 def test_connections_beyond_the_cap_are_closed_at_once(acr_tls: TestCA) -> None:
     with receiving(acr_tls, Recorder(), max_connections=3) as rx, ExitStack() as held:
         # Plain TCP, no handshake: a socket still before its TLS handshake counts too.

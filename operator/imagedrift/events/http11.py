@@ -7,7 +7,8 @@ rather than guessed at, so no two readings of one request can disagree (RFC 9112
 - the request line is ``METHOD SP origin-form SP HTTP/1.0|HTTP/1.1`` (``*`` for OPTIONS);
 - at most ``MAX_HEAD`` bytes and ``MAX_FIELDS`` header fields (431 beyond either);
 - no obsolete line folding, no whitespace before a colon, no control characters;
-- HTTP/1.1 needs ``Host``; ``Content-Length`` is digits and appears at most once.
+- HTTP/1.1 needs ``Host``; ``Content-Length`` is digits and appears at most once
+  (the framing is settled before anything else is looked at).
 
 ``BadHead`` carries the status to answer and why.
 """
@@ -62,17 +63,14 @@ class RequestHead:
         values = parse_qs(urlsplit(self.target).query).get(name)
         return values[0] if values else None
 
+    @property
     def content_length(self) -> int | None:
-        """The declared body length, None without one; BadHead(400) when it is not one
-        number. More than 18 digits counts as ``TOO_LARGE``."""
-        values = [v for n, v in self.fields if n == "content-length"]
-        if not values:
+        """The declared body length (checked by ``parse_head``), None without one; more
+        than 18 digits counts as ``TOO_LARGE``."""
+        value = self.header("content-length")
+        if value is None:
             return None
-        if len(values) > 1:
-            raise BadHead(400, "more than one Content-Length")
-        if not _DIGITS.fullmatch(values[0]):
-            raise BadHead(400, "Content-Length is not a number")
-        return int(values[0]) if len(values[0]) <= 18 else TOO_LARGE
+        return int(value) if len(value) <= 18 else TOO_LARGE
 
 
 def parse_head(raw: bytes) -> RequestHead:
@@ -106,6 +104,11 @@ def parse_head(raw: bytes) -> RequestHead:
         if _FIELD_CONTROLS.search(value):
             raise BadHead(400, "control character in a header field")
         fields.append((name.lower(), value))
+    lengths = [v for n, v in fields if n == "content-length"]
+    if len(lengths) > 1:
+        raise BadHead(400, "more than one Content-Length")
+    if lengths and not _DIGITS.fullmatch(lengths[0]):
+        raise BadHead(400, "Content-Length is not a number")
     head = RequestHead(method, target, version, tuple(fields))
     if version == "HTTP/1.1" and head.header("host") is None:
         raise BadHead(400, "HTTP/1.1 request without Host")

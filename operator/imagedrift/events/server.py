@@ -183,7 +183,7 @@ def start_receiver(
     return Receiver(service)
 
 
-@dataclass
+@dataclass(frozen=True)
 class _Answer:
     status: int
     payload: Any
@@ -209,11 +209,7 @@ class _Exchange:
             return False
         if self.head is None:
             return True  # the framing is unknown: assume the sender is still sending
-        try:
-            length = self.head.content_length()
-        except BadHead:
-            return True
-        return bool(length) or self.head.header("transfer-encoding") is not None
+        return bool(self.head.content_length) or self.head.header("transfer-encoding") is not None
 
 
 class _Service:
@@ -381,10 +377,7 @@ class _Service:
             return _Answer(405, {"error": "deliveries are POSTed"}, {"Allow": "POST, OPTIONS"})
         if head.header("transfer-encoding") is not None:
             return _Answer(411, {"error": "send a Content-Length"})
-        try:
-            length = head.content_length()
-        except BadHead as exc:
-            return _Answer(exc.status, {"error": str(exc)})
+        length = head.content_length
         if length is None:
             return _Answer(411, {"error": "send a Content-Length"})
         if length > MAX_BODY:
