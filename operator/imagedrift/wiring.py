@@ -180,7 +180,8 @@ def _start_receiver(controller: Controller) -> None:
     IMAGEDRIFT_WEBHOOK_CERT / IMAGEDRIFT_WEBHOOK_KEY the TLS key pair; without them the
     receiver serves plain HTTP only if IMAGEDRIFT_WEBHOOK_PLAIN_HTTP=true.
     IMAGEDRIFT_WEBHOOK_HOST is the address to bind (default 0.0.0.0). Each pushed image
-    reference wakes the policies following it (``Controller.wake_for_image``).
+    reference wakes the policies following it (``Controller.wake_for_image``). Its limits
+    are read by ``_receiver_limits``.
     """
     from imagedrift.events import start_receiver
 
@@ -224,8 +225,25 @@ def _start_receiver(controller: Controller) -> None:
             on_push=on_push,
             certfile=certfile,
             keyfile=keyfile,
+            **_receiver_limits(),
         )
     )
+
+
+def _receiver_limits() -> dict[str, Any]:
+    """The receiver's limits from IMAGEDRIFT_WEBHOOK_DEADLINE (seconds per request, 10),
+    _MAX_CONNECTIONS (1000), _WORKERS (threads calling on_push, 4), _QUEUE (deliveries
+    waiting for them, 64), _RATE (requests a second per client address, 20; 0: no
+    per-source limit) and _BURST (40)."""
+    rate = float(os.environ.get("IMAGEDRIFT_WEBHOOK_RATE", "20") or 0)
+    return {
+        "deadline": float(os.environ.get("IMAGEDRIFT_WEBHOOK_DEADLINE", "10")),
+        "max_connections": int(os.environ.get("IMAGEDRIFT_WEBHOOK_MAX_CONNECTIONS", "1000")),
+        "workers": int(os.environ.get("IMAGEDRIFT_WEBHOOK_WORKERS", "4")),
+        "queue": int(os.environ.get("IMAGEDRIFT_WEBHOOK_QUEUE", "64")),
+        "rate": rate if rate > 0 else None,
+        "burst": float(os.environ.get("IMAGEDRIFT_WEBHOOK_BURST", "40")),
+    }
 
 
 def _stop_receiver() -> None:
