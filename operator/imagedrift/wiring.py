@@ -22,6 +22,7 @@ Environment:
     IMAGEDRIFT_METRICS_PORT     Prometheus metrics port (default 9090; 0 = off)
     IMAGEDRIFT_METRICS_ADDR     address it listens on (default all)
     IMAGEDRIFT_REGISTRY_BUDGET  requests per minute per registry host (default 600; 0 = none)
+    IMAGEDRIFT_REGISTRY_MIRRORS host=mirror pairs (docker.io=mirror.example.com,...)
     IMAGEDRIFT_WEBHOOK_PORT     push-event receiver port (default 0 = off)
     IMAGEDRIFT_WEBHOOK_SECRET   its shared secret (or IMAGEDRIFT_WEBHOOK_SECRET_FILE)
     IMAGEDRIFT_WEBHOOK_CERT/KEY its TLS key pair (IMAGEDRIFT_WEBHOOK_PLAIN_HTTP=true: none)
@@ -40,6 +41,7 @@ import kopf
 
 from imagedrift.core.conditions import Condition
 from imagedrift.core.lease import LeaseSettings
+from imagedrift.core.mirrors import parse_mirrors
 from imagedrift.core.sandbox import Sandbox
 from imagedrift.engine.caches import BaseWatcher, ImageCache
 from imagedrift.engine.check import PolicyChecker
@@ -118,6 +120,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         verify=with_system_roots(os.environ.get("IMAGEDRIFT_CA_BUNDLE")),
         on_request=STATE.metrics.on_request,
         budget=_budget(),
+        mirrors=parse_mirrors(os.environ.get("IMAGEDRIFT_REGISTRY_MIRRORS", "")),
     )
     checker = PolicyChecker(STATE.pool, kube, ImageCache(), BaseWatcher())
     workloads = WorkloadCache(

@@ -167,6 +167,33 @@ class World:
         )
         return [(e.type, e.reason, e.message) for e in found.items]
 
+    def wait_event(
+        self,
+        name: str,
+        reason: str,
+        *,
+        type: str | None = None,
+        anywhere: bool = False,
+        needle: str = "",
+        timeout: float = 30,
+    ) -> tuple[str, str, str]:
+        """The first Event about ``name`` with ``reason`` (and ``type``, and ``needle`` in its
+        message), waited for: the operator posts Events after the status write that records
+        them, so a test that saw the status may look a moment before the Event exists."""
+
+        def found() -> tuple[str, str, str] | None:
+            events = self.all_events(name) if anywhere else self.events(name)
+            return next(
+                (
+                    e
+                    for e in events
+                    if e[1] == reason and (type is None or e[0] == type) and needle in e[2]
+                ),
+                None,
+            )
+
+        return wait_for(found, what=f"Event {reason} on {name}", timeout=timeout)
+
     def item(self, policy: str, workload: str) -> dict[str, Any]:
         """What ``policy`` last said of Deployment ``workload``'s first container: the
         workload's own ``imagedrift.io/status`` note, else the policy's attention list."""

@@ -319,7 +319,7 @@ def test_refused_identities_mark_the_policy_not_ready_naming_them(
     assert f"managed identity (client id {acr_identities.mi_client_id})" in mi_message
     assert "401" in mi_message or "refused" in mi_message
     assert sp_body["status"]["lastError"] and mi_body["status"]["lastError"]
-    assert ("Warning", "AuthenticationFailed") in {(t, r) for t, r, _ in world.all_events(sp)}
+    world.wait_event(sp, "AuthenticationFailed", type="Warning", anywhere=True)
 
 
 def _acr_webhook(world: World, repo: str, tag: str) -> dict[str, Any]:
@@ -443,7 +443,7 @@ def test_push_events_cause_a_check_at_once(
         print(f"Event Grid -> first registry request: {latency:.2f}s")
         assert latency < 1.0
         wait_for(lambda: digest_of(world, policy) == v3, what="base v3 recorded", timeout=10)
-        assert ("Normal", "BaseChanged") in {(t, r) for t, r, _ in world.all_events(policy)}
+        world.wait_event(policy, "BaseChanged", type="Normal", anywhere=True)
     finally:
         http.close()
 

@@ -41,6 +41,7 @@ EXPECTED_RULES = {
     },
     *{("batch", "cronjobs", "", v) for v in ("get", "list", "watch", "patch")},
     ("", "events", "", "create"),
+    ("", "pods", "", "list"),  # the digest a tag-referenced container's node pulled
     ("apiextensions.k8s.io", "customresourcedefinitions", "", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "", "watch"),
     ("aquasecurity.github.io", "vulnerabilityreports", "", "list"),
@@ -286,8 +287,9 @@ def test_drift_loop_runs_with_the_service_accounts_rights(
     )
     assert entry["rollouts"][0]["result"] == "Complete"
     assert world.image_of("bystander").endswith(":1.0.0")
-    assert {"RolloutStarted", "RolloutComplete"} <= {r for _, r, _ in world.events("web")}
-    assert "BaseChanged" in {r for _, r, _ in world.all_events(policy)}
+    world.wait_event("web", "RolloutComplete")
+    assert "RolloutStarted" in {r for _, r, _ in world.events("web")}
+    world.wait_event(policy, "BaseChanged", anywhere=True)
     log = operator.log()
     assert "Forbidden" not in log and " 403" not in log, log[-3000:]
 

@@ -64,8 +64,9 @@ def test_rebuilt_app_is_rolled_out_by_digest(
     assert world.image_of("bystander").endswith(":1.0.0"), (
         "a workload without the label was touched"
     )
-    reasons = {reason for _, reason, _ in world.events("web")}
-    assert {"RolloutStarted", "RolloutComplete"} <= reasons
+    world.wait_event("web", "RolloutComplete")
+    assert "RolloutStarted" in {reason for _, reason, _ in world.events("web")}
+    world.wait_event(policy, "RolloutComplete", anywhere=True)
     policy_reasons = {reason for _, reason, _ in world.all_events(policy)}
     assert {"BaseChanged", "RolloutStarted", "RolloutComplete"} <= policy_reasons
 

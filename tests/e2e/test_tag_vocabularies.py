@@ -95,7 +95,7 @@ def test_a_base_followed_with_incremental_patch_tags_moves_to_t2_and_not_to_t100
     policy = following_patches(world, operator_factory, "incremental")
     patched = world.publish("base", "1-2", base_image("v1-patched-2"))
     assert base_moves_to(world, policy, patched)["tag"] == "1-2"
-    assert "BaseChanged" in {r for _, r, _ in world.all_events(policy)}
+    world.wait_event(policy, "BaseChanged", anywhere=True)
 
     world.publish("base", "1-1000", base_image("v1-not-a-patch"))
     # Three more lookups (each lists the tags, then reads the newest patch): still on 1-2.
@@ -257,7 +257,7 @@ def test_each_vocabulary_is_admitted(
         ({"allowTags": "regexp:^1"}, "sameTag follows the running tag only"),
         ({"tags": {"calver": {}}, "allowTags": "glob:*"}, "write regexp:<expression> or any"),
         ({"tags": {"calver": {}}, "allowTags": "regexp:(x"}, "not a valid regular expression"),
-        ({"tags": {"calver": {}, "keel": {"level": "all"}}}, "must have at most 1 properties"),
+        ({"tags": {"calver": {}, "keel": {"level": "all"}}}, "spec.app.tags: Too many: 2"),
     ],
     ids=lambda v: v if isinstance(v, str) else None,
 )
@@ -301,7 +301,7 @@ def test_keel_minor_takes_the_highest_minor_and_plan_says_why_each_tag_was_skipp
     (group,) = plan["tags"]
     assert (group["runningTag"], group["policy"], group["candidate"]) == (
         "1.4.0",
-        "keel minor from 1.4.0",
+        "keel minor",
         "1.5.0",
     )
     fates = {t["tag"]: (t["fate"], t["reason"]) for t in group["tags"]}

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import os
 from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 from imagedrift.cli import render
 from imagedrift.cli.cluster import describe
 from imagedrift.core.conditions import Condition
+from imagedrift.core.mirrors import parse_mirrors
 from imagedrift.core.sandbox import Sandbox
 from imagedrift.core.spec import PolicySpec
 from imagedrift.core.workloads import (
@@ -33,7 +35,7 @@ from imagedrift.core.workloads import (
 )
 from imagedrift.engine.caches import BaseWatcher, ImageCache
 from imagedrift.engine.check import CheckResult, PolicyChecker
-from imagedrift.engine.ports import KubePort, ValidationKube
+from imagedrift.engine.ports import KubePort, PodReader, ValidationKube
 from imagedrift.engine.registries import RegistryPool, SecretReader
 
 
@@ -65,6 +67,11 @@ class RecordingKube:
         before = self._seen.get(ref) or {"kind": ref.kind, "metadata": {}}
         self.patches.append((ref, copy.deepcopy(dict(patch)), before))
         return copy.deepcopy(before)
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        if isinstance(self._reader, PodReader):
+            return self._reader.list_pods(namespace, selector)
+        return []
 
     def create_job(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         job = copy.deepcopy(dict(body))
@@ -112,7 +119,9 @@ def run_check(
     kube = RecordingKube(reader, operator_namespace)
     for workload in workloads:
         kube.remember(workload)
-    pool = RegistryPool(secrets, namespace=operator_namespace, verify=verify)
+    # The operator's mirrors, when the CLI is given the same setting.
+    mirrors = parse_mirrors(os.environ.get("IMAGEDRIFT_REGISTRY_MIRRORS", ""))
+    pool = RegistryPool(secrets, namespace=operator_namespace, verify=verify, mirrors=mirrors)
     try:
         checker = PolicyChecker(pool, kube, ImageCache(), BaseWatcher())
         result = checker.check(spec, body, workloads, now, clock)

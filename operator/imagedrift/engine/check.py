@@ -40,6 +40,7 @@ from imagedrift.core.lineage import BaseDigest, Lineage, built_on, remediated_in
 from imagedrift.core.newestbuild import NewestBuildPolicy, build_time
 from imagedrift.core.refs import ImageRef, short_digest
 from imagedrift.core.rollout import Phase, progress
+from imagedrift.core.running import pod_selector, pulled_digest, same_image
 from imagedrift.core.spec import BaseSpec, PolicySpec
 from imagedrift.core.status_size import fit
 from imagedrift.core.tagkinds import policy_from_spec
@@ -59,7 +60,7 @@ from imagedrift.core.workloads import (
 )
 from imagedrift.engine.caches import BaseObservation, BaseWatcher, ImageCache, TtlCache
 from imagedrift.engine.gates import GateIO, Verdict, validate
-from imagedrift.engine.ports import Event, KubePort, RegistryPort
+from imagedrift.engine.ports import Event, KubePort, PodReader, RegistryPort
 from imagedrift.errors import (
     InvalidReference,
     KubeConflict,
@@ -508,10 +509,12 @@ class PolicyChecker:
             # (recorded on the workload). Re-resolving would be wrong once the pipeline
             # re-publishes the tag: the pods still run what they pulled.
             known = detail.get(container) or {}
-            if known.get("image") == str(running) and known.get("digest"):
+            if same_image(known.get("image"), running) and known.get("digest"):
                 digest = str(known["digest"])
             else:
-                digest = self._tag_digest(ctx, client, running)
+                digest = self._pulled(w, container, running) or self._tag_digest(
+                    ctx, client, running
+                )
         app = self.images.get(client, running.with_digest(digest))
         lineage = self._trace(ctx, client, app)
         on_current, why, patched = self._on_base(ctx, lineage)
@@ -543,6 +546,20 @@ class PolicyChecker:
             (*search.rejected, *_exclusion_note(search.excluded)),
             patched=patched,
         )
+
+    def _pulled(self, w: _Workload, container: str, running: ImageRef) -> str:
+        """The digest ``w``'s pods report for ``container`` (see ``core.running``); "" when
+        pods cannot be read here or report none. Read once per image a container gets:
+        the result is recorded on the workload."""
+        selector = pod_selector(w.obj)
+        if not selector or not isinstance(self.kube, PodReader):
+            return ""
+        try:
+            pods = self.kube.list_pods(w.ref.namespace, selector)
+        except KubeError as exc:
+            log.info("%s: pods not read (%s); using the tag's digest", w.ref, exc)
+            return ""
+        return pulled_digest(pods, container, running)
 
     def _on_base(self, ctx: _Context, lineage: Lineage) -> tuple[bool, str, bool]:
         """(counts as on the current base, why, only because it was patched in place)."""

@@ -39,6 +39,15 @@ class Event:
 
 
 @runtime_checkable
+class PodReader(Protocol):
+    """Optional: read a workload's pods, for the digest their nodes pulled."""
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """Pods in ``namespace`` matching label ``selector`` (a bounded first page)."""
+        ...
+
+
+@runtime_checkable
 class ValidationKube(Protocol):
     """Optional Kubernetes abilities the validation gates use (``KubeAdapter`` has them).
 

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
+from imagedrift.core.mirrors import Mirror
 from imagedrift.core.spec import BaseSpec
 from imagedrift.registry.base import ANONYMOUS, Credentials, RegistryClient
 from imagedrift.registry.budget import RequestBudget
@@ -37,8 +38,10 @@ class RegistryPool:
         on_request: RequestHook | None = None,
         budget: RequestBudget | None = None,
         clock: Callable[[], float] = time.monotonic,
+        mirrors: Mapping[str, Mirror] | None = None,
     ) -> None:
         self._budget = budget  # shared: one bucket per host across all clients of that host
+        self._mirrors = dict(mirrors or {})  # registry host -> the host actually contacted
         self._secrets = secrets
         self._namespace = namespace
         self._verify = verify
@@ -78,8 +81,11 @@ class RegistryPool:
                 *sorted(f"{k}={v}" for k, v in base.azure.items()),
             )
         else:
-            credentials = self._credentials(host, base)
-            key = ("oci", host, credentials.username, credentials.password, str(base.insecure))
+            mirror = self._mirrors.get(host)
+            contacted = mirror.host if mirror else host
+            scheme = mirror.scheme if mirror else ("http" if base.insecure else "https")
+            credentials = self._credentials(contacted, base)
+            key = ("oci", contacted, credentials.username, credentials.password, scheme)
         with self._lock:
             client = self._clients.get(key)
             if client is None:
@@ -87,9 +93,9 @@ class RegistryPool:
                     self._make_azure(host, base)
                     if azure
                     else OciRegistryClient(
-                        host,
+                        contacted,
                         credentials,
-                        scheme="http" if base.insecure else "https",
+                        scheme=scheme,
                         verify=self._verify,
                         on_request=self._on_request,
                         budget=self._budget,

@@ -28,6 +28,7 @@ MERGE = "application/merge-patch+json"
 TIMEOUT = (10.0, 30.0)  # connect, read (seconds): no call may park a worker for long
 GROUP, VERSION, PLURAL = "imagedrift.io", "v1alpha1", "imagepolicies"
 COMPONENT = "imagedrift"
+POD_PAGE = 20  # pods read per workload when its running digest is not yet known
 
 
 def load_api_client() -> k8s.ApiClient:
@@ -162,6 +163,22 @@ class KubeAdapter:
             raise KubeError(f"reading job {namespace}/{name}: {exc.status} {exc.reason}") from exc
         body: dict[str, Any] = json.loads(response.data)
         return body
+
+    def list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        """The first ``POD_PAGE`` pods matching ``selector``: enough to see what most of a
+        workload's pods pulled, never a fleet-sized read."""
+        try:
+            response = _call(
+                f"listing pods in {namespace}",
+                self._core.list_namespaced_pod,
+                namespace,
+                label_selector=selector,
+                limit=POD_PAGE,
+                _preload_content=False,
+            )
+        except ApiException as exc:
+            raise KubeError(f"listing pods in {namespace}: {exc.status} {exc.reason}") from exc
+        return list(json.loads(response.data).get("items") or [])
 
     def list_vulnerability_reports(self, digest: str) -> list[dict[str, Any]]:
         try:

@@ -86,6 +86,8 @@ def project(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
                 slim_spec[key] = spec[key]
         if "progressDeadlineSeconds" in spec:
             slim_spec["progressDeadlineSeconds"] = spec["progressDeadlineSeconds"]
+        if spec.get("selector"):  # to find the pods and the digest their nodes pulled
+            slim_spec["selector"] = spec["selector"]
         slim_spec["template"] = {
             "spec": _slim_pod_spec(((spec.get("template") or {}).get("spec")) or {})
         }
