@@ -23,6 +23,7 @@ Environment:
     IMAGEDRIFT_METRICS_ADDR     address it listens on (default all)
     IMAGEDRIFT_REGISTRY_BUDGET  requests per minute per registry host (default 600; 0 = none)
     IMAGEDRIFT_REGISTRY_MIRRORS host=mirror pairs (docker.io=mirror.example.com,...)
+    IMAGEDRIFT_SECRET_TTL       seconds a credential Secret is reused before it is re-read
     IMAGEDRIFT_WEBHOOK_PORT     push-event receiver port (default 0 = off)
     IMAGEDRIFT_WEBHOOK_SECRET   its shared secret (or IMAGEDRIFT_WEBHOOK_SECRET_FILE)
     IMAGEDRIFT_WEBHOOK_CERT/KEY its TLS key pair (IMAGEDRIFT_WEBHOOK_PLAIN_HTTP=true: none)
@@ -121,6 +122,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         on_request=STATE.metrics.on_request,
         budget=_budget(),
         mirrors=parse_mirrors(os.environ.get("IMAGEDRIFT_REGISTRY_MIRRORS", "")),
+        secret_ttl=float(os.environ.get("IMAGEDRIFT_SECRET_TTL", "60")),
     )
     checker = PolicyChecker(STATE.pool, kube, ImageCache(), BaseWatcher())
     workloads = WorkloadCache(

@@ -7,6 +7,7 @@ hosts use the same docker-config Secret's entry for that host, or go anonymous.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -19,7 +20,7 @@ from imagedrift.registry.base import ANONYMOUS, Credentials, RegistryClient
 from imagedrift.registry.budget import RequestBudget
 from imagedrift.registry.oci import OciRegistryClient, RequestHook, credentials_from_docker_config
 
-SECRET_TTL = 60.0  # seconds a Secret's content is reused before it is read again
+SECRET_TTL = 60.0  # seconds a Secret's content is reused before it is read again (rotation)
 
 
 class SecretReader(Protocol):
@@ -39,6 +40,7 @@ class RegistryPool:
         budget: RequestBudget | None = None,
         clock: Callable[[], float] = time.monotonic,
         mirrors: Mapping[str, Mirror] | None = None,
+        secret_ttl: float = SECRET_TTL,
     ) -> None:
         self._budget = budget  # shared: one bucket per host across all clients of that host
         self._mirrors = dict(mirrors or {})  # registry host -> the host actually contacted
@@ -48,13 +50,16 @@ class RegistryPool:
         self._on_request = on_request
         self._clock = clock
         self._clients: dict[tuple[str, ...], RegistryClient] = {}
+        # (kind, host, where its credential comes from) -> the key of the client built last
+        self._latest: dict[tuple[str, ...], tuple[str, ...]] = {}
+        self._secret_ttl = secret_ttl
         self._secret_cache: dict[str, tuple[float, dict[str, bytes] | None]] = {}
         self._lock = threading.Lock()
 
     def _secret(self, name: str) -> dict[str, bytes] | None:
         now = self._clock()
         cached = self._secret_cache.get(name)
-        if cached and now - cached[0] < SECRET_TTL:
+        if cached and now - cached[0] < self._secret_ttl:
             return cached[1]
         data = self._secrets.read_secret(name)
         self._secret_cache[name] = (now, data)
@@ -73,24 +78,38 @@ class RegistryPool:
         return credentials_from_docker_config(config, host, identity=identity) or ANONYMOUS
 
     def client_for(self, host: str, base: BaseSpec) -> RegistryClient:
+        """The client for ``host`` as ``base`` says to reach it. A credential read from a
+        Secret is part of the client's identity: once the Secret changes (read again after
+        ``secret_ttl``), the next call builds a client with the new credential and closes
+        the one built from the old."""
         azure = base.provider == "azure" and host == base.image.registry
         if azure:
+            client_secret = self._client_secret(base)
             key: tuple[str, ...] = (
                 "azure",
                 host,
                 *sorted(f"{k}={v}" for k, v in base.azure.items()),
+                hashlib.sha256((client_secret or "").encode()).hexdigest(),
             )
+            lineage: tuple[str, ...] = key[:-1]
         else:
             mirror = self._mirrors.get(host)
             contacted = mirror.host if mirror else host
             scheme = mirror.scheme if mirror else ("http" if base.insecure else "https")
             credentials = self._credentials(contacted, base)
             key = ("oci", contacted, credentials.username, credentials.password, scheme)
+            lineage = ("oci", contacted, base.secret_name, scheme)
         with self._lock:
             client = self._clients.get(key)
             if client is None:
+                replaced = self._latest.get(lineage)
+                if replaced is not None and replaced != key:
+                    old = self._clients.pop(replaced, None)
+                    if old is not None:
+                        old.close()  # a request still in flight fails and is retried
+                self._latest[lineage] = key
                 client = (
-                    self._make_azure(host, base)
+                    self._make_azure(host, base, client_secret)
                     if azure
                     else OciRegistryClient(
                         contacted,
@@ -104,12 +123,14 @@ class RegistryPool:
                 self._clients[key] = client
             return client
 
-    def _make_azure(self, host: str, base: BaseSpec) -> RegistryClient:
-        from imagedrift.registry.acr import client_from_spec
-
+    def _client_secret(self, base: BaseSpec) -> str | None:
         secret_name = base.azure.get("secretName", "")
         secret = self._secret(secret_name) if secret_name else None
-        client_secret = (secret or {}).get("clientSecret", b"").decode() or None
+        return (secret or {}).get("clientSecret", b"").decode() or None
+
+    def _make_azure(self, host: str, base: BaseSpec, client_secret: str | None) -> RegistryClient:
+        from imagedrift.registry.acr import client_from_spec
+
         return client_from_spec(
             host,
             dict(base.azure),
