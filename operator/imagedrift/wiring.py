@@ -22,6 +22,7 @@ Environment:
     IMAGEDRIFT_METRICS_PORT     Prometheus metrics port (default 9090; 0 = off)
     IMAGEDRIFT_METRICS_ADDR     address it listens on (default all)
     IMAGEDRIFT_REGISTRY_BUDGET  requests per minute per registry host (default 600; 0 = none)
+    IMAGEDRIFT_MAX_*            read limits for registry answers (imagedrift.registry.limits)
     IMAGEDRIFT_WEBHOOK_PORT     push-event receiver port (default 0 = off)
     IMAGEDRIFT_WEBHOOK_SECRET   its shared secret (or IMAGEDRIFT_WEBHOOK_SECRET_FILE)
     IMAGEDRIFT_WEBHOOK_CERT/KEY its TLS key pair (IMAGEDRIFT_WEBHOOK_PLAIN_HTTP=true: none)
@@ -51,6 +52,7 @@ from imagedrift.kube.adapter import KubeAdapter, load_api_client
 from imagedrift.kube.informer import WorkloadCache
 from imagedrift.metrics import Metrics
 from imagedrift.registry.budget import DEFAULT_PER_MINUTE, RequestBudget
+from imagedrift.registry.limits import ReadLimits
 from imagedrift.registry.trust import with_system_roots
 
 GROUP, VERSION, PLURAL = "imagedrift.io", "v1alpha1", "imagepolicies"
@@ -118,6 +120,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         verify=with_system_roots(os.environ.get("IMAGEDRIFT_CA_BUNDLE")),
         on_request=STATE.metrics.on_request,
         budget=_budget(),
+        limits=ReadLimits.from_env(os.environ),
     )
     checker = PolicyChecker(STATE.pool, kube, ImageCache(), BaseWatcher())
     workloads = WorkloadCache(

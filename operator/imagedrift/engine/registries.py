@@ -16,6 +16,7 @@ from typing import Protocol
 from imagedrift.core.spec import BaseSpec
 from imagedrift.registry.base import ANONYMOUS, Credentials, RegistryClient
 from imagedrift.registry.budget import RequestBudget
+from imagedrift.registry.limits import DEFAULT_LIMITS, ReadLimits
 from imagedrift.registry.oci import OciRegistryClient, RequestHook, credentials_from_docker_config
 
 SECRET_TTL = 60.0  # seconds a Secret's content is reused before it is read again
@@ -37,8 +38,10 @@ class RegistryPool:
         on_request: RequestHook | None = None,
         budget: RequestBudget | None = None,
         clock: Callable[[], float] = time.monotonic,
+        limits: ReadLimits = DEFAULT_LIMITS,
     ) -> None:
-        self._budget = budget  # shared: one bucket per host across all clients of that host
+        self._budget = budget
+        self._limits = limits  # shared: one bucket per host across all clients of that host
         self._secrets = secrets
         self._namespace = namespace
         self._verify = verify
@@ -93,6 +96,7 @@ class RegistryPool:
                         verify=self._verify,
                         on_request=self._on_request,
                         budget=self._budget,
+                        limits=self._limits,
                     )
                 )
                 self._clients[key] = client
@@ -111,6 +115,7 @@ class RegistryPool:
             verify=self._verify,
             on_request=self._on_request,
             budget=self._budget,
+            limits=self._limits,
         )
 
     def close(self) -> None:
