@@ -15,7 +15,6 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-import httpx
 import pytest
 
 from imagedrift.core.refs import ImageRef
@@ -190,18 +189,6 @@ def test_a_blob_redirected_to_another_host_reaches_it_without_credentials(
     sent_to_registry = {seen.authorization.split(" ")[0] for seen in lying_registry.seen}
     assert scheme.capitalize() in sent_to_registry  # credentials were in play
     assert [(s.path, s.authorization) for s in lying_storage.seen] == [(storage_path, "")]
-
-
-def test_a_redirect_from_https_down_to_http_is_refused() -> None:
-    # Needs no server: the refusal is decided on the Location before anything is sent.
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(307, headers={"Location": "http://storage.example/blob"})
-
-    oci = OciRegistryClient(
-        "reg.example", ALICE, transport=httpx.MockTransport(handler), max_attempts=1
-    )
-    with oci, pytest.raises(RegistryError, match=r"redirect to http://storage\.example refused"):
-        oci.get_blob(ImageRef("reg.example", "app"), digest_of(b"x"))
 
 
 def test_a_trickled_body_is_cut_off_at_the_deadline(lying_registry: LyingRegistry) -> None:
