@@ -2,7 +2,9 @@
 
 Clients are kept and reused: they hold the token caches that make a steady-state lookup one
 request. The base's provider and credentials apply to the base's host; app images on other
-hosts use the same docker-config Secret's entry for that host, or go anonymous.
+hosts use the same docker-config Secret's entry for that host, or go anonymous. Plain HTTP
+is used only for a host the policy names (``BaseSpec.plain_http``), never for every host a
+policy happens to touch.
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ class RegistryPool:
             )
         else:
             credentials = self._credentials(host, base)
-            key = ("oci", host, credentials.username, credentials.password, str(base.insecure))
+            plain = base.plain_http(host)
+            key = ("oci", host, credentials.username, credentials.password, str(plain))
         with self._lock:
             client = self._clients.get(key)
             if client is None:
@@ -92,7 +95,7 @@ class RegistryPool:
                     else OciRegistryClient(
                         host,
                         credentials,
-                        scheme="http" if base.insecure else "https",
+                        scheme="http" if plain else "https",
                         verify=self._verify,
                         on_request=self._on_request,
                         budget=self._budget,
