@@ -325,3 +325,14 @@ def test_redirects_carry_credentials_only_to_their_origin(
         assert outcome == expected, label
     else:
         assert isinstance(outcome, str) and expected in outcome, (label, outcome)
+
+
+def test_a_head_answer_declaring_a_large_body_is_not_read_against_a_limit() -> None:
+    # HEAD of a 100 MiB layer (push checks whether it exists) declares the GET's length.
+    def handler(request: httpx.Request) -> httpx.Response:
+        assert request.method == "HEAD"
+        return httpx.Response(200, headers={"Content-Length": str(100 * 1024 * 1024)})
+
+    with OciRegistryClient("r.example", transport=httpx.MockTransport(handler)) as client:
+        response = client.request("HEAD", f"/v2/app/blobs/{DIGEST}", repository="app")
+    assert response.status_code == 200

@@ -879,14 +879,17 @@ def _send_bounded(
     with _translated(registry, identity, what):
         response = pipeline.send_request(request, stream=True)
         try:
-            data = read_body(
-                _chunks(response),
-                headers=response.headers,
-                success=200 <= response.status_code < 300,
-                cap=cap,
-                seconds=seconds,
-                clock=time.monotonic,
-            )
+            data = b""
+            # A HEAD answer has no body; its Content-Length is the GET's, not a limit.
+            if request.method != "HEAD":
+                data = read_body(
+                    _chunks(response),
+                    headers=response.headers,
+                    success=200 <= response.status_code < 300,
+                    cap=cap,
+                    seconds=seconds,
+                    clock=time.monotonic,
+                )
         except ReadRefused as exc:
             raise RegistryError(f"{registry}: {what}: {exc}", registry=registry) from None
         except Urllib3Error as exc:

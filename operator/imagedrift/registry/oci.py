@@ -503,7 +503,8 @@ class OciRegistryClient:
             response = self._send(request)
             status = response.status_code
             try:
-                data = self._body(response, where, cap)
+                # A HEAD answer has no body; its Content-Length is the GET's, not a limit.
+                data = b"" if method == "HEAD" else self._body(response, where, cap)
             finally:
                 response.close()
         except httpx.TimeoutException as exc:
