@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import ssl
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -67,7 +68,8 @@ class _Content:
 
 
 class LyingRegistry:
-    """A lying distribution server on ``address`` (a loopback address), on a free port.
+    """A lying distribution server on ``address`` (a loopback address), on a free port;
+    HTTPS when given a ``tls`` server context.
 
     Store content with ``put_manifest`` / ``put_blob``, tell it to lie about one path with
     ``oversized`` / ``wrong_digest`` / ``redirect`` / ``trickle``, and read back what it
@@ -75,7 +77,7 @@ class LyingRegistry:
     ``require_bearer`` a bearer token, which its own ``/token`` hands to anyone.
     """
 
-    def __init__(self, address: str = "127.0.0.1") -> None:
+    def __init__(self, address: str = "127.0.0.1", *, tls: ssl.SSLContext | None = None) -> None:
         self._lock = threading.Lock()
         self._content = _Content()
         self._closing = threading.Event()
@@ -86,6 +88,9 @@ class LyingRegistry:
 
         self._server = ThreadingHTTPServer((address, 0), Handler)
         self._server.daemon_threads = True
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
+        self._scheme = "https" if tls is not None else "http"
         self.address = address
         self.port = int(self._server.server_address[1])
         self._thread = threading.Thread(
@@ -102,7 +107,7 @@ class LyingRegistry:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}"
+        return f"{self._scheme}://{self.host}"
 
     def close(self) -> None:
         self._closing.set()  # ends any trickle now

@@ -26,6 +26,7 @@ from imagedrift.registry.oci import OciRegistryClient
 from imagedrift.registry.referrers import list_referrers
 from tests.harness.acr_server import FakeAcr
 from tests.harness.lying_registry import OCI_INDEX, OCI_MANIFEST, LyingRegistry, MiB, digest_of
+from tests.harness.tlsca import TestCA
 
 SERVED = 200 * MiB
 GROWTH_BOUND = 64 * MiB  # generous, and still far below what was served
@@ -286,3 +287,38 @@ def test_a_trickled_acr_body_is_cut_off_at_the_deadline(
         acr.get_blob(ImageRef(fake_acr.host, acr_repo, "1"), digest_of(b"x"))
     elapsed = time.monotonic() - started
     assert elapsed < 5.0, f"took {elapsed:.1f}s"
+
+
+def test_an_acr_blob_redirected_to_storage_reaches_it_without_a_token(
+    fake_acr: FakeAcr,
+    acr_tls: TestCA,
+    acr_client_factory: Callable[..., AcrRegistryClient],
+    acr_repo: str,
+) -> None:
+    storage = LyingRegistry("127.0.0.1", tls=acr_tls.server_context())  # another port
+    try:
+        acr = acr_client_factory("servicePrincipal")
+        data = b'{"report": "clean"}'
+        digest = digest_of(data)
+        storage.put_document(f"/storage/{digest}", data, "application/octet-stream")
+        location = f"{storage.url}/storage/{digest}?sig=x"
+        fake_acr.inject(307, headers={"Location": location}, kinds=("v2",))
+        assert acr.get_blob(ImageRef(fake_acr.host, acr_repo, "1"), digest) == data
+        assert acr.token_stats.access_tokens == 1  # the registry was sent a token
+        assert [(s.path, s.authorization) for s in storage.seen] == [(f"/storage/{digest}", "")]
+    finally:
+        storage.close()
+
+
+def test_an_acr_redirect_to_plain_http_is_refused(
+    fake_acr: FakeAcr,
+    acr_client_factory: Callable[..., AcrRegistryClient],
+    acr_repo: str,
+    lying_storage: LyingRegistry,
+) -> None:
+    acr = acr_client_factory("servicePrincipal")
+    digest = digest_of(b"x")
+    fake_acr.inject(307, headers={"Location": f"{lying_storage.url}/b"}, kinds=("v2",))
+    with pytest.raises(RegistryError, match=r"redirect to http://127\.0\.0\.2:\d+ refused"):
+        acr.get_blob(ImageRef(fake_acr.host, acr_repo, "1"), digest)
+    assert lying_storage.seen == []

@@ -29,7 +29,7 @@ Every body this module reads itself (manifests, blobs, ``/v2`` tag lists, tag an
 properties, token answers) is streamed within ``ReadLimits``, as in the OCI backend. The
 SDK's redirect policy drops ``Authorization`` on every redirect and ``AcrTokenPolicy`` puts
 a token back only for this registry's own https origin, so a blob GET redirected to
-storage reaches it without one.
+storage reaches it without one; a redirect to plain http is refused.
 
 Identity per policy is a small plain dict (see ``AcrIdentity.from_spec``); secrets are
 handed in separately. Errors become ``imagedrift.errors``; a 429 surfaces at once as
@@ -451,8 +451,14 @@ class AcrTokenPolicy(HTTPPolicy[HttpRequest, HttpResponse]):
         http_request = request.http_request
         url = urlsplit(http_request.url)
         ours = url.scheme == "https" and url.netloc.lower() == self._origin
-        if url.netloc.lower() == self._origin and url.scheme != "https":
-            raise ServiceRequestError("ACR tokens are only sent over https")
+        if url.scheme != "https":
+            # Every request starts at the https endpoint: plain http here is a redirect's
+            # doing, refused as the OCI backend refuses it.
+            raise RegistryError(
+                f"{self._tokens.service}: {http_request.method} {url.path}: redirect to "
+                f"{url.scheme}://{url.netloc} refused (only https)",
+                registry=self._tokens.service,
+            )
         scope = acr_scope(http_request.method, url.path) if ours else ""
         if scope:
             http_request.headers["Authorization"] = "Bearer " + self._tokens.access_token(scope)
