@@ -260,20 +260,49 @@ def test_more_referrers_than_the_limit_are_refused_before_any_is_read(
 # -- the ACR backend, against the fake ACR told to lie -------------------------------------
 
 
-def test_an_oversized_chunked_acr_manifest_is_cut_at_the_limit(
-    fake_acr: FakeAcr, acr_client_factory: Callable[..., AcrRegistryClient], acr_repo: str
-) -> None:
-    acr = acr_client_factory("servicePrincipal")
-    fake_acr.inject_body(SERVED)
-    with (
-        peak_rss_growth() as growth,
-        pytest.raises(
-            RegistryError,
-            match=r"GET .*@1: body is more than the 4194304 bytes allowed "
+AcrRead = Callable[[AcrRegistryClient, ImageRef], object]
+
+
+@pytest.mark.parametrize(
+    ("kind", "read", "reason"),
+    [
+        (
+            "v2",
+            lambda acr, r: acr.get_manifest(r),
+            r"GET .*@1: body is more than the 4194304 bytes allowed "
             r"\(IMAGEDRIFT_MAX_MANIFEST_BYTES\)",
         ),
-    ):
-        acr.get_manifest(ImageRef(fake_acr.host, acr_repo, "1"))
+        (
+            "v2",
+            lambda acr, r: acr.get_blob(r, digest_of(b"x")),
+            r"body is more than the 33554432 bytes allowed \(IMAGEDRIFT_MAX_BLOB_BYTES\)",
+        ),
+        (
+            "metadata",
+            lambda acr, r: acr.list_tags(r),
+            r"/_tags\?orderby=timedesc.*: body is more than the 4194304 bytes allowed "
+            r"\(IMAGEDRIFT_MAX_DOCUMENT_BYTES\)",
+        ),
+        (
+            "exchange",
+            lambda acr, r: acr.get_manifest(r),
+            r"getting an ACR refresh token: body is more than the 4194304 bytes allowed",
+        ),
+    ],
+    ids=["manifest", "blob", "tag-list", "token-exchange"],
+)
+def test_an_oversized_chunked_acr_answer_is_cut_at_the_limit(
+    fake_acr: FakeAcr,
+    acr_client_factory: Callable[..., AcrRegistryClient],
+    acr_repo: str,
+    kind: str,
+    read: AcrRead,
+    reason: str,
+) -> None:
+    acr = acr_client_factory("servicePrincipal")
+    fake_acr.inject_body(SERVED, kinds=(kind,))
+    with peak_rss_growth() as growth, pytest.raises(RegistryError, match=reason):
+        read(acr, ImageRef(fake_acr.host, acr_repo, "1"))
     assert growth[0] < GROWTH_BOUND, f"peak RSS grew {growth[0] / MiB:.1f} MiB"
 
 

@@ -21,12 +21,14 @@ Which endpoint does what, and why:
   within the blob limit and digest-verified. (The SDK's ``download_blob`` reads each 4 MiB
   range whole, whatever a registry that ignores ``Range`` sends.)
 - ``list_tags``: ``/acr/v1`` tag list ordered by last update, newest first, when the
-  identity can read metadata; the ``/v2`` tag list for anonymous pull.
+  identity can read metadata; the ``/v2`` tag list for anonymous pull. Both read raw, page
+  by page, since the SDK's pager reads each page whole.
 - ``tag_info``: ``/acr/v1`` tag and manifest properties read raw, since the SDK's models
   drop ``signed`` and ``quarantineState``.
 
-Every body this module reads itself (manifests, blobs, ``/v2`` tag lists, tag and manifest
-properties, token answers) is streamed within ``ReadLimits``, as in the OCI backend. The
+The SDK serves as a pipeline (policies, retries, transport); every body is read here,
+streamed within ``ReadLimits`` as in the OCI backend: manifests, blobs, tag lists, tag and
+manifest properties, token answers. The
 SDK's redirect policy drops ``Authorization`` on every redirect and ``AcrTokenPolicy`` puts
 a token back only for this registry's own https origin, so a blob GET redirected to
 storage reaches it without one; a redirect to plain http is refused.
@@ -53,7 +55,7 @@ from pathlib import Path
 from typing import Any, Final, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
-from azure.containerregistry import ArtifactTagOrder, ContainerRegistryClient
+from azure.containerregistry import ContainerRegistryClient
 from azure.containerregistry._anonymous_exchange_client import AnonymousAccessCredential
 from azure.containerregistry._generated import ContainerRegistry as GeneratedContainerRegistry
 from azure.core import PipelineClient
@@ -656,34 +658,36 @@ class AcrRegistryClient:
         return [info.name for info in self.list_tag_infos(ref)]
 
     def list_tag_infos(self, ref: ImageRef, *, newest_first: bool = True) -> list[TagInfo]:
-        """Every tag with digest and last update time, ordered by that time."""
-        order = (
-            ArtifactTagOrder.LAST_UPDATED_ON_DESCENDING
-            if newest_first
-            else ArtifactTagOrder.LAST_UPDATED_ON_ASCENDING
-        )
+        """Every tag with digest and last update time, ordered by that time.
+
+        The ``/acr/v1`` tag list read raw, page by page (``Link: rel="next"``), each page
+        streamed within the ``document_bytes`` limit: the SDK's pager reads pages whole.
+        More than ``max_pages`` pages raises RegistryError.
+        """
+        order = "timedesc" if newest_first else "timeasc"
+        path = f"/acr/v1/{quote(ref.repository, safe='/')}/_tags?orderby={order}"
+        path += f"&n={self._page_size}"
         infos: list[TagInfo] = []
-        # The SDK's pager reads each page itself, so no byte limit can be streamed through
-        # it: the page size is what bounds an honest registry, and the page count a loop.
-        with self._errors(f"tags of {ref.name}"):
-            pages = self._sdk.list_tag_properties(
-                ref.repository, order_by=order, results_per_page=self._page_size
-            ).by_page()
-            for count, page in enumerate(pages, start=1):
-                if count > self._max_pages:
-                    raise RegistryError(
-                        f"{self.host}: {ref.name} has more than {self._max_pages} pages of tags",
-                        registry=self.host,
-                    )
-                infos.extend(
-                    TagInfo(
-                        name=tag.name,
-                        digest=tag.digest,
-                        last_updated=_iso(tag.last_updated_on),
-                    )
-                    for tag in page
+        for _ in range(self._max_pages):
+            response = self._v2("GET", path, ref)
+            body = self._json(response.content, f"tag list of {ref.name}")
+            infos.extend(
+                TagInfo(
+                    name=str(tag.get("name") or ""),
+                    digest=str(tag.get("digest") or ""),
+                    last_updated=str(tag.get("lastUpdateTime") or ""),
                 )
-        return infos
+                for tag in body.get("tags") or []
+                if isinstance(tag, dict)
+            )
+            match = _LINK_NEXT.search(response.headers.get("Link", ""))
+            if not match:
+                return infos
+            path = match.group(1)
+        raise RegistryError(
+            f"{self.host}: {ref.name} has more than {self._max_pages} pages of tags",
+            registry=self.host,
+        )
 
     def tag_info(self, ref: ImageRef) -> TagInfo:
         """ACR's facts about ``ref``'s tag: digest, last update, signed, quarantine state.
@@ -997,13 +1001,6 @@ def _translated(registry: str, identity: str, what: str) -> Iterator[None]:
         raise RegistryError(
             f"{registry}: {what}: {_first_line(exc.message)}", registry=registry
         ) from None
-
-
-def _iso(moment: Any) -> str:
-    if moment is None:
-        return ""
-    isoformat = getattr(moment, "isoformat", None)
-    return str(isoformat()) if callable(isoformat) else str(moment)
 
 
 __all__ = [
