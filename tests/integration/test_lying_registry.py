@@ -201,8 +201,8 @@ def test_a_trickled_body_is_cut_off_at_the_deadline(lying_registry: LyingRegistr
         ):
             oci.get_manifest(ref(lying_registry, "1"))
         elapsed = time.monotonic() - started
-    # The deadline plus at most one chunk's wait (a byte a second).
-    assert elapsed < 5.0, f"took {elapsed:.1f}s"
+    # About 3 s: the deadline plus one chunk's wait; the margin is for a busy machine.
+    assert elapsed < 10.0, f"took {elapsed:.1f}s"  # the trickle would last 300 s
 
 
 def _index(children: int) -> bytes:
@@ -315,7 +315,7 @@ def test_a_trickled_acr_body_is_cut_off_at_the_deadline(
     with pytest.raises(RegistryError, match=r"body took more than the 2 s allowed"):
         acr.get_blob(ImageRef(fake_acr.host, acr_repo, "1"), digest_of(b"x"))
     elapsed = time.monotonic() - started
-    assert elapsed < 5.0, f"took {elapsed:.1f}s"
+    assert elapsed < 10.0, f"took {elapsed:.1f}s"  # the trickle would last 300 s
 
 
 def test_an_acr_blob_redirected_to_storage_reaches_it_without_a_token(

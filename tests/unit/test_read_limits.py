@@ -23,6 +23,7 @@ from imagedrift.registry.limits import (
 )
 from imagedrift.registry.manifests import OCI_INDEX, OCI_MANIFEST, resolve_image
 from imagedrift.registry.oci import OciRegistryClient
+from imagedrift.registry.referrers import list_referrers
 
 
 def ticking(*times: float) -> Iterator[float]:
@@ -336,3 +337,40 @@ def test_a_head_answer_declaring_a_large_body_is_not_read_against_a_limit() -> N
     with OciRegistryClient("r.example", transport=httpx.MockTransport(handler)) as client:
         response = client.request("HEAD", f"/v2/app/blobs/{DIGEST}", repository="app")
     assert response.status_code == 200
+
+
+# -- referrers: the API's absence is told by status, a limit is never mistaken for it --------
+
+
+def referrers_client(referrers: httpx.Response, seen: list[str]) -> OciRegistryClient:
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request.url.path)
+        if "/referrers/" in request.url.path:
+            return referrers
+        return httpx.Response(404)  # no referrers tag, no .sig tag
+
+    # A port with "405" in it: the error message of any request to it says "405".
+    return OciRegistryClient("r.example:4051", transport=httpx.MockTransport(handler))
+
+
+@pytest.mark.parametrize("status", [400, 404, 405])
+def test_a_registry_without_the_referrers_api_falls_back_to_the_tag_schema(status: int) -> None:
+    seen: list[str] = []
+    with referrers_client(httpx.Response(status), seen) as client:
+        assert list_referrers(client, ImageRef("r.example:4051", "app", digest=DIGEST)) == []
+    assert seen == [
+        f"/v2/app/referrers/{DIGEST}",
+        f"/v2/app/manifests/{DIGEST.replace(':', '-')}",
+        f"/v2/app/manifests/{DIGEST.replace(':', '-')}.sig",
+    ]
+
+
+def test_an_oversized_referrers_list_fails_even_when_its_message_says_405() -> None:
+    oversized = httpx.Response(200, headers={"Content-Length": str(64 * 1024 * 1024)})
+    seen: list[str] = []
+    with (
+        referrers_client(oversized, seen) as client,
+        pytest.raises(RegistryError, match=r"r\.example:4051: GET .*: body is more than"),
+    ):
+        list_referrers(client, ImageRef("r.example:4051", "app", digest=DIGEST))
+    assert seen == [f"/v2/app/referrers/{DIGEST}"]
