@@ -24,6 +24,7 @@ Environment:
     IMAGEDRIFT_REGISTRY_BUDGET  requests per minute per registry host (default 600; 0 = none)
     IMAGEDRIFT_REGISTRY_MIRRORS host=mirror pairs (docker.io=mirror.example.com,...)
     IMAGEDRIFT_SECRET_TTL       seconds a credential Secret is reused before it is re-read
+    IMAGEDRIFT_MAX_*            read limits for registry answers (imagedrift.registry.limits)
     IMAGEDRIFT_WEBHOOK_PORT     push-event receiver port (default 0 = off)
     IMAGEDRIFT_WEBHOOK_SECRET   its shared secret (or IMAGEDRIFT_WEBHOOK_SECRET_FILE)
     IMAGEDRIFT_WEBHOOK_CERT/KEY its TLS key pair (IMAGEDRIFT_WEBHOOK_PLAIN_HTTP=true: none)
@@ -54,6 +55,7 @@ from imagedrift.kube.adapter import KubeAdapter, load_api_client
 from imagedrift.kube.informer import WorkloadCache
 from imagedrift.metrics import Metrics
 from imagedrift.registry.budget import DEFAULT_PER_MINUTE, RequestBudget
+from imagedrift.registry.limits import ReadLimits
 from imagedrift.registry.trust import with_system_roots
 
 GROUP, VERSION, PLURAL = "imagedrift.io", "v1alpha1", "imagepolicies"
@@ -123,6 +125,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         budget=_budget(),
         mirrors=parse_mirrors(os.environ.get("IMAGEDRIFT_REGISTRY_MIRRORS", "")),
         secret_ttl=float(os.environ.get("IMAGEDRIFT_SECRET_TTL", "60")),
+        limits=ReadLimits.from_env(os.environ),
     )
     checker = PolicyChecker(STATE.pool, kube, ImageCache(), BaseWatcher())
     workloads = WorkloadCache(

@@ -36,7 +36,10 @@ def test_one_apps_registry_failing_leaves_the_rest_of_the_policy_working(
         "split",
         {
             "base": base_spec(world, interval="2s"),
-            "app": {"tags": {"semver": {"range": ">=1.0.0"}}},
+            "app": {
+                "tags": {"semver": {"range": ">=1.0.0"}},
+                "insecureRegistries": [private.host],  # far's registry is plain HTTP too
+            },
         },
     )
     operator_factory()

@@ -122,6 +122,8 @@ class _Injection:
     remaining: int
     headers: dict[str, str]
     kinds: tuple[str, ...]
+    body_size: int = 0  # > 0: a 200 with this many bytes, chunked, instead of an error
+    trickle: bool = False  # the body one byte a second
 
 
 def parse_scope(scope: str) -> tuple[str, str, set[str]]:
@@ -233,6 +235,14 @@ class FakeAcr:
         """Answer the next ``count`` requests of ``kinds`` with ``status``."""
         with self._lock:
             self._injections.append(_Injection(status, count, dict(headers or {}), kinds))
+
+    def inject_body(
+        self, size: int, *, trickle: bool = False, kinds: tuple[str, ...] = ("v2",)
+    ) -> None:
+        """Answer the next request of ``kinds`` with 200 and ``size`` bytes of junk, chunked
+        with no Content-Length; ``trickle`` sends them one byte a second, length declared."""
+        with self._lock:
+            self._injections.append(_Injection(200, 1, {}, kinds, size, trickle))
 
     def throttle(
         self, count: int = 1, *, retry_after: int = 7, kinds: tuple[str, ...] = ("metadata", "v2")
@@ -604,11 +614,37 @@ def _make_handler(acr: FakeAcr) -> type[QuietHandler]:
 
         def _injected(self, injection: _Injection, kind: str, path: str) -> None:
             acr._record(self.command, path, kind, injection.status, "")
+            if injection.body_size:
+                self._junk(injection.body_size, trickle=injection.trickle)
+                return
             code = "TOOMANYREQUESTS" if injection.status == 429 else "INJECTED"
             body = json.dumps(_errors(code, f"injected {injection.status}")).encode()
             self.send_bytes(
                 injection.status, body, headers=injection.headers, head_only=self.command == "HEAD"
             )
+
+        def _junk(self, size: int, *, trickle: bool) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            # A trickle declares its length: a reader waiting for whole blocks then stalls.
+            if trickle:
+                self.send_header("Content-Length", str(size))
+            else:
+                self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            block = b"x" * (1 if trickle else 64 * 1024)
+            try:
+                # Bounded by size; a client that left ends it sooner with a failed write.
+                for _ in range(0, size, len(block)):
+                    self.wfile.write(block if trickle else b"%x\r\n%s\r\n" % (len(block), block))
+                    self.wfile.flush()
+                    if trickle:
+                        time.sleep(1.0)  # the pace of the lie, not a wait for an outcome
+                if not trickle:
+                    self.wfile.write(b"0\r\n\r\n")
+            except OSError:
+                pass
+            self.close_connection = True
 
         def _deny(self, kind: str, path: str, scope: str, name: str, action: str) -> None:
             acr._record(self.command, path, kind, 401, "")

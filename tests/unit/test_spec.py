@@ -70,3 +70,45 @@ def test_defaults() -> None:
     assert dict(policy.tags) == {"sameTag": {}}
     assert policy.rollout.selector.matches({"imagedrift.io/policy": "p"})
     assert policy.base.key == parse_policy("q", {"base": {**BASE, "tag": "3.12-slim"}}).base.key
+
+
+@pytest.mark.parametrize(
+    ("label", "base", "app", "plain", "tls"),
+    [
+        ("secure by default", {}, {}, [], ["127.0.0.1:5000", "ghcr.io"]),
+        (
+            "insecure names the base's host only",
+            {"insecure": True},
+            {},
+            ["127.0.0.1:5000"],
+            ["ghcr.io", "127.0.0.1:5001", "127.0.0.1"],
+        ),
+        (
+            "app registries are named one by one",
+            {},
+            {"insecureRegistries": ["127.0.0.1:5001", "registry.lan"]},
+            ["127.0.0.1:5001", "registry.lan"],
+            ["127.0.0.1:5000", "registry.lan:443", "ghcr.io"],
+        ),
+    ],
+)
+def test_plain_http_only_for_the_hosts_a_policy_names(
+    label: str, base: dict[str, Any], app: dict[str, Any], plain: list[str], tls: list[str]
+) -> None:
+    policy = parse_policy("p", {"base": {**BASE, "tag": "1", **base}, "app": app})
+    assert [h for h in plain if policy.base.plain_http(h)] == plain, label
+    assert [h for h in tls if policy.base.plain_http(h)] == [], label
+
+
+@pytest.mark.parametrize(
+    ("hosts", "message"),
+    [
+        ("127.0.0.1:5001", "spec.app.insecureRegistries: must be a list"),
+        (["http://127.0.0.1:5001"], r"insecureRegistries\[0\]: 'http://127.0.0.1:5001' is not"),
+        (["ok.lan", "reg.lan/path"], r"insecureRegistries\[1\]: 'reg.lan/path' is not"),
+    ],
+)
+def test_insecure_registries_must_be_hosts(hosts: object, message: str) -> None:
+    spec = {"base": {**BASE, "tag": "1"}, "app": {"insecureRegistries": hosts}}
+    with pytest.raises(InvalidSpec, match=message):
+        parse_policy("p", spec)

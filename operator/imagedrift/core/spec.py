@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -59,10 +59,17 @@ class BaseSpec:
     semver_range: str
     interval: float
     provider: str = "generic"
-    insecure: bool = False
+    insecure: bool = False  # plain HTTP to ``image.registry``, and to no other host
     secret_name: str = ""
     azure: Mapping[str, str] = field(default_factory=dict)
     patches: str = ""  # "", or core.patchtags' incremental | floating (ACR patch tags)
+    # App image registries named in spec.app.insecureRegistries: plain HTTP to those too.
+    insecure_registries: tuple[str, ...] = ()
+
+    def plain_http(self, host: str) -> bool:
+        """Whether ``host`` is reached over plain HTTP: only when the policy names it,
+        as the base's registry (``insecure``) or in ``insecureRegistries``."""
+        return (self.insecure and host == self.image.registry) or host in self.insecure_registries
 
     @property
     def key(self) -> str:
@@ -73,7 +80,8 @@ class BaseSpec:
         # The identity is part of it: what one identity may read says nothing of another's.
         identity = ",".join(f"{k}={v}" for k, v in sorted(self.azure.items()))
         return (
-            f"{self.provider}|{self.image.name}|{tracked}|{self.secret_name}|{self.insecure}"
+            f"{self.provider}|{self.image.name}|{tracked}|{self.secret_name}"
+            f"|{self.plain_http(self.image.registry)}"
             f"|{identity}"
         )
 
@@ -179,6 +187,20 @@ def _azure(raw: Mapping[str, Any]) -> dict[str, str]:
     return flat
 
 
+_HOST = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$")
+
+
+def _hosts(raw: Mapping[str, Any], where: str) -> tuple[str, ...]:
+    """Registry hosts (``host`` or ``host:port``, no scheme or path), as listed."""
+    hosts = raw.get("insecureRegistries") or []
+    if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
+        raise InvalidSpec(f"{where}: must be a list of registry hosts")
+    for i, host in enumerate(hosts):
+        if not _HOST.match(host):
+            raise InvalidSpec(f"{where}[{i}]: {host!r} is not a host or host:port")
+    return tuple(hosts)
+
+
 def _patches(raw: Mapping[str, Any], where: str) -> str:
     mode = str(raw.get("patches") or "")
     if mode and mode not in patchtags.MODES:
@@ -224,6 +246,7 @@ def parse_policy(name: str, spec: Mapping[str, Any]) -> PolicySpec:
     )
 
     app_raw = spec.get("app") or {}
+    base = replace(base, insecure_registries=_hosts(app_raw, "spec.app.insecureRegistries"))
     from imagedrift.core.tagkinds import KINDS
 
     tags = dict(app_raw.get("tags") or {"sameTag": {}})

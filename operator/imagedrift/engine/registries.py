@@ -2,7 +2,9 @@
 
 Clients are kept and reused: they hold the token caches that make a steady-state lookup one
 request. The base's provider and credentials apply to the base's host; app images on other
-hosts use the same docker-config Secret's entry for that host, or go anonymous.
+hosts use the same docker-config Secret's entry for that host, or go anonymous. Plain HTTP
+is used only for a host the policy names (``BaseSpec.plain_http``), never for every host a
+policy happens to touch.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from imagedrift.core.mirrors import Mirror
 from imagedrift.core.spec import BaseSpec
 from imagedrift.registry.base import ANONYMOUS, Credentials, RegistryClient
 from imagedrift.registry.budget import RequestBudget
+from imagedrift.registry.limits import DEFAULT_LIMITS, ReadLimits
 from imagedrift.registry.oci import OciRegistryClient, RequestHook, credentials_from_docker_config
 
 SECRET_TTL = 60.0  # seconds a Secret's content is reused before it is read again (rotation)
@@ -41,8 +44,10 @@ class RegistryPool:
         clock: Callable[[], float] = time.monotonic,
         mirrors: Mapping[str, Mirror] | None = None,
         secret_ttl: float = SECRET_TTL,
+        limits: ReadLimits = DEFAULT_LIMITS,
     ) -> None:
         self._budget = budget  # shared: one bucket per host across all clients of that host
+        self._limits = limits
         self._mirrors = dict(mirrors or {})  # registry host -> the host actually contacted
         self._secrets = secrets
         self._namespace = namespace
@@ -95,7 +100,8 @@ class RegistryPool:
         else:
             mirror = self._mirrors.get(host)
             contacted = mirror.host if mirror else host
-            scheme = mirror.scheme if mirror else ("http" if base.insecure else "https")
+            plain = mirror.scheme == "http" if mirror else base.plain_http(host)
+            scheme = "http" if plain else "https"
             credentials = self._credentials(contacted, base)
             key = ("oci", contacted, credentials.username, credentials.password, scheme)
             lineage = ("oci", contacted, base.secret_name, scheme)
@@ -118,6 +124,7 @@ class RegistryPool:
                         verify=self._verify,
                         on_request=self._on_request,
                         budget=self._budget,
+                        limits=self._limits,
                     )
                 )
                 self._clients[key] = client
@@ -138,6 +145,7 @@ class RegistryPool:
             verify=self._verify,
             on_request=self._on_request,
             budget=self._budget,
+            limits=self._limits,
         )
 
     def close(self) -> None:

@@ -17,11 +17,21 @@ Which endpoint does what, and why:
 - ``get_manifest``: ``GET /v2/...`` through the SDK's own pipeline (same cached token,
   retries and error mapping). The SDK's ``get_manifest`` returns re-parsed JSON, not the
   bytes the digest was computed over, so it cannot give what the protocol promises.
-- ``get_blob``: the SDK's ``download_blob`` (4 MiB ranged GETs, digest verified).
+- ``get_blob``: one ``GET /v2/.../blobs/<digest>`` through the same pipeline, streamed
+  within the blob limit and digest-verified. (The SDK's ``download_blob`` reads each 4 MiB
+  range whole, whatever a registry that ignores ``Range`` sends.)
 - ``list_tags``: ``/acr/v1`` tag list ordered by last update, newest first, when the
-  identity can read metadata; the ``/v2`` tag list for anonymous pull.
+  identity can read metadata; the ``/v2`` tag list for anonymous pull. Both read raw, page
+  by page, since the SDK's pager reads each page whole.
 - ``tag_info``: ``/acr/v1`` tag and manifest properties read raw, since the SDK's models
   drop ``signed`` and ``quarantineState``.
+
+The SDK serves as a pipeline (policies, retries, transport); every body is read here,
+streamed within ``ReadLimits`` as in the OCI backend: manifests, blobs, tag lists, tag and
+manifest properties, token answers. The
+SDK's redirect policy drops ``Authorization`` on every redirect and ``AcrTokenPolicy`` puts
+a token back only for this registry's own https origin, so a blob GET redirected to
+storage reaches it without one; a redirect to plain http is refused.
 
 Identity per policy is a small plain dict (see ``AcrIdentity.from_spec``); secrets are
 handed in separately. Errors become ``imagedrift.errors``; a 429 surfaces at once as
@@ -42,10 +52,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from io import SEEK_SET
 from pathlib import Path
-from typing import Any, Final, cast
-from urllib.parse import unquote, urlsplit
+from typing import Any, Final, Protocol
+from urllib.parse import quote, unquote, urlsplit
 
-from azure.containerregistry import ArtifactTagOrder, ContainerRegistryClient, DigestValidationError
+from azure.containerregistry import ContainerRegistryClient
 from azure.containerregistry._anonymous_exchange_client import AnonymousAccessCredential
 from azure.containerregistry._generated import ContainerRegistry as GeneratedContainerRegistry
 from azure.core import PipelineClient
@@ -62,6 +72,7 @@ from azure.core.pipeline import PipelineRequest, PipelineResponse
 from azure.core.pipeline.policies import HTTPPolicy, RetryPolicy, UserAgentPolicy
 from azure.core.pipeline.transport import HttpTransport, RequestsTransport
 from azure.core.rest import HttpRequest, HttpResponse
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 from imagedrift.core.images import ResolvedImage
 from imagedrift.core.refs import ImageRef
@@ -75,12 +86,12 @@ from imagedrift.errors import (
 )
 from imagedrift.registry.base import TagInfo
 from imagedrift.registry.budget import RequestBudget
+from imagedrift.registry.limits import DEFAULT_LIMITS, SETTINGS, ReadLimits, ReadRefused, read_body
 from imagedrift.registry.manifests import parse_json, resolve_image
 from imagedrift.registry.oci import (
     IMAGE_MANIFEST_TYPES,
     INDEX_TYPES,
     MANIFEST_ACCEPT,
-    MAX_MANIFEST_BYTES,
     RequestHook,
     parse_challenge,
     parse_retry_after,
@@ -302,8 +313,10 @@ class AcrTokenCache:
         aad_scope: str = DEFAULT_AUDIENCE + "/.default",
         refresh_margin: float = DEFAULT_REFRESH_MARGIN,
         clock: Callable[[], float] = time.time,
+        limits: ReadLimits = DEFAULT_LIMITS,
     ) -> None:
         self.endpoint = endpoint
+        self.limits = limits
         self.service = service
         self.identity = identity
         self.stats = TokenStats()
@@ -398,14 +411,25 @@ class AcrTokenCache:
 
     def _post(self, path: str, form: dict[str, str], *, what: str) -> dict[str, Any]:
         request = HttpRequest(
-            "POST", f"{self.endpoint}{path}", params={"api-version": API_VERSION}, data=form
+            "POST",
+            f"{self.endpoint}{path}",
+            params={"api-version": API_VERSION},
+            data=form,
+            headers={"Accept-Encoding": "identity"},
         )
-        with _translated(self.service, self.identity, f"getting {what}"):
-            response = self._pipeline.send_request(request)
-        _raise_for_status(response, self.service, self.identity, f"getting {what}")
+        cap = (self.limits.document_bytes, SETTINGS["document_bytes"])
+        answer = _send_bounded(
+            self._pipeline,
+            request,
+            self.service,
+            self.identity,
+            f"getting {what}",
+            cap,
+            self.limits.body_seconds,
+        )
         try:
-            body = response.json()
-        except ValueError:
+            body = json.loads(answer.content)
+        except (ValueError, RecursionError):
             body = None
         if not isinstance(body, dict):
             raise RegistryError(
@@ -429,8 +453,14 @@ class AcrTokenPolicy(HTTPPolicy[HttpRequest, HttpResponse]):
         http_request = request.http_request
         url = urlsplit(http_request.url)
         ours = url.scheme == "https" and url.netloc.lower() == self._origin
-        if url.netloc.lower() == self._origin and url.scheme != "https":
-            raise ServiceRequestError("ACR tokens are only sent over https")
+        if url.scheme != "https":
+            # Every request starts at the https endpoint: plain http here is a redirect's
+            # doing, refused as the OCI backend refuses it.
+            raise RegistryError(
+                f"{self._tokens.service}: {http_request.method} {url.path}: redirect to "
+                f"{url.scheme}://{url.netloc} refused (only https)",
+                registry=self._tokens.service,
+            )
         scope = acr_scope(http_request.method, url.path) if ours else ""
         if scope:
             http_request.headers["Authorization"] = "Bearer " + self._tokens.access_token(scope)
@@ -520,8 +550,10 @@ class AcrRegistryClient:
         max_pages: int = 100,
         on_request: RequestHook | None = None,
         budget: RequestBudget | None = None,
+        limits: ReadLimits = DEFAULT_LIMITS,
     ) -> None:
         self.host = host
+        self.limits = limits
         self.identity = (
             identity if isinstance(identity, AcrIdentity) else AcrIdentity.from_spec(identity)
         )
@@ -553,6 +585,7 @@ class AcrRegistryClient:
             pipeline=token_pipeline,
             aad_scope=audience.rstrip("/") + "/.default",
             refresh_margin=refresh_margin,
+            limits=limits,
         )
         self._sdk = _CachedTokenContainerRegistryClient(
             self.endpoint,
@@ -580,12 +613,10 @@ class AcrRegistryClient:
     def get_manifest(self, ref: ImageRef) -> tuple[bytes, str, str]:
         """Raw bytes, media type and digest, verified against the digest asked for or the
         one the registry reports."""
-        response = self._v2("GET", f"/v2/{ref.repository}/manifests/{ref.reference}", ref)
+        response = self._v2(
+            "GET", f"/v2/{ref.repository}/manifests/{ref.reference}", ref, "manifest_bytes"
+        )
         data = response.content
-        if len(data) > MAX_MANIFEST_BYTES:
-            raise RegistryError(
-                f"{self.host}: manifest {ref} is larger than 4 MiB", registry=self.host
-            )
         digest = ref.digest or response.headers.get("Docker-Content-Digest", "")
         if not digest:
             raise RegistryError(
@@ -598,19 +629,11 @@ class AcrRegistryClient:
         return data, media_type, digest
 
     def get_blob(self, ref: ImageRef, digest: str) -> bytes:
-        """The SDK's ``download_blob`` (ranged 4 MiB GETs), digest-verified."""
-        with self._errors(f"blob {digest} of {ref.name}"):
-            try:
-                stream = self._sdk.download_blob(ref.repository, digest)
-                data = b"".join(stream)
-            except DigestValidationError:
-                raise RegistryError(
-                    f"{self.host}: blob {digest} of {ref.name} does not match its digest",
-                    registry=self.host,
-                ) from None
-            except ValueError:
-                # An empty blob has no valid Content-Range: fetch it whole instead.
-                data = self._v2("GET", f"/v2/{ref.repository}/blobs/{digest}", ref).content
+        """One streamed GET within the ``blob_bytes`` limit, digest-verified."""
+        return self._get_blob(ref, digest, "blob_bytes")
+
+    def _get_blob(self, ref: ImageRef, digest: str, limit: str) -> bytes:
+        data = self._v2("GET", f"/v2/{ref.repository}/blobs/{digest}", ref, limit).content
         verify_digest(data, digest, registry=self.host)
         return data
 
@@ -620,7 +643,11 @@ class AcrRegistryClient:
         Attestations (platform ``unknown/unknown``) and non-image entries are left out.
         """
         return resolve_image(
-            ref, get_manifest=self.get_manifest, get_config=self.get_blob, host=self.host
+            ref,
+            get_manifest=self.get_manifest,
+            get_config=lambda r, digest: self._get_blob(r, digest, "config_bytes"),
+            host=self.host,
+            max_children=self.limits.index_children,
         )
 
     def list_tags(self, ref: ImageRef) -> list[str]:
@@ -631,32 +658,36 @@ class AcrRegistryClient:
         return [info.name for info in self.list_tag_infos(ref)]
 
     def list_tag_infos(self, ref: ImageRef, *, newest_first: bool = True) -> list[TagInfo]:
-        """Every tag with digest and last update time, ordered by that time."""
-        order = (
-            ArtifactTagOrder.LAST_UPDATED_ON_DESCENDING
-            if newest_first
-            else ArtifactTagOrder.LAST_UPDATED_ON_ASCENDING
-        )
+        """Every tag with digest and last update time, ordered by that time.
+
+        The ``/acr/v1`` tag list read raw, page by page (``Link: rel="next"``), each page
+        streamed within the ``document_bytes`` limit: the SDK's pager reads pages whole.
+        More than ``max_pages`` pages raises RegistryError.
+        """
+        order = "timedesc" if newest_first else "timeasc"
+        path = f"/acr/v1/{quote(ref.repository, safe='/')}/_tags?orderby={order}"
+        path += f"&n={self._page_size}"
         infos: list[TagInfo] = []
-        with self._errors(f"tags of {ref.name}"):
-            pages = self._sdk.list_tag_properties(
-                ref.repository, order_by=order, results_per_page=self._page_size
-            ).by_page()
-            for count, page in enumerate(pages, start=1):
-                if count > self._max_pages:
-                    raise RegistryError(
-                        f"{self.host}: {ref.name} has more than {self._max_pages} pages of tags",
-                        registry=self.host,
-                    )
-                infos.extend(
-                    TagInfo(
-                        name=tag.name,
-                        digest=tag.digest,
-                        last_updated=_iso(tag.last_updated_on),
-                    )
-                    for tag in page
+        for _ in range(self._max_pages):
+            response = self._v2("GET", path, ref)
+            body = self._json(response.content, f"tag list of {ref.name}")
+            infos.extend(
+                TagInfo(
+                    name=str(tag.get("name") or ""),
+                    digest=str(tag.get("digest") or ""),
+                    last_updated=str(tag.get("lastUpdateTime") or ""),
                 )
-        return infos
+                for tag in body.get("tags") or []
+                if isinstance(tag, dict)
+            )
+            match = _LINK_NEXT.search(response.headers.get("Link", ""))
+            if not match:
+                return infos
+            path = match.group(1)
+        raise RegistryError(
+            f"{self.host}: {ref.name} has more than {self._max_pages} pages of tags",
+            registry=self.host,
+        )
 
     def tag_info(self, ref: ImageRef) -> TagInfo:
         """ACR's facts about ``ref``'s tag: digest, last update, signed, quarantine state.
@@ -672,17 +703,17 @@ class AcrRegistryClient:
                 registry=self.host,
                 identity=self.identity.description,
             )
-        generated = self._sdk.generated.container_registry
-        with self._errors(f"tag {ref.name}:{tag}"):
-            tag_doc = cast(
-                dict[str, Any], generated.get_tag_properties(ref.repository, tag, cls=_raw_json)
-            )
-            attributes = tag_doc.get("tag") or {}
-            digest = str(attributes.get("digest") or "")
-            manifest_doc = cast(
-                dict[str, Any],
-                generated.get_manifest_properties(ref.repository, digest, cls=_raw_json),
-            )
+        repository = quote(ref.repository, safe="/")
+        tag_doc = self._json(
+            self._v2("GET", f"/acr/v1/{repository}/_tags/{quote(tag)}", ref).content,
+            f"tag properties of {ref.name}:{tag}",
+        )
+        attributes = tag_doc.get("tag") or {}
+        digest = str(attributes.get("digest") or "")
+        manifest_doc = self._json(
+            self._v2("GET", f"/acr/v1/{repository}/_manifests/{digest}", ref).content,
+            f"manifest properties of {ref.name}@{digest}",
+        )
         manifest = manifest_doc.get("manifest") or {}
         changeable = manifest.get("changeableAttributes") or {}
         signed = attributes.get("signed")
@@ -709,16 +740,24 @@ class AcrRegistryClient:
 
     # -- internals -----------------------------------------------------------------------
 
-    def _v2(self, method: str, path: str, ref: ImageRef) -> HttpResponse:
-        """One ``/v2`` request through the SDK's pipeline (cached token, retries)."""
-        headers = {"Accept": MANIFEST_ACCEPT} if "/manifests/" in path else {}
+    def _v2(self, method: str, path: str, ref: ImageRef, limit: str = "document_bytes") -> _Answer:
+        """One raw request through the SDK's pipeline (cached token, retries), its body
+        streamed within the ``limit`` field of ``ReadLimits`` and ``body_seconds``."""
+        headers = {"Accept-Encoding": "identity"}
+        if "/v2/" in path and "/manifests/" in path:
+            headers["Accept"] = MANIFEST_ACCEPT
         what = (
             f"{method} {ref.name}@{ref.reference}" if "/manifests/" in path else f"{method} {path}"
         )
-        with self._errors(what):
-            response = self._sdk.generated.send_request(HttpRequest(method, path, headers=headers))
-        _raise_for_status(response, self.host, self.identity.description, what)
-        return response
+        return _send_bounded(
+            self._sdk.generated,
+            HttpRequest(method, path, headers=headers),
+            self.host,
+            self.identity.description,
+            what,
+            (getattr(self.limits, limit), SETTINGS[limit]),
+            self.limits.body_seconds,
+        )
 
     def _v2_tags(self, ref: ImageRef) -> list[str]:
         tags: list[str] = []
@@ -808,6 +847,73 @@ class _SharedTransport(HttpTransport[Any, Any]):
         pass
 
 
+# -- bounded reads ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """A response whose body was read within the limits."""
+
+    status_code: int
+    headers: Mapping[str, str]
+    content: bytes
+
+
+class _Sender(Protocol):
+    def send_request(self, request: HttpRequest, *, stream: bool = ...) -> HttpResponse: ...
+
+
+def _chunks(response: HttpResponse) -> Iterator[bytes]:
+    """The body as it arrives. azure-core's ``iter_raw`` waits for whole 4 KiB blocks, so a
+    body trickling in would stall inside one block past any deadline; urllib3's ``read1``
+    returns what each receive gave."""
+    raw = getattr(getattr(response, "internal_response", None), "raw", None)
+    if raw is None or not hasattr(raw, "read1"):
+        yield from response.iter_raw()
+        return
+    while chunk := raw.read1(64 * 1024, decode_content=False):
+        yield chunk
+
+
+def _send_bounded(
+    pipeline: _Sender,
+    request: HttpRequest,
+    registry: str,
+    identity: str,
+    what: str,
+    cap: tuple[int, str],
+    seconds: float,
+) -> _Answer:
+    """Send ``request`` streamed, read its body within ``cap`` and ``seconds``, and map a
+    failure status to ``imagedrift.errors``."""
+    with _translated(registry, identity, what):
+        response = pipeline.send_request(request, stream=True)
+        try:
+            data = b""
+            # A HEAD answer has no body; its Content-Length is the GET's, not a limit.
+            if request.method != "HEAD":
+                data = read_body(
+                    _chunks(response),
+                    headers=response.headers,
+                    success=200 <= response.status_code < 300,
+                    cap=cap,
+                    seconds=seconds,
+                    clock=time.monotonic,
+                )
+        except ReadRefused as exc:
+            raise RegistryError(f"{registry}: {what}: {exc}", registry=registry) from None
+        except Urllib3Error as exc:
+            raise RegistryUnavailable(
+                f"{registry}: reading {what} failed: {exc}", registry=registry
+            ) from None
+        finally:
+            response.close()
+    answer = _Answer(response.status_code, response.headers, data)
+    if not 200 <= answer.status_code < 300:
+        raise _status_error(answer.status_code, answer, registry, identity, what)
+    return answer
+
+
 # -- error mapping --------------------------------------------------------------------------
 
 
@@ -825,11 +931,11 @@ def _retry_after(response: Any) -> float | None:
 
 def _detail(response: Any) -> str:
     try:
-        body = response.json()
+        body = json.loads(response.content) if isinstance(response, _Answer) else response.json()
         errors = body.get("errors") if isinstance(body, dict) else None
         if errors and isinstance(errors, list) and isinstance(errors[0], dict):
             return f"{errors[0].get('code', '')}: {errors[0].get('message', '')}".strip(": ")
-    except (ValueError, AttributeError, TypeError):
+    except (ValueError, AttributeError, TypeError, RecursionError):
         pass
     return str(getattr(response, "reason", "") or "")
 
@@ -861,12 +967,6 @@ def _status_error(
     if status >= 500:
         return RegistryUnavailable(f"{registry}: {status} {what}{suffix}", registry=registry)
     return RegistryError(f"{registry}: unexpected {status} {what}{suffix}", registry=registry)
-
-
-def _raise_for_status(response: HttpResponse, registry: str, identity: str, what: str) -> None:
-    if 200 <= response.status_code < 300:
-        return
-    raise _status_error(response.status_code, response, registry, identity, what)
 
 
 @contextmanager
@@ -901,20 +1001,6 @@ def _translated(registry: str, identity: str, what: str) -> Iterator[None]:
         raise RegistryError(
             f"{registry}: {what}: {_first_line(exc.message)}", registry=registry
         ) from None
-
-
-def _raw_json(
-    pipeline_response: PipelineResponse[Any, Any], _deserialized: Any, _headers: Any
-) -> dict[str, Any]:
-    body = pipeline_response.http_response.json()
-    return body if isinstance(body, dict) else {}
-
-
-def _iso(moment: Any) -> str:
-    if moment is None:
-        return ""
-    isoformat = getattr(moment, "isoformat", None)
-    return str(isoformat()) if callable(isoformat) else str(moment)
 
 
 __all__ = [

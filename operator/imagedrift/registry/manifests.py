@@ -14,6 +14,7 @@ from typing import Any, Final
 from imagedrift.core.images import ImageManifest, Platform, ResolvedImage
 from imagedrift.core.refs import ImageRef
 from imagedrift.errors import RegistryError
+from imagedrift.registry.limits import DEFAULT_LIMITS, SETTINGS, ReadRefused, check_count
 
 OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
@@ -162,17 +163,33 @@ DOCUMENTS = _Documents()
 
 
 def resolve_image(
-    ref: ImageRef, *, get_manifest: GetManifest, get_config: GetConfig, host: str
+    ref: ImageRef,
+    *,
+    get_manifest: GetManifest,
+    get_config: GetConfig,
+    host: str,
+    max_children: int = DEFAULT_LIMITS.index_children,
 ) -> ResolvedImage:
-    """The image at ``ref``: a single manifest, or an index with its platform manifests."""
+    """The image at ``ref``: a single manifest, or an index with its platform manifests.
+
+    An index listing more than ``max_children`` entries raises RegistryError before any
+    child is read.
+    """
     get_manifest = DOCUMENTS.manifest(get_manifest, host)
     get_config = DOCUMENTS.config(get_config, host)
     data, media_type, digest = get_manifest(ref)
     document = parse_json(data, f"manifest {ref}", host)
     pinned = ref.with_digest(digest)
     if media_type in INDEX_TYPES or "manifests" in document:
+        entries = document.get("manifests") or []
+        if not isinstance(entries, list):
+            raise RegistryError(f"{host}: index {ref}: 'manifests' is not a list", registry=host)
+        try:
+            check_count(len(entries), max_children, f"index {ref}", SETTINGS["index_children"])
+        except ReadRefused as exc:
+            raise RegistryError(f"{host}: {exc}", registry=host) from None
         manifests: list[ImageManifest] = []
-        for entry in document.get("manifests") or []:
+        for entry in entries:
             if not _is_image_entry(entry):
                 continue
             child = ref.with_digest(str(entry["digest"]))

@@ -15,6 +15,12 @@ Every failure becomes an ``imagedrift.errors`` exception. Transient ones (connec
 timeouts, 5xx) are retried a bounded number of times with exponential backoff and jitter;
 429 is retried while the registry's ``Retry-After`` stays under a cap and then surfaces as
 ``RegistryThrottled`` so the caller can wait longer (throttling never fails a policy).
+
+Every body is streamed and bounded by ``ReadLimits`` (bytes and wall time), whatever the
+registry declares; ``identity`` is the only content coding asked for or accepted, so the
+bytes counted are the bytes kept. Redirects are followed here, not by httpx, so the rule is
+ours: ``Authorization`` goes only to the origin it was written for (a blob GET redirected
+to storage arrives there without it), and never from https down to http.
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Any
 
 import httpx
 
@@ -49,6 +55,14 @@ from imagedrift.errors import (
 )
 from imagedrift.registry.base import ANONYMOUS, Credentials
 from imagedrift.registry.budget import RequestBudget
+from imagedrift.registry.limits import (
+    DEFAULT_LIMITS,
+    MAX_REDIRECTS,
+    SETTINGS,
+    ReadLimits,
+    ReadRefused,
+    read_body,
+)
 from imagedrift.registry.manifests import (
     DOCKER_CONFIG as DOCKER_CONFIG,
 )
@@ -83,10 +97,6 @@ from imagedrift.registry.manifests import (
     parse_json,
     resolve_image,
 )
-
-# distribution refuses manifests above 4 MiB; anything bigger is not a manifest.
-MAX_MANIFEST_BYTES: Final = 4 * 1024 * 1024
-MAX_CONFIG_BYTES: Final = 16 * 1024 * 1024
 
 RequestHook = Callable[[str, str, str, int], None]
 """``on_request(host, method, path, status)``; status 0 when no response arrived."""
@@ -156,6 +166,10 @@ def verify_digest(data: bytes, digest: str, *, registry: str = "") -> None:
 
 def sha256_digest(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    return url.scheme, url.host, url.port
 
 
 def _normalise_registry_key(key: str) -> str:
@@ -277,6 +291,7 @@ class OciRegistryClient:
         page_size: int = 1000,
         max_pages: int = 100,
         budget: RequestBudget | None = None,
+        limits: ReadLimits = DEFAULT_LIMITS,
     ) -> None:
         if scheme not in ("https", "http"):
             raise ValueError(f"scheme must be https or http, not {scheme!r}")
@@ -284,6 +299,7 @@ class OciRegistryClient:
             raise ValueError("max_attempts must be at least 1")
         self.host = host
         self.credentials = credentials
+        self.limits = limits
         self._budget = budget
         # Docker Hub's name and its API host differ; every other registry serves both.
         api_host = "registry-1.docker.io" if host == "docker.io" else host
@@ -306,8 +322,8 @@ class OciRegistryClient:
             verify=_ssl_context(verify),
             timeout=httpx.Timeout(timeout, connect=connect_timeout),
             transport=transport,
-            follow_redirects=True,
-            headers={"User-Agent": "imagedrift"},
+            follow_redirects=False,  # _send follows them, with our rule for credentials
+            headers={"User-Agent": "imagedrift", "Accept-Encoding": "identity"},
         )
 
     # -- RegistryClient --------------------------------------------------------------
@@ -335,7 +351,8 @@ class OciRegistryClient:
             f"/v2/{ref.repository}/manifests/{ref.reference}",
             repository=ref.repository,
             headers={"Accept": MANIFEST_ACCEPT},
-            max_bytes=MAX_MANIFEST_BYTES,
+            max_bytes=self.limits.manifest_bytes,
+            setting=SETTINGS["manifest_bytes"],
         )
         data = response.content
         if ref.digest:
@@ -351,7 +368,7 @@ class OciRegistryClient:
 
     def get_blob(self, ref: ImageRef, digest: str) -> bytes:
         """A blob of ``ref``'s repository, verified against ``digest``."""
-        return self._get_blob(ref, digest, max_bytes=None)
+        return self._get_blob(ref, digest, "blob_bytes")
 
     def get_image(self, ref: ImageRef) -> ResolvedImage:
         """The manifest or index at ``ref`` with each platform's manifest and config.
@@ -362,8 +379,9 @@ class OciRegistryClient:
         return resolve_image(
             ref,
             get_manifest=self.get_manifest,
-            get_config=lambda r, digest: self._get_blob(r, digest, max_bytes=MAX_CONFIG_BYTES),
+            get_config=lambda r, digest: self._get_blob(r, digest, "config_bytes"),
             host=self.host,
+            max_children=self.limits.index_children,
         )
 
     def list_tags(self, ref: ImageRef) -> list[str]:
@@ -410,6 +428,7 @@ class OciRegistryClient:
         content: bytes | None = None,
         ok: Collection[int] = (200, 201, 202, 204),
         max_bytes: int | None = None,
+        setting: str = "",
     ) -> httpx.Response:
         """One distribution-API call, authenticated, retried and mapped to our errors.
 
@@ -418,14 +437,20 @@ class OciRegistryClient:
         the token scope (``repository:<name>:pull[,push]``). A status in ``ok`` is returned;
         anything else raises: 404 NotFound, 401/403 RegistryAuthError, 429
         RegistryThrottled, 5xx and transport failures RegistryUnavailable (after retries),
-        other statuses RegistryError. ``max_bytes`` rejects larger declared bodies.
+        other statuses RegistryError. The body is read within ``max_bytes`` (default: the
+        ``document_bytes`` limit; ``setting`` names the limit in the error) and the
+        ``body_seconds`` limit; past either it raises RegistryError and is not retried.
         """
+        if max_bytes is None:
+            max_bytes, setting = self.limits.document_bytes, SETTINGS["document_bytes"]
         scope = f"repository:{repository}:{'pull,push' if push else 'pull'}" if repository else ""
         last: RegistryError | None = None
         for attempt in range(self._max_attempts):
             try:
-                response = self._authenticated(method, path, scope, headers, params, content)
-                return self._check(response, method, ok, max_bytes)
+                response = self._authenticated(
+                    method, path, scope, headers, params, content, (max_bytes, setting)
+                )
+                return self._check(response, method, ok)
             except RequestBudgetSpent:
                 raise  # our own budget: the engine reschedules; sleeping here holds a worker
             except RegistryThrottled as exc:
@@ -461,28 +486,92 @@ class OciRegistryClient:
         headers: Mapping[str, str] | None = None,
         params: Mapping[str, str] | None = None,
         content: bytes | None = None,
-        auth: httpx.BasicAuth | None = None,
+        cap: tuple[int, str],
     ) -> httpx.Response:
-        """One HTTP exchange; transport failures become RegistryUnavailable."""
+        """One HTTP exchange, redirects included, with its body read whole within ``cap``
+        (bytes, the setting that sets them) and the ``body_seconds`` limit. Transport
+        failures become RegistryUnavailable; a body past a limit, RegistryError."""
         if self._budget is not None:
             self._budget.spend(self.host)
         if params:
             # Merge, not replace: an upload Location carries its own state in the query.
             url = url.copy_merge_params(dict(params))
+        request = self._http.build_request(method, url, headers=headers, content=content)
+        where = f"{method} {url.path}"
+        status = 0
         try:
-            response = self._http.request(method, url, headers=headers, content=content, auth=auth)
+            response = self._send(request)
+            status = response.status_code
+            try:
+                # A HEAD answer has no body; its Content-Length is the GET's, not a limit.
+                data = b"" if method == "HEAD" else self._body(response, where, cap)
+            finally:
+                response.close()
         except httpx.TimeoutException as exc:
-            self._notify(url, method, 0)
-            raise RegistryUnavailable(
-                f"{method} {url.path} timed out: {exc!r}", registry=self.host
-            ) from exc
+            raise RegistryUnavailable(f"{where} timed out: {exc!r}", registry=self.host) from exc
         except httpx.TransportError as exc:
-            self._notify(url, method, 0)
-            raise RegistryUnavailable(
-                f"{method} {url.path} failed: {exc!r}", registry=self.host
-            ) from exc
-        self._notify(url, method, response.status_code)
-        return response
+            raise RegistryUnavailable(f"{where} failed: {exc!r}", registry=self.host) from exc
+        finally:
+            self._notify(url, method, status)
+        # Errors name the registry's path even when the answer came from a redirect target.
+        return httpx.Response(status, headers=response.headers, content=data, request=request)
+
+    def _send(self, request: httpx.Request) -> httpx.Response:
+        """Send ``request`` and follow up to MAX_REDIRECTS redirects; the answer's body is
+        not read yet. Authorization is dropped for good at the first hop to another origin
+        (scheme, host, port), and a hop from https to http is refused."""
+        origin = _origin(request.url)
+        for _ in range(MAX_REDIRECTS + 1):
+            response = self._http.send(request, stream=True)
+            if not response.has_redirect_location:
+                return response
+            response.close()  # a redirect's body is never read
+            target = request.url.join(response.headers["Location"])
+            if target.scheme not in ("http", "https") or (
+                request.url.scheme == "https" and target.scheme != "https"
+            ):
+                raise RegistryError(
+                    f"{self.host}: {request.method} {request.url.path}: redirect to "
+                    f"{target.scheme}://{target.host} refused (only https, or http from http)",
+                    registry=self.host,
+                )
+            method, content = request.method, request.content
+            if (response.status_code == 303 and method != "HEAD") or (
+                response.status_code in (301, 302) and method == "POST"
+            ):
+                method, content = "GET", b""  # what browsers and httpx do
+            headers = httpx.Headers(request.headers)
+            del headers["Host"]
+            if _origin(target) != origin:
+                headers.pop("Authorization", None)
+                origin = ("", "", None)  # and it is not sent again, even on a hop back
+            if not content:
+                headers.pop("Content-Length", None)
+                headers.pop("Content-Type", None)
+            request = self._http.build_request(
+                method, target, headers=headers, content=content or None
+            )
+        raise RegistryError(
+            f"{self.host}: {request.method} {request.url.path}: more than {MAX_REDIRECTS} "
+            "redirects",
+            registry=self.host,
+        )
+
+    def _body(self, response: httpx.Response, where: str, cap: tuple[int, str]) -> bytes:
+        """The body of a streamed ``response``, read within the limits (``read_body``)."""
+        try:
+            # iter_bytes, not iter_raw: read_body refuses any coding but identity before
+            # it starts, and iter_bytes also serves a body a test transport read already.
+            return read_body(
+                response.iter_bytes(),
+                headers=response.headers,
+                success=response.is_success,
+                cap=cap,
+                seconds=self.limits.body_seconds,
+                clock=self._clock,
+            )
+        except ReadRefused as exc:
+            raise RegistryError(f"{self.host}: {where}: {exc}", registry=self.host) from None
 
     def _notify(self, url: httpx.URL, method: str, status: int) -> None:
         if self._on_request is not None:
@@ -496,14 +585,22 @@ class OciRegistryClient:
         headers: Mapping[str, str] | None,
         params: Mapping[str, str] | None,
         content: bytes | None,
+        cap: tuple[int, str],
     ) -> httpx.Response:
         """Send with what auth we know; on a 401 challenge, authenticate and resend once."""
         url = self._url(path)
         if not self._same_origin(url):
-            return self._exchange(method, url, headers=headers, params=params, content=content)
+            return self._exchange(
+                method, url, headers=headers, params=params, content=content, cap=cap
+            )
         sent = self._known_auth(scope)
         response = self._exchange(
-            method, url, headers={**(headers or {}), **sent}, params=params, content=content
+            method,
+            url,
+            headers={**(headers or {}), **sent},
+            params=params,
+            content=content,
+            cap=cap,
         )
         if response.status_code != 401:
             return response
@@ -532,6 +629,7 @@ class OciRegistryClient:
             headers={**(headers or {}), **self._known_auth(scope)},
             params=params,
             content=content,
+            cap=cap,
         )
         if retried.status_code == 401:
             raise self._auth_error(
@@ -539,11 +637,14 @@ class OciRegistryClient:
             )
         return retried
 
+    def _basic_auth(self) -> dict[str, str]:
+        raw = f"{self.credentials.username}:{self.credentials.password}".encode()
+        return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+
     def _known_auth(self, scope: str) -> dict[str, str]:
         """The Authorization header to send before being challenged, if we know one."""
         if self._basic and not self.credentials.anonymous:
-            raw = f"{self.credentials.username}:{self.credentials.password}".encode()
-            return {"Authorization": "Basic " + base64.b64encode(raw).decode()}
+            return self._basic_auth()
         with self._lock:
             bearer = self._bearer
         if bearer is None:
@@ -560,10 +661,14 @@ class OciRegistryClient:
             if cached is not None and now < cached.refresh_at:
                 return cached.value
         params = {k: v for k, v in (("service", service), ("scope", scope)) if v}
-        auth = None
-        if not self.credentials.anonymous:
-            auth = httpx.BasicAuth(self.credentials.username, self.credentials.password)
-        response = self._exchange("GET", httpx.URL(realm), params=params, auth=auth)
+        # A header, not httpx auth, so that _send's redirect rule covers it as well.
+        response = self._exchange(
+            "GET",
+            httpx.URL(realm),
+            headers={} if self.credentials.anonymous else self._basic_auth(),
+            params=params,
+            cap=(self.limits.document_bytes, SETTINGS["document_bytes"]),
+        )
         status = response.status_code
         if status != 200 and status != 429 and status < 500:
             # A 404 or 400 from the token service is a credential or setup problem, not
@@ -571,7 +676,7 @@ class OciRegistryClient:
             raise self._auth_error(
                 f"token service {realm} answered {status} ({_error_detail(response)})"
             )
-        self._check(response, "GET", (200,), MAX_MANIFEST_BYTES)
+        self._check(response, "GET", (200,))
         body = self._json(response.content, f"token from {realm}")
         value = str(body.get("token") or body.get("access_token") or "")
         if not value:
@@ -594,23 +699,10 @@ class OciRegistryClient:
             f"{self.host}: {message} (as {identity})", registry=self.host, identity=identity
         )
 
-    def _check(
-        self, response: httpx.Response, method: str, ok: Collection[int], max_bytes: int | None
-    ) -> httpx.Response:
+    def _check(self, response: httpx.Response, method: str, ok: Collection[int]) -> httpx.Response:
         status = response.status_code
         where = f"{method} {response.request.url.path}"
         if status in ok:
-            declared = response.headers.get("Content-Length")
-            if (
-                max_bytes is not None
-                and declared
-                and declared.isdigit()
-                and int(declared) > max_bytes
-            ):
-                raise RegistryError(
-                    f"{where}: {declared} bytes is more than the {max_bytes} allowed",
-                    registry=self.host,
-                )
             return response
         detail = _error_detail(response) if method != "HEAD" else response.reason_phrase
         if status == 404:
@@ -637,12 +729,14 @@ class OciRegistryClient:
     def _json(self, data: bytes, what: str) -> dict[str, Any]:
         return parse_json(data, what, self.host)
 
-    def _get_blob(self, ref: ImageRef, digest: str, *, max_bytes: int | None) -> bytes:
+    def _get_blob(self, ref: ImageRef, digest: str, limit: str) -> bytes:
+        """The blob, read within the ``limit`` field of ``ReadLimits`` and verified."""
         response = self.request(
             "GET",
             f"/v2/{ref.repository}/blobs/{digest}",
             repository=ref.repository,
-            max_bytes=max_bytes,
+            max_bytes=getattr(self.limits, limit),
+            setting=SETTINGS[limit],
         )
         verify_digest(response.content, digest, registry=self.host)
         return response.content

@@ -17,15 +17,28 @@ from typing import Any, Protocol, runtime_checkable
 from imagedrift.core.refs import ImageRef
 from imagedrift.errors import NotFound, RegistryError
 from imagedrift.registry.base import RegistryClient
+from imagedrift.registry.limits import (
+    DEFAULT_LIMITS,
+    SETTINGS,
+    ReadLimits,
+    ReadRefused,
+    check_count,
+)
 
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 COSIGN_SIG_TAG = "cosign .sig tag"
-MAX_REFERRERS = 50
 
 
 @runtime_checkable
 class RawRequests(Protocol):
     def request(self, method: str, path: str, **kwargs: Any) -> Any: ...
+
+
+@runtime_checkable
+class Limited(Protocol):
+    """A client that carries its own read limits (both backends do)."""
+
+    limits: ReadLimits
 
 
 @dataclass(frozen=True)
@@ -52,19 +65,17 @@ def schema_tag(digest: str) -> str:
 def _descriptors_from_api(client: RegistryClient, ref: ImageRef) -> list[dict[str, Any]] | None:
     if not isinstance(client, RawRequests):
         return None
-    try:
-        response = client.request(
-            "GET",
-            f"/v2/{ref.repository}/referrers/{ref.digest}",
-            repository=ref.repository,
-            headers={"Accept": OCI_INDEX},
-        )
-    except NotFound:
-        return None  # no referrers API here (distribution 2.x answers 404)
-    except RegistryError as exc:
-        if "405" in str(exc) or "400" in str(exc):
-            return None
-        raise
+    response = client.request(
+        "GET",
+        f"/v2/{ref.repository}/referrers/{ref.digest}",
+        repository=ref.repository,
+        headers={"Accept": OCI_INDEX},
+        ok=(200, 400, 404, 405),
+    )
+    if response.status_code != 200:
+        # No referrers API here: distribution 2.x answers 404, others 400 or 405. Told by
+        # the status itself: a message can hold "405" in a port or a digest.
+        return None
     if "application/json" not in response.headers.get(
         "Content-Type", ""
     ) and OCI_INDEX not in response.headers.get("Content-Type", ""):
@@ -109,15 +120,24 @@ def _read(client: RegistryClient, ref: ImageRef, digest: str, found_by: str) -> 
 
 
 def list_referrers(client: RegistryClient, ref: ImageRef) -> list[Referrer]:
-    """Everything attached to ``ref`` (pinned by digest), deduplicated by digest."""
+    """Everything attached to ``ref`` (pinned by digest), deduplicated by digest.
+
+    More referrers listed than the client's ``referrers`` limit raises RegistryError
+    before any is read: a truncated list could leave out the one signature that counts.
+    """
     if not ref.digest:
         raise ValueError(f"{ref} is not pinned by digest")
     descriptors = _descriptors_from_api(client, ref)
     found_by = "referrers API"
     if descriptors is None:
         descriptors, found_by = _descriptors_from_tag(client, ref), "referrers tag schema"
+    limit = (client.limits if isinstance(client, Limited) else DEFAULT_LIMITS).referrers
+    try:
+        check_count(len(descriptors), limit, f"{found_by} of {ref}", SETTINGS["referrers"])
+    except ReadRefused as exc:
+        raise RegistryError(f"{client.host}: {exc}", registry=client.host) from None
     found: dict[str, Referrer] = {}
-    for descriptor in descriptors[:MAX_REFERRERS]:
+    for descriptor in descriptors:
         digest = str(descriptor.get("digest", ""))
         if digest and digest not in found:
             referrer = _read(client, ref, digest, found_by)
