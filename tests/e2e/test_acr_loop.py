@@ -322,6 +322,31 @@ def test_refused_identities_mark_the_policy_not_ready_naming_them(
     world.wait_event(sp, "AuthenticationFailed", type="Warning", anywhere=True)
 
 
+def test_a_rotated_service_principal_secret_is_picked_up(
+    acr_world: World,
+    kube: Kube,
+    acr_identities: AcrIdentities,
+    azure_operator: Callable[..., tuple[OperatorProcess, int]],
+    operator_secrets: Callable[[str, dict[str, str]], str],
+) -> None:
+    """The Secret first holds a secret Entra refuses; once it is rotated to the right one,
+    the same operator (no restart) authenticates with it within IMAGEDRIFT_SECRET_TTL."""
+    world = acr_world
+    world.publish("base", "1", base_image("v1"))
+    secret = operator_secrets("sp-rotated", {"clientSecret": "the-old-secret"})
+    policy = world.policy(
+        "rotated",
+        {"base": base_spec(world, azure_spec(acr_identities, "servicePrincipal", secret))},
+    )
+    azure_operator(IMAGEDRIFT_SECRET_TTL="2")
+    world.wait_ready(policy, status="False", reason="AuthenticationFailed", timeout=90)
+    kube.core.patch_namespaced_secret(
+        secret, OPERATOR_NS, {"stringData": {"clientSecret": acr_identities.sp_secret}}
+    )
+    body = world.wait_ready(policy, reason="UpToDate", timeout=90)
+    assert body["status"]["base"]["digest"], body["status"]
+
+
 def _acr_webhook(world: World, repo: str, tag: str) -> dict[str, Any]:
     return {
         "id": str(uuid.uuid4()),
