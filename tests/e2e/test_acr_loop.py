@@ -12,8 +12,6 @@ from typing import Any
 
 import httpx
 import pytest
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from imagedrift.registry.base import Credentials
 from imagedrift.registry.oci import OciRegistryClient
@@ -48,29 +46,6 @@ def acr_world(fake_acr: FakeAcr, acr_tls: TestCA, kube: Kube, namespace: str) ->
     finally:
         world.cleanup()
         pusher.close()
-
-
-@pytest.fixture
-def operator_secrets(kube: Kube) -> Iterator[Callable[[str, dict[str, str]], str]]:
-    """``make(name, data)``: a Secret in the operator's namespace, deleted afterwards."""
-    made: list[str] = []
-
-    def make(name: str, data: dict[str, str]) -> str:
-        full = f"{name}-{uuid.uuid4().hex[:6]}"
-        kube.core.create_namespaced_secret(
-            OPERATOR_NS,
-            client.V1Secret(metadata=client.V1ObjectMeta(name=full), string_data=data),
-        )
-        made.append(full)
-        return full
-
-    yield make
-    for name in made:
-        try:
-            kube.core.delete_namespaced_secret(name, OPERATOR_NS)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.scenario import World, base_image, rolled_out
+from tests.harness import leaks
 from tests.harness.controlplane import ControlPlane, write_kubeconfig
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import free_port, wait_for
@@ -25,7 +26,7 @@ def cli(controlplane: ControlPlane) -> Callable[..., subprocess.CompletedProcess
     def run(*args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
         config = kubeconfig or controlplane.kubeconfig
         assert config is not None
-        return subprocess.run(
+        result = subprocess.run(
             [sys.executable, "-m", "imagedrift.cli", *args],
             env={**os.environ, "KUBECONFIG": str(config)},
             capture_output=True,
@@ -33,6 +34,9 @@ def cli(controlplane: ControlPlane) -> Callable[..., subprocess.CompletedProcess
             timeout=120,
             check=False,
         )
+        leaks.keep(f"imagedrift {' '.join(args)} stdout", result.stdout)
+        leaks.keep(f"imagedrift {' '.join(args)} stderr", result.stderr)
+        return result
 
     return run
 

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.scenario import World, base_image, rolled_out
+from tests.harness import leaks
 from tests.harness.controlplane import ControlPlane, Kube
 from tests.harness.fixtures_operator import (
     DEPLOY_DIR,
@@ -449,6 +450,7 @@ def start_replica(
         **overrides,
     )
     proc = ManagedProcess(name, argv, log_dir, env=env)
+    leaks.watch(proc.log_path)
 
     def healthy() -> bool:
         import httpx

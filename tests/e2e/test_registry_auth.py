@@ -3,53 +3,15 @@ were, throttling that delays instead of failing."""
 
 from __future__ import annotations
 
-import base64
-import json
-from collections.abc import Callable, Iterator
-
-import pytest
-from kubernetes.client.exceptions import ApiException
+from collections.abc import Callable
 
 from tests.e2e.scenario import World, base_image, rolled_out
 from tests.e2e.support import base_spec
-from tests.harness.controlplane import Kube
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import wait_for
 from tests.harness.registry_proxy import RegistryProxy
 
 OPERATOR_NS = "imagedrift-system"
-
-
-@pytest.fixture
-def pull_secret(
-    kube: Kube, registry_proxy: RegistryProxy, crds_installed: None
-) -> Iterator[Callable[[str, str], str]]:
-    names: list[str] = []
-
-    def make(user: str, password: str) -> str:
-        name = f"regcred-{len(names)}-{registry_proxy.port}"
-        auth = base64.b64encode(f"{user}:{password}".encode()).decode()
-        config = {"auths": {registry_proxy.host: {"auth": auth}}}
-        kube.core.create_namespaced_secret(
-            OPERATOR_NS,
-            {
-                "metadata": {"name": name},
-                "type": "kubernetes.io/dockerconfigjson",
-                "data": {
-                    ".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()
-                },
-            },
-        )
-        names.append(name)
-        return name
-
-    yield make
-    for name in names:
-        try:
-            kube.core.delete_namespaced_secret(name, OPERATOR_NS)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
 
 
 def test_bearer_registry_with_docker_config_secret(

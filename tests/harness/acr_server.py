@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from tests.harness import leaks
 from tests.harness.entra import ACR_AUDIENCE, FakeEntra
 from tests.harness.tlsca import QuietHandler, TestCA, TlsServer
 
@@ -150,6 +151,7 @@ class FakeAcr:
         self.entra = entra
         self.upstream = upstream.rstrip("/")
         self.admin_user = admin_user
+        leaks.remember(admin_user[1], "ACR admin password")
         self.access_token_lifetime = 3600.0
         self.refresh_token_lifetime = 3 * 3600.0
         self._lock = threading.Lock()
@@ -294,6 +296,7 @@ class FakeAcr:
                 for key, acts in record.access.items()
             ]
         token = make_jwt(claims)
+        leaks.remember(token, f"ACR {kind.replace('_', ' ')}")
         with self._lock:
             self._tokens[token] = record
         return token

@@ -52,6 +52,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from tests.harness import leaks
 from tests.harness.procs import LOOPBACK, HarnessError, ManagedProcess, free_port, wait_for
 from tests.harness.tlsca import new_authority, pem_cert, pem_key
 
@@ -480,6 +481,7 @@ class ControlPlane:
         written into the control plane's temporary directory."""
         workdir = self._require(self.workdir, "workdir")
         safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)
+        leaks.remember(token, f"Kubernetes token of {name}")
         return write_kubeconfig(
             workdir / "kubeconfigs" / f"{safe}.kubeconfig",
             server=self._require(self.server, "server"),
@@ -583,6 +585,7 @@ class ControlPlane:
         elif cluster.get("certificate-authority"):
             self.ca_path = (path.parent / cluster["certificate-authority"]).resolve()
         self.token = user.get("token")
+        leaks.remember(self.token, "the existing cluster's token")
         started = time.monotonic()
         self._wait(self._api_ready, what=f"{self.server}/readyz", timeout=APISERVER_TIMEOUT)
         self.startup_seconds = time.monotonic() - started
@@ -602,6 +605,7 @@ class ControlPlane:
         self.pki = pki = Pki.create(workdir / "pki")
         self.ca_path = pki.ca_cert
         self.token = secrets.token_urlsafe(32)
+        leaks.remember(self.token, "control plane admin token")
         token_file = workdir / "tokens.csv"
         token_file.write_text(f'{self.token},{ADMIN_USER},{ADMIN_USER},"{ADMIN_GROUP}"\n')
         token_file.chmod(0o600)

@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass
 from urllib.parse import parse_qs, urlsplit
 
+from tests.harness import leaks
 from tests.harness.tlsca import QuietHandler, TestCA, TlsServer
 
 ACR_AUDIENCE = "https://containerregistry.azure.net"
@@ -113,6 +114,7 @@ class FakeEntra:
             audience=audience,
             expires_at=time.time() + self.lifetime,
         )
+        leaks.remember(token.token, f"Entra ID access token ({flow})")
         with self._lock:
             self._tokens[token.token] = token
             self.issued.append(token)

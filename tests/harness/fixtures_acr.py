@@ -25,6 +25,7 @@ from imagedrift.registry.acr import AcrRegistryClient
 from imagedrift.registry.base import Credentials
 from imagedrift.registry.oci import OciRegistryClient
 from imagedrift.registry.push import Image, Index, push
+from tests.harness import leaks
 from tests.harness.acr_server import FakeAcr
 from tests.harness.entra import FakeEntra
 from tests.harness.registry import Registry
@@ -88,6 +89,8 @@ def _entra_session(
         wi_token_file=token_file,
         mi_client_id="00000000-0000-0000-0000-0000000000c3",
     )
+    leaks.remember(assertion, "workload identity service account token")
+    leaks.remember(identities.sp_secret, "service principal client secret")
     entra.add_client_secret(identities.sp_client_id, identities.sp_secret)
     entra.add_federated(identities.wi_client_id, assertion)
     entra.add_managed_identity(identities.mi_client_id)

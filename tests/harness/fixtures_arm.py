@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.harness import leaks
 from tests.harness.arm_server import FakeArm, WebhookSink
 from tests.harness.entra import FakeEntra
 from tests.harness.fixtures_acr import AcrIdentities
@@ -39,6 +40,7 @@ def fake_arm(_arm_session: FakeArm, fake_entra: FakeEntra) -> Iterator[FakeArm]:
 
 @pytest.fixture(scope="session")
 def _sink_session(acr_tls: TestCA) -> Iterator[WebhookSink]:
+    leaks.remember(SINK_KEY, "rebuild webhook HMAC key")
     sink = WebhookSink(acr_tls, SINK_KEY).start()
     try:
         yield sink

@@ -115,8 +115,12 @@ def operator_factory(
 ) -> Iterator[Callable[..., OperatorProcess]]:
     started: list[OperatorProcess] = []
 
-    def start(env: dict[str, str] | None = None, kubeconfig: Path | None = None) -> OperatorProcess:
-        proc = OperatorProcess(kubeconfig or operator_kubeconfig, tmp_path / "operator", env=env)
+    def start(
+        env: dict[str, str] | None = None, kubeconfig: Path | None = None, debug: bool = False
+    ) -> OperatorProcess:
+        proc = OperatorProcess(
+            kubeconfig or operator_kubeconfig, tmp_path / "operator", env=env, debug=debug
+        )
         started.append(proc)
         return proc.start()
 

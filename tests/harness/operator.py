@@ -8,16 +8,23 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+from tests.harness import leaks
 from tests.harness.procs import ManagedProcess, free_port, wait_for
 
 
 class OperatorProcess:
     def __init__(
-        self, kubeconfig: Path, log_dir: Path, *, env: dict[str, str] | None = None
+        self,
+        kubeconfig: Path,
+        log_dir: Path,
+        *,
+        env: dict[str, str] | None = None,
+        debug: bool = False,
     ) -> None:
         self.kubeconfig = kubeconfig
         self.log_dir = log_dir
         self.env = dict(env or {})
+        self.debug = debug  # kopf --debug: every logger at DEBUG
         self.proc: ManagedProcess | None = None
         self.starts = 0
         self.health_port = 0
@@ -35,6 +42,7 @@ class OperatorProcess:
             "--all-namespaces",
             "--standalone",
             f"--liveness=http://127.0.0.1:{self.health_port}/healthz",
+            *(["--debug"] if self.debug else []),
         ]
         env = {
             "KUBECONFIG": str(self.kubeconfig),
@@ -43,7 +51,9 @@ class OperatorProcess:
             "IMAGEDRIFT_METRICS_PORT": "0",
             **self.env,
         }
+        leaks.remember(env.get("IMAGEDRIFT_WEBHOOK_SECRET"), "webhook secret")
         self.proc = ManagedProcess(f"operator-{self.starts}", argv, self.log_dir, env=env)
+        leaks.watch(self.proc.log_path)
         wait_for(self._healthy, what="the operator's liveness endpoint", timeout=60)
         return self
 

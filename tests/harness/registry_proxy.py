@@ -18,6 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from tests.harness import leaks
 from tests.harness.procs import LOOPBACK
 
 SERVICE = "imagedrift-test-registry"
@@ -73,6 +74,12 @@ def _repository_of(path: str) -> str:
         if marker in rest:
             return rest.split(marker, 1)[0]
     return ""
+
+
+def _remember_passwords(users: Mapping[str, str]) -> None:
+    for user, password in users.items():
+        leaks.remember(password, f"registry password of {user}")
+        leaks.remember(base64.b64encode(f"{user}:{password}".encode()).decode(), "basic auth")
 
 
 class RegistryProxy:
@@ -131,6 +138,7 @@ class RegistryProxy:
         self, users: Mapping[str, str], *, expires_in: int = 300, anonymous_pull: bool = False
     ) -> None:
         """Demand ``Bearer`` tokens from ``/token``, which checks basic ``users``."""
+        _remember_passwords(users)
         with self._lock:
             self._state.mode = "bearer"
             self._state.users = dict(users)
@@ -138,6 +146,7 @@ class RegistryProxy:
             self._state.anonymous_pull = anonymous_pull
 
     def require_basic(self, users: Mapping[str, str]) -> None:
+        _remember_passwords(users)
         with self._lock:
             self._state.mode = "basic"
             self._state.users = dict(users)
@@ -226,6 +235,7 @@ class RegistryProxy:
         if user is None and not (anonymous_pull and scope.endswith(":pull")):
             return 401, {"errors": [{"code": "UNAUTHORIZED", "message": "credentials required"}]}
         token = secrets.token_urlsafe(24)
+        leaks.remember(token, "registry bearer token")
         with self._lock:
             self._state.tokens[token] = (scope, time.monotonic() + expires_in)
         return 200, {"token": token, "access_token": token, "expires_in": expires_in}
