@@ -8,6 +8,7 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +22,7 @@ from tests.harness.arm_server import ARM_AUDIENCE, FakeArm
 from tests.harness.controlplane import Kube
 from tests.harness.entra import FakeEntra
 from tests.harness.fixtures_acr import AcrIdentities
+from tests.harness.flood import raise_open_files, still_open, tls_connect
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import free_port, wait_for
 from tests.harness.tlsca import TestCA
@@ -372,7 +374,7 @@ def test_push_events_cause_a_check_at_once(
         "events",
         {"base": base_spec(world, azure_spec(acr_identities, "workloadIdentity"), interval="1h")},
     )
-    _, port = azure_operator()
+    operator, port = azure_operator()
     world.wait_ready(policy, reason="UpToDate", timeout=90)
     receiver = f"https://127.0.0.1:{port}/"
     http = httpx.Client(verify=acr_tls.client_context(), timeout=10)
@@ -389,7 +391,13 @@ def test_push_events_cause_a_check_at_once(
             headers={"Authorization": f"Bearer {WEBHOOK_SECRET}"},
         )
         assert bad.status_code == 400 and "target.repository" in bad.json()["error"]
-        time.sleep(2.0)
+        # The receiver logs each refusal before it answers, and an accepted delivery
+        # ("push event") before it hands the refs on, the only way to a check: so once the
+        # answers are in, the log shows whether any of these reached the engine.
+        log = operator.log()
+        assert log.count("refused a POST from 127.0.0.1") == 2, log[-2000:]
+        assert "refused a delivery from 127.0.0.1: " in log
+        assert "push event (" not in log, "a refused delivery reached the engine"
         assert fake_acr.registry_requests() == 0, "a refused delivery caused a check"
 
         # An ACR webhook delivery (the secret in a header): a check within a second.
@@ -446,6 +454,67 @@ def test_push_events_cause_a_check_at_once(
         world.wait_event(policy, "BaseChanged", type="Normal", anywhere=True)
     finally:
         http.close()
+
+
+def os_threads(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Threads:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no thread count for pid {pid}")
+
+
+def test_a_flood_of_slow_connections_does_not_delay_a_valid_delivery(
+    acr_world: World,
+    fake_acr: FakeAcr,
+    acr_identities: AcrIdentities,
+    acr_tls: TestCA,
+    azure_operator: Callable[..., tuple[OperatorProcess, int]],
+) -> None:
+    """500 clients that send half a request head and then nothing hold no thread of the
+    operator's, and a valid push still wakes its policy within 2 s."""
+    flood = 500
+    raise_open_files(2 * flood + 300)  # this end of every connection, and the rest
+    world = acr_world
+    world.publish("base", "1", base_image("v1"))
+    policy = world.policy(
+        "flood",
+        {"base": base_spec(world, azure_spec(acr_identities, "workloadIdentity"), interval="1h")},
+    )
+    operator, port = azure_operator(IMAGEDRIFT_WEBHOOK_DEADLINE="60")
+    world.wait_ready(policy, reason="UpToDate", timeout=90)
+    before = os_threads(operator.proc.pid)
+    slow = []
+    try:
+        for _ in range(flood):
+            sock = tls_connect(acr_tls, port)
+            slow.append(sock)
+            sock.sendall(b"POST /?token=")  # and never the rest
+        during = os_threads(operator.proc.pid)
+        held = sum(still_open(sock) for sock in slow)
+        print(f"{flood} slow connections, {held} held: operator threads {before} -> {during}")
+        assert held == flood
+        assert during <= before + 2, "slow connections cost the operator threads"
+
+        v2 = world.publish("base", "1", base_image("v2"))
+        fake_acr.reset_counts()
+        start = time.monotonic()
+        answer = httpx.post(
+            f"https://127.0.0.1:{port}/",
+            json=_acr_webhook(world, world.repo("base"), "1"),
+            headers={"Authorization": f"Bearer {WEBHOOK_SECRET}"},
+            verify=acr_tls.client_context(),
+            timeout=10,
+        )
+        assert answer.status_code == 200, answer.text
+        latency = _first_request_after(fake_acr, start, timeout=2.0)  # the requirement
+        print(f"during the flood: push -> first registry request {latency:.2f}s")
+        after = os_threads(operator.proc.pid)
+        print(f"operator threads with the delivery handled: {after}")
+        assert after <= before + 4 + 2, "the delivery pool is bounded (4 workers)"
+        wait_for(lambda: digest_of(world, policy) == v2, what="base v2 recorded", timeout=10)
+    finally:
+        for sock in slow:
+            sock.close()
 
 
 def test_acr_task_runs_once_per_base_digest(

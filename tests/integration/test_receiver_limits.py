@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import resource
 import socket
 import ssl
 import threading
@@ -19,6 +18,7 @@ import httpx
 import pytest
 
 from imagedrift.events import MAX_BODY, Receiver, start_receiver
+from tests.harness.flood import raise_open_files, still_open, tls_connect
 from tests.harness.tlsca import TestCA
 
 SECRET = "s3cret-for-limit-tests"
@@ -65,11 +65,6 @@ def receiving(acr_tls: TestCA, on_push: Any, **limits: Any) -> Iterator[Receiver
         running.stop()
 
 
-def tls_connect(acr_tls: TestCA, port: int, *, timeout: float = 10.0) -> ssl.SSLSocket:
-    raw = socket.create_connection(("127.0.0.1", port), timeout=timeout)
-    return acr_tls.client_context().wrap_socket(raw, server_hostname="127.0.0.1")
-
-
 def closed_by_server(sock: socket.socket, *, timeout: float) -> bool:
     """Read until the server closes (True) or ``timeout`` passes with it open (False)."""
     sock.settimeout(timeout)
@@ -105,27 +100,6 @@ def read_response(sock: socket.socket, *, timeout: float) -> tuple[int, dict[str
             break
         body += chunk
     return int(status_line.split(" ")[1]), headers, body
-
-
-def still_open(sock: ssl.SSLSocket) -> bool:
-    """True while the server has neither closed nor answered ``sock`` (checked now)."""
-    sock.setblocking(False)
-    try:
-        sock.recv(1)
-    except ssl.SSLWantReadError:
-        return True
-    except OSError:
-        return False
-    return False
-
-
-def raise_open_files(needed: int) -> None:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft >= needed:
-        return
-    if hard != resource.RLIM_INFINITY and hard < needed:
-        pytest.skip(f"this test needs {needed} open files; the hard limit is {hard}")
-    resource.setrlimit(resource.RLIMIT_NOFILE, (needed, hard))
 
 
 def test_a_flood_of_slow_connections_costs_no_thread_and_a_delivery_still_gets_through(

@@ -696,3 +696,53 @@ def test_policy_pause_with_a_namespace_is_refused(
     missing = main(["status", "--kubeconfig", str(tmp_path / "absent"), "--context", "x"])
     assert missing == 2
     assert "cannot load the Kubernetes configuration" in capsys.readouterr().err
+
+
+def test_plan_lists_every_tag_and_what_became_of_it() -> None:
+    from imagedrift.core.tagselect import TagNote
+    from imagedrift.engine.check import Search
+
+    search = Search(
+        notes=[
+            TagNote("x.sig", "excluded", "matches exclusionList"),
+            TagNote("2.0.0", "ineligible", "a major bump; level minor stays on 1.x"),
+            TagNote("1.5.0", "taken", "Passed"),
+            TagNote("1.4.1", "not inspected", "1.5.0 is newer and was taken"),
+            TagNote("1.3.9", "lower", "lower than the running 1.4.0"),
+        ],
+        policy="keel minor",
+    )
+    result = CheckResult({}, [], [], 1.0, {}, {f"{APP}:1.4.0": search})
+    doc = plan.build(
+        parse_policy("python", POLICY["spec"]), POLICY, result, plan.RecordingKube(_Reader({}))
+    )
+    [group] = doc["tags"]
+    assert (group["repository"], group["runningTag"], group["policy"]) == (
+        APP,
+        "1.4.0",
+        "keel minor",
+    )
+    assert [t["tag"] for t in group["tags"]] == ["x.sig", "2.0.0", "1.5.0", "1.4.1", "1.3.9"]
+    rows = plan.table(doc, NOW, 100).split("\n\n")[1].splitlines()
+    assert rows == [
+        f"tags of {APP} (running 1.4.0, keel minor):",
+        "  1.5.0  taken: Passed",
+        "  1.4.1  not inspected: 1.5.0 is newer and was taken",
+        "  1.3.9  lower: lower than the running 1.4.0",
+        "  2.0.0  ineligible: a major bump; level minor stays on 1.x",
+        "  x.sig  excluded: matches exclusionList",
+    ]
+
+
+def test_plan_says_why_a_policy_that_fails_closed_has_no_candidate() -> None:
+    from imagedrift.engine.check import Search
+
+    why = "numerical: tag 'build-x' extracts 'x', which is not a number; the policy orders no tag"
+    result = CheckResult(
+        {}, [], [], 1.0, {}, {f"{APP}:build-1": Search(rejected=[why], refused=why)}
+    )
+    doc = plan.build(
+        parse_policy("python", POLICY["spec"]), POLICY, result, plan.RecordingKube(_Reader({}))
+    )
+    assert doc["tags"][0]["refused"] == [why]
+    assert "no candidate: numerical: tag 'build-x'" in plan.table(doc, NOW, 200)

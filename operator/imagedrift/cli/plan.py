@@ -255,7 +255,7 @@ def _tags(result: CheckResult) -> list[dict[str, Any]]:
                 "runningTag": running,
                 "policy": search.policy,
                 "candidate": search.candidate.tag if search.candidate else "",
-                "refused": [r for r in search.rejected if ": " not in r],
+                "refused": [search.refused] if search.refused else [],
                 "tags": [{"tag": n.tag, "fate": n.fate, "reason": n.reason} for n in search.notes],
             }
         )

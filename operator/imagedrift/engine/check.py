@@ -103,6 +103,12 @@ class Search:
     excluded: list[str] = field(default_factory=list)  # by exclusionList: never looked at
     notes: list[tagselect.TagNote] = field(default_factory=list)  # every tag's fate (plan)
     policy: str = ""  # the tag policy, described
+    refused: str = ""  # why no tag could be a candidate at all (the policy failed closed)
+
+    def fail(self, why: str) -> Search:
+        self.refused = why
+        self.rejected.append(why)
+        return self
 
     def refuse(self, tag: str, fate: str, why: str) -> None:
         self.rejected.append(f"{tag}: {why}")
@@ -554,6 +560,9 @@ class PolicyChecker:
         selector = pod_selector(w.obj)
         if not selector or not isinstance(self.kube, PodReader):
             return ""
+        status = w.obj.get("status") or {}
+        if not int(status.get("replicas") or status.get("desiredNumberScheduled") or 0):
+            return ""  # no pods (scaled to zero, or not created yet): nothing to read
         try:
             pods = self.kube.list_pods(w.ref.namespace, selector)
         except KubeError as exc:
@@ -626,10 +635,7 @@ class PolicyChecker:
         lower: list[str] = []  # tags the selection found lower than the running one
         if "sameTag" in tags_spec:
             if not tag:
-                search.rejected.append(
-                    "running image is pinned by digest with no known tag to follow"
-                )
-                return search
+                return search.fail("running image is pinned by digest with no known tag to follow")
             ordered = [tag]
             policy = policy_from_spec({"sameTag": {"tag": tag}})
             search.policy = policy.describe()
@@ -642,24 +648,21 @@ class PolicyChecker:
             policy = policy_from_spec(tags_spec)
             search.policy = policy.describe()
             if not tag:
-                search.rejected.append(
+                return search.fail(
                     "running image has no tag: cannot prove a candidate is not a downgrade"
                 )
-                return search
             listed = client.list_tags(running)
             if isinstance(policy, NewestBuildPolicy):
                 times = self._build_times(ctx, client, running, listed, tag)
                 if times is None:
                     kept, _ = tagselect.prefilter(listed, ctx.policy)
-                    search.rejected.append(NewestBuildPolicy.too_many(len(kept)))
-                    return search
+                    return search.fail(NewestBuildPolicy.too_many(len(kept)))
                 policy = policy.with_times(times)
             selection = tagselect.select(listed, tag, policy, ctx.policy)
             search.excluded = selection.of(tagselect.EXCLUDED)
             search.notes = list(selection.notes)
             if selection.refused:
-                search.rejected.append(selection.refused)
-                return search
+                return search.fail(selection.refused)
             lower = selection.of(tagselect.LOWER)
             ordered = [*selection.candidates, *lower[:1]]
         for candidate_tag in ordered[: ctx.policy.max_candidates]:
