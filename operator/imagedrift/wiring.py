@@ -251,6 +251,7 @@ def _receiver_limits() -> dict[str, Any]:
         "queue": int(os.environ.get("IMAGEDRIFT_WEBHOOK_QUEUE", "64")),
         "rate": rate if rate > 0 else None,
         "burst": float(os.environ.get("IMAGEDRIFT_WEBHOOK_BURST", "40")),
+        "max_bodies": int(os.environ.get("IMAGEDRIFT_WEBHOOK_MAX_BODIES", "32")),
     }
 
 

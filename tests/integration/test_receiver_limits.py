@@ -19,6 +19,7 @@ import pytest
 
 from imagedrift.events import MAX_BODY, Receiver, start_receiver
 from tests.harness.flood import raise_open_files, still_open, tls_connect
+from tests.harness.procs import wait_for
 from tests.harness.tlsca import TestCA
 
 SECRET = "s3cret-for-limit-tests"
@@ -303,3 +304,35 @@ def test_a_full_delivery_queue_answers_503(
             waiting.join(timeout=10)
     assert full.status_code == 503 and int(full.headers["Retry-After"]) >= 1
     assert sorted(answers) == [200, 200]
+
+
+def test_bodies_are_read_a_bounded_number_at_a_time(acr_tls: TestCA) -> None:
+    """With one body slot, a sender that holds it (secret right, body never finished)
+    keeps the next delivery's body waiting, unread and undelivered, until the slot frees."""
+    recorder = Recorder()
+    body = json.dumps(PUSH).encode()
+    head = (
+        f"POST / HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {SECRET}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with receiving(acr_tls, recorder, deadline=30, max_bodies=1) as rx:
+        holder = tls_connect(acr_tls, rx.port)
+        second = tls_connect(acr_tls, rx.port)
+        try:
+            holder.sendall(head + body[:10])
+            wait_for(
+                lambda: rx.bodies_reading == 1, what="the holder's body in the slot", timeout=10
+            )
+            second.sendall(head + body)
+            # Only the holder can be in the one slot while the second waits for it.
+            wait_for(lambda: rx.bodies_waiting == 1, what="the second body waiting", timeout=10)
+            assert recorder.calls == [], "a delivery went past the body limit"
+            holder.close()  # frees the slot
+            second.setblocking(True)
+            second.settimeout(10)
+            answer = second.recv(4096)
+        finally:
+            holder.close()
+            second.close()
+    assert answer.startswith(b"HTTP/1.1 200"), answer[:80]
+    assert recorder.calls == [PUSHED]

@@ -374,3 +374,18 @@ def test_an_oversized_referrers_list_fails_even_when_its_message_says_405() -> N
     ):
         list_referrers(client, ImageRef("r.example:4051", "app", digest=DIGEST))
     assert seen == [f"/v2/app/referrers/{DIGEST}"]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"[" * 200_000 + b"]" * 200_000, "nests too deeply to read"),  # 400 KB, under any cap
+        (b"not json", "is not JSON"),
+        (b"[1, 2]", "is not a JSON object"),
+    ],
+)
+def test_documents_that_cannot_be_read_name_why(data: bytes, message: str) -> None:
+    from imagedrift.registry.manifests import parse_json
+
+    with pytest.raises(RegistryError, match=message):
+        parse_json(data, "manifest", "r.example")

@@ -23,7 +23,9 @@ How it holds under hostile load:
 - Each request (TLS handshake, head and body) has ``deadline`` seconds; the handshake alone
   ``handshake_timeout``. A client that is slower is cut off (logged at DEBUG).
 - The secret is checked on the head, before any body byte is read; the per-source rate
-  limit (``ratelimit``) before that.
+  limit (``ratelimit``) before that. At most ``max_bodies`` bodies are read at once (a
+  body is up to 1 MB), so even senders holding the secret cannot make the receiver buffer
+  a thousand of them; a request waiting for its turn is still bound by its deadline.
 - ``on_push`` runs in a pool of ``workers`` threads, only for complete, authenticated,
   parsed deliveries; with ``queue`` more already waiting the answer is 503.
 - One request per connection: every answer says ``Connection: close``. When a request's
@@ -83,6 +85,7 @@ class _Settings:
     deadline: float
     handshake_timeout: float
     max_connections: int
+    max_bodies: int
     workers: int
     queue: int
     rate: float | None
@@ -100,6 +103,16 @@ class Receiver:
     @property
     def port(self) -> int:
         return self._service.port
+
+    @property
+    def bodies_reading(self) -> int:
+        """Requests whose body is being read right now (at most ``max_bodies``)."""
+        return self._service.bodies_reading
+
+    @property
+    def bodies_waiting(self) -> int:
+        """Requests whose body waits for one of the ``max_bodies`` slots right now."""
+        return self._service.bodies_waiting
 
     @property
     def tls(self) -> bool:
@@ -127,6 +140,7 @@ def start_receiver(
     queue: int = 64,
     rate: float | None = 20.0,
     burst: float = 40.0,
+    max_bodies: int = 32,
 ) -> Receiver:
     """Listen on ``host:port`` (0 picks a free port) and call ``on_push(refs)`` for every
     accepted delivery that names images. TLS with ``certfile``/``keyfile``; both ``None``
@@ -146,7 +160,7 @@ def start_receiver(
         raise ValueError("the push-event receiver needs a non-empty shared secret")
     if (certfile is None) != (keyfile is None):
         raise ValueError("give both certfile and keyfile, or neither")
-    if min(deadline, handshake_timeout, max_connections, workers) <= 0 or queue < 0:
+    if min(deadline, handshake_timeout, max_connections, workers, max_bodies) <= 0 or queue < 0:
         raise ValueError("receiver limits must be positive")
     if rate is not None and (rate <= 0 or burst < 1):
         raise ValueError("rate must be positive and burst at least 1 (rate=None: no limit)")
@@ -166,6 +180,7 @@ def start_receiver(
         queue=queue,
         rate=rate,
         burst=burst,
+        max_bodies=max_bodies,
     )
     service = _Service(settings)
     service.start(host, port)
@@ -231,6 +246,9 @@ class _Service:
         self._connections: set[asyncio.Task[None]] = set()
         self._at_capacity = False
         self._pending = 0  # deliveries handed to the pool and not finished
+        self._bodies = asyncio.Semaphore(settings.max_bodies)  # bodies being read at once
+        self.bodies_waiting = 0  # requests whose body waits for a free slot
+        self.bodies_reading = 0  # requests whose body is being read
 
     # -- lifecycle (caller's thread) --------------------------------------------------------
 
@@ -383,7 +401,17 @@ class _Service:
         if length > MAX_BODY:
             log.warning("refused a %d byte delivery from %s", length, exchange.peer)
             return _Answer(413, {"error": f"body larger than {MAX_BODY} bytes"})
-        body = await reader.readexactly(length) if length else b""
+        self.bodies_waiting += 1
+        try:
+            await self._bodies.acquire()
+        finally:
+            self.bodies_waiting -= 1
+        self.bodies_reading += 1
+        try:
+            body = await reader.readexactly(length) if length else b""
+        finally:
+            self.bodies_reading -= 1
+            self._bodies.release()
         exchange.body_read = True
         try:
             if head.header("ce-specversion") and head.header("ce-type"):

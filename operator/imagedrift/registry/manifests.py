@@ -39,6 +39,8 @@ def parse_json(data: bytes, what: str, host: str) -> dict[str, Any]:
         document = json.loads(data)
     except (ValueError, UnicodeDecodeError):
         raise RegistryError(f"{host}: {what} is not JSON", registry=host) from None
+    except RecursionError:  # a few MiB of "[[[[" fit in any byte cap
+        raise RegistryError(f"{host}: {what} nests too deeply to read", registry=host) from None
     if not isinstance(document, dict):
         raise RegistryError(f"{host}: {what} is not a JSON object", registry=host)
     return document
