@@ -5,8 +5,12 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import os
+import subprocess
+import sys
 import uuid
 from collections.abc import Callable, Generator, Iterator
+from pathlib import Path
 
 import pytest
 from kubernetes import client
@@ -15,11 +19,34 @@ from kubernetes.client.exceptions import ApiException
 from tests.e2e.scenario import World
 from tests.e2e.support import make_world
 from tests.harness import leaks
-from tests.harness.controlplane import Kube
+from tests.harness.controlplane import ControlPlane, Kube
 from tests.harness.registry import Registry
 from tests.harness.registry_proxy import RegistryProxy
 
 OPERATOR_NS = "imagedrift-system"
+
+
+@pytest.fixture
+def cli(controlplane: ControlPlane) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``cli(*args)``: ``imagedrift ARGS`` as an SRE runs it, a subprocess on the test
+    cluster's kubeconfig (or ``kubeconfig=``); its output is kept for the leak check."""
+
+    def run(*args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
+        config = kubeconfig or controlplane.kubeconfig
+        assert config is not None
+        result = subprocess.run(
+            [sys.executable, "-m", "imagedrift.cli", *args],
+            env={**os.environ, "KUBECONFIG": str(config)},
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        leaks.keep(f"imagedrift {' '.join(args)} stdout", result.stdout)
+        leaks.keep(f"imagedrift {' '.join(args)} stderr", result.stderr)
+        return result
+
+    return run
 
 
 @pytest.fixture
@@ -50,19 +77,20 @@ def operator_secrets(kube: Kube) -> Iterator[Callable[[str, dict[str, str]], str
 
 
 @pytest.fixture
-def pull_secret(
-    kube: Kube, registry_proxy: RegistryProxy, crds_installed: None
-) -> Iterator[Callable[[str, str], str]]:
-    """``make(user, password)``: a dockerconfigjson Secret for ``registry_proxy`` in the
-    operator's namespace, deleted afterwards."""
+def docker_config_secret(
+    kube: Kube, crds_installed: None
+) -> Iterator[Callable[[str, str, str], str]]:
+    """``make(host, user, password)``: a dockerconfigjson Secret for ``host`` in the
+    operator's namespace, deleted afterwards; its password and auth are remembered for the
+    secret-leak check."""
     names: list[str] = []
 
-    def make(user: str, password: str) -> str:
-        name = f"regcred-{len(names)}-{registry_proxy.port}"
+    def make(host: str, user: str, password: str) -> str:
+        name = f"regcred-{len(names)}-{uuid.uuid4().hex[:6]}"
         auth = base64.b64encode(f"{user}:{password}".encode()).decode()
         leaks.remember(password, f"registry password in Secret {name}")
         leaks.remember(auth, f"auth in Secret {name}")
-        config = {"auths": {registry_proxy.host: {"auth": auth}}}
+        config = {"auths": {host: {"auth": auth}}}
         kube.core.create_namespaced_secret(
             OPERATOR_NS,
             {
@@ -78,6 +106,14 @@ def pull_secret(
 
     yield make
     _delete_secrets(kube, names)
+
+
+@pytest.fixture
+def pull_secret(
+    docker_config_secret: Callable[[str, str, str], str], registry_proxy: RegistryProxy
+) -> Callable[[str, str], str]:
+    """``make(user, password)``: a dockerconfigjson Secret for ``registry_proxy``."""
+    return lambda user, password: docker_config_secret(registry_proxy.host, user, password)
 
 
 def _delete_secrets(kube: Kube, names: list[str]) -> None:

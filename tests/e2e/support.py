@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import json
+import subprocess
+import uuid
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
 
@@ -70,3 +73,44 @@ def intervals_pass(world: World, registry: Registry, count: int = 3) -> None:
         what=f"{count} more lookups of the base",
         timeout=60,
     )
+
+
+def ok_json(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert result.returncode == 0, result.stderr
+    doc: dict[str, Any] = json.loads(result.stdout)
+    return doc
+
+
+# -- push deliveries, as registries send them ---------------------------------------------
+
+
+def acr_push(repository: str, tag: str, host: str) -> dict[str, Any]:
+    """An ACR webhook ``push`` delivery for ``host/repository:tag``."""
+    return {
+        "id": str(uuid.uuid4()),
+        "timestamp": "2025-01-02T03:04:05.0000000Z",
+        "action": "push",
+        "target": {
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "repository": repository,
+            "tag": tag,
+            "digest": "sha256:" + "0" * 64,
+        },
+        "request": {"id": str(uuid.uuid4()), "host": host, "method": "PUT"},
+    }
+
+
+def event_grid_push(push: Mapping[str, Any]) -> dict[str, Any]:
+    """The Event Grid ``ImagePushed`` event that carries the ACR delivery ``push``."""
+    target = push["target"]
+    return {
+        "id": str(uuid.uuid4()),
+        "topic": "/subscriptions/sub/resourceGroups/rg/providers/"
+        "Microsoft.ContainerRegistry/registries/fake",
+        "subject": f"{target['repository']}:{target['tag']}",
+        "eventType": "Microsoft.ContainerRegistry.ImagePushed",
+        "eventTime": "2025-01-02T03:04:05Z",
+        "data": dict(push),
+        "dataVersion": "1.0",
+        "metadataVersion": "1",
+    }

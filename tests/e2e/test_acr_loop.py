@@ -8,7 +8,6 @@ import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -17,6 +16,7 @@ import pytest
 from imagedrift.registry.base import Credentials
 from imagedrift.registry.oci import OciRegistryClient
 from tests.e2e.scenario import World, base_image, rolled_out
+from tests.e2e.support import acr_push, event_grid_push
 from tests.harness.acr_server import FakeAcr
 from tests.harness.arm_server import ARM_AUDIENCE, FakeArm
 from tests.harness.controlplane import Kube
@@ -24,7 +24,7 @@ from tests.harness.entra import FakeEntra
 from tests.harness.fixtures_acr import AcrIdentities
 from tests.harness.flood import raise_open_files, still_open, tls_connect
 from tests.harness.operator import OperatorProcess
-from tests.harness.procs import free_port, wait_for
+from tests.harness.procs import free_port, proc_status, wait_for
 from tests.harness.tlsca import TestCA
 
 OPERATOR_NS = "imagedrift-system"
@@ -208,7 +208,16 @@ def test_steady_state_costs_one_request_per_distinct_base_per_poll(
     azure_operator()
     for policy in policies:
         world.wait_ready(policy, reason="UpToDate", timeout=90)
-    time.sleep(2.5)  # every base has been polled again since the first tokens were made
+    # Every base polled again since the first tokens were made: the window starts steady.
+    mark = len(fake_acr.log())
+    wait_for(
+        lambda: all(
+            any(f"/v2/{world.repo(b)}/manifests/" in r.path for r in fake_acr.log()[mark:])
+            for b in bases
+        ),
+        what="every base polled again",
+        timeout=30,
+    )
     fake_acr.reset_counts()
     fake_entra.reset()
     window, interval = 8.0, 2.0
@@ -324,21 +333,6 @@ def test_a_rotated_service_principal_secret_is_picked_up(
     assert body["status"]["base"]["digest"], body["status"]
 
 
-def _acr_webhook(world: World, repo: str, tag: str) -> dict[str, Any]:
-    return {
-        "id": str(uuid.uuid4()),
-        "timestamp": "2025-01-02T03:04:05.0000000Z",
-        "action": "push",
-        "target": {
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "repository": repo,
-            "tag": tag,
-            "digest": "sha256:" + "0" * 64,
-        },
-        "request": {"id": str(uuid.uuid4()), "host": world.host, "method": "PUT"},
-    }
-
-
 def base_lookups_pass(fake_acr: FakeAcr, world: World, count: int) -> None:
     """Wait until the policy's base was looked up ``count`` more times (each lookup starts
     a check): absence is proven over checks that happened, not over a sleep."""
@@ -382,7 +376,7 @@ def test_push_events_cause_a_check_at_once(
         # Refused deliveries wake nothing.
         v2 = world.publish("base", "1", base_image("v2"))
         fake_acr.reset_counts()
-        body = _acr_webhook(world, world.repo("base"), "1")
+        body = acr_push(world.repo("base"), "1", world.host)
         assert http.post(receiver, json=body).status_code == 401
         assert http.post(receiver, json=body, params={"token": "wrong"}).status_code == 401
         bad = http.post(
@@ -431,17 +425,7 @@ def test_push_events_cause_a_check_at_once(
         assert validation.json() == {"validationResponse": "abc-123"}
         v3 = world.publish("base", "1", base_image("v3"))
         fake_acr.reset_counts()
-        event = {
-            "id": str(uuid.uuid4()),
-            "topic": "/subscriptions/sub/resourceGroups/rg/providers/"
-            "Microsoft.ContainerRegistry/registries/fake",
-            "subject": f"{world.repo('base')}:1",
-            "eventType": "Microsoft.ContainerRegistry.ImagePushed",
-            "eventTime": "2025-01-02T03:04:05Z",
-            "data": _acr_webhook(world, world.repo("base"), "1"),
-            "dataVersion": "1.0",
-            "metadataVersion": "1",
-        }
+        event = event_grid_push(acr_push(world.repo("base"), "1", world.host))
         start = time.monotonic()
         answer = http.post(
             receiver, params={"token": WEBHOOK_SECRET}, content=json.dumps([event]).encode()
@@ -454,13 +438,6 @@ def test_push_events_cause_a_check_at_once(
         world.wait_event(policy, "BaseChanged", type="Normal", anywhere=True)
     finally:
         http.close()
-
-
-def os_threads(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("Threads:"):
-            return int(line.split()[1])
-    raise AssertionError(f"no thread count for pid {pid}")
 
 
 def test_a_flood_of_slow_connections_does_not_delay_a_valid_delivery(
@@ -482,14 +459,14 @@ def test_a_flood_of_slow_connections_does_not_delay_a_valid_delivery(
     )
     operator, port = azure_operator(IMAGEDRIFT_WEBHOOK_DEADLINE="60")
     world.wait_ready(policy, reason="UpToDate", timeout=90)
-    before = os_threads(operator.proc.pid)
+    before = proc_status(operator.proc.pid, "Threads")
     slow = []
     try:
         for _ in range(flood):
             sock = tls_connect(acr_tls, port)
             slow.append(sock)
             sock.sendall(b"POST /?token=")  # and never the rest
-        during = os_threads(operator.proc.pid)
+        during = proc_status(operator.proc.pid, "Threads")
         held = sum(still_open(sock) for sock in slow)
         print(f"{flood} slow connections, {held} held: operator threads {before} -> {during}")
         assert held == flood
@@ -500,7 +477,7 @@ def test_a_flood_of_slow_connections_does_not_delay_a_valid_delivery(
         start = time.monotonic()
         answer = httpx.post(
             f"https://127.0.0.1:{port}/",
-            json=_acr_webhook(world, world.repo("base"), "1"),
+            json=acr_push(world.repo("base"), "1", world.host),
             headers={"Authorization": f"Bearer {WEBHOOK_SECRET}"},
             verify=acr_tls.client_context(),
             timeout=10,
@@ -508,7 +485,7 @@ def test_a_flood_of_slow_connections_does_not_delay_a_valid_delivery(
         assert answer.status_code == 200, answer.text
         latency = _first_request_after(fake_acr, start, timeout=2.0)  # the requirement
         print(f"during the flood: push -> first registry request {latency:.2f}s")
-        after = os_threads(operator.proc.pid)
+        after = proc_status(operator.proc.pid, "Threads")
         print(f"operator threads with the delivery handled: {after}")
         assert after <= before + 4 + 2, "the delivery pool is bounded (4 workers)"
         wait_for(lambda: digest_of(world, policy) == v2, what="base v2 recorded", timeout=10)

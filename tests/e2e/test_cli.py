@@ -4,47 +4,15 @@ touching anything, and pauses and resumes."""
 
 from __future__ import annotations
 
-import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import pytest
 
 from tests.e2e.scenario import World, base_image, rolled_out
-from tests.harness import leaks
+from tests.e2e.support import ok_json
 from tests.harness.controlplane import ControlPlane, write_kubeconfig
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import free_port, wait_for
-
-
-@pytest.fixture
-def cli(controlplane: ControlPlane) -> Callable[..., subprocess.CompletedProcess[str]]:
-    def run(*args: str, kubeconfig: Path | None = None) -> subprocess.CompletedProcess[str]:
-        config = kubeconfig or controlplane.kubeconfig
-        assert config is not None
-        result = subprocess.run(
-            [sys.executable, "-m", "imagedrift.cli", *args],
-            env={**os.environ, "KUBECONFIG": str(config)},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        leaks.keep(f"imagedrift {' '.join(args)} stdout", result.stdout)
-        leaks.keep(f"imagedrift {' '.join(args)} stderr", result.stderr)
-        return result
-
-    return run
-
-
-def ok_json(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
-    assert result.returncode == 0, result.stderr
-    doc: dict[str, Any] = json.loads(result.stdout)
-    return doc
 
 
 def test_status_lineage_plan_pause_resume(

@@ -8,30 +8,23 @@ registry's credentials must not follow.
 
 from __future__ import annotations
 
-import base64
 import json
-from collections.abc import Callable, Iterator
-from pathlib import Path
+from collections.abc import Callable
 
 import pytest
-from kubernetes.client.exceptions import ApiException
 
 from tests.e2e.scenario import World, base_image
-from tests.harness.controlplane import Kube
 from tests.harness.lying_registry import OCI_INDEX, OCI_MANIFEST, LyingRegistry, MiB
 from tests.harness.operator import OperatorProcess
+from tests.harness.procs import proc_status
 
-OPERATOR_NS = "imagedrift-system"
 MEMORY_LIMIT_MIB = 512  # deploy/base/deployment.yaml resources.limits.memory
 REPOSITORY = "lie/base"
 MANIFEST = f"/v2/{REPOSITORY}/manifests/1"
 
 
 def peak_rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    raise AssertionError(f"no VmHWM for pid {pid}")
+    return proc_status(pid, "VmHWM") / 1024
 
 
 def honest_base(registry: LyingRegistry) -> tuple[str, str]:
@@ -69,12 +62,14 @@ def huge_index(children: int) -> bytes:
 
 @pytest.fixture
 def lying_world(
-    world: World, kube: Kube, lying_registry: LyingRegistry, crds_installed: None
-) -> Iterator[Callable[..., str]]:
-    """``start(lie, env=..., secret=...)``: a workload on an honest app registry, a policy
-    whose base lives on the lying registry, ``lie(registry)`` applied, the operator started.
-    Returns the policy's name."""
-    made: list[str] = []
+    world: World,
+    lying_registry: LyingRegistry,
+    docker_config_secret: Callable[[str, str, str], str],
+) -> Callable[..., tuple[str, OperatorProcess]]:
+    """``start(lie, operator_factory, env=..., credentials=(user, password))``: a workload
+    on an honest app registry, a policy whose base lives on the lying registry (behind
+    basic auth with ``credentials``), ``lie(registry)`` applied, the operator started.
+    Returns (the policy's name, the operator)."""
 
     def start(
         lie: Callable[[LyingRegistry], None],
@@ -96,33 +91,14 @@ def lying_world(
         }
         if credentials is not None:
             lying_registry.require_basic(*credentials)
-            name = f"lie-{world.suffix}"
-            auth = base64.b64encode(":".join(credentials).encode()).decode()
-            config = {"auths": {lying_registry.host: {"auth": auth}}}
-            kube.core.create_namespaced_secret(
-                OPERATOR_NS,
-                {
-                    "metadata": {"name": name},
-                    "type": "kubernetes.io/dockerconfigjson",
-                    "data": {
-                        ".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()
-                    },
-                },
-            )
-            made.append(name)
+            name = docker_config_secret(lying_registry.host, *credentials)
             base["secretRef"] = {"name": name}
         lie(lying_registry)
         app = {"tags": {"semver": {"range": "*"}}, "insecureRegistries": [world.host]}
         policy = world.policy("lie", {"base": base, "app": app})
         return policy, operator_factory(env=env)
 
-    yield start  # type: ignore[misc]
-    for name in made:
-        try:
-            kube.core.delete_namespaced_secret(name, OPERATOR_NS)
-        except ApiException as exc:
-            if exc.status != 404:
-                raise
+    return start
 
 
 CASES = {

@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import json
 import secrets
-import uuid
 from collections.abc import Callable
 from functools import partial
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
@@ -25,6 +23,7 @@ import pytest
 from imagedrift.registry.base import Credentials
 from imagedrift.registry.oci import OciRegistryClient
 from tests.e2e.scenario import World, base_image, rolled_out
+from tests.e2e.support import acr_push, event_grid_push
 from tests.harness import leaks
 from tests.harness.acr_server import FakeAcr
 from tests.harness.arm_server import WebhookSink
@@ -221,19 +220,9 @@ def _deliver(
 ) -> None:
     """Push deliveries with the receiver's secret as a bearer token, in the
     X-Imagedrift-Token header and in ``?token=``, and one with a wrong secret."""
-    push = _acr_push(acr.repo("base"), acr.host)
-    grid = {
-        "id": str(uuid.uuid4()),
-        "topic": "/subscriptions/sub/resourceGroups/rg/providers/"
-        "Microsoft.ContainerRegistry/registries/fake",
-        "subject": f"{acr.repo('base')}:1",
-        "eventType": "Microsoft.ContainerRegistry.ImagePushed",
-        "eventTime": "2025-01-02T03:04:05Z",
-        "data": push,
-        "dataVersion": "1.0",
-        "metadataVersion": "1",
-    }
-    distribution = {"events": [_acr_push(private_repo, private_host)]}
+    push = acr_push(acr.repo("base"), "1", acr.host)
+    grid = event_grid_push(push)
+    distribution = {"events": [acr_push(private_repo, "1", private_host)]}
     with httpx.Client(verify=tls.client_context(), timeout=10) as http:
         refused = http.post(receiver, params={"token": wrong}, json=push)
         assert refused.status_code == 401
@@ -255,21 +244,6 @@ def _deliver(
             )
         answer = http.post(receiver, json=distribution, headers={"X-Imagedrift-Token": secret})
         assert answer.status_code == 200 and answer.json()["accepted"] == 1
-
-
-def _acr_push(repository: str, host: str) -> dict[str, Any]:
-    return {
-        "id": str(uuid.uuid4()),
-        "timestamp": "2025-01-02T03:04:05.0000000Z",
-        "action": "push",
-        "target": {
-            "mediaType": "application/vnd.oci.image.manifest.v1+json",
-            "repository": repository,
-            "tag": "1",
-            "digest": "sha256:" + "0" * 64,
-        },
-        "request": {"id": str(uuid.uuid4()), "host": host, "method": "PUT"},
-    }
 
 
 def _looked_up(fake_acr: FakeAcr, path: str, mark: int) -> bool:

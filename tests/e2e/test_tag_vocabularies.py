@@ -9,10 +9,7 @@ patching: a base followed with its patch tags, and an app image Copa patched in 
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -23,7 +20,7 @@ from imagedrift.core.conditions import timestamp as stamp
 from imagedrift.core.lineage import COPA_PATCHED_KEY
 from imagedrift.registry.push import Image
 from tests.e2e.scenario import World, base_image, layer, rolled_out
-from tests.e2e.support import base_spec
+from tests.e2e.support import base_spec, ok_json
 from tests.harness.controlplane import ControlPlane, HarnessError
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import wait_for
@@ -196,27 +193,6 @@ VOCABULARIES = [
 REVISION = "deployment.kubernetes.io/revision"
 
 
-@pytest.fixture
-def cli_json(controlplane: ControlPlane) -> Callable[..., dict[str, Any]]:
-    """``imagedrift ARGS`` as an SRE runs it (a subprocess), its JSON output parsed."""
-
-    def run(*args: str) -> dict[str, Any]:
-        assert controlplane.kubeconfig is not None
-        done = subprocess.run(
-            [sys.executable, "-m", "imagedrift.cli", *args],
-            env={**os.environ, "KUBECONFIG": str(controlplane.kubeconfig)},
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr
-        doc: dict[str, Any] = json.loads(done.stdout)
-        return doc
-
-    return run
-
-
 def apply_policy(
     world: World, controlplane: ControlPlane, app: dict[str, Any], *, dry_run: bool = True
 ) -> str:
@@ -276,7 +252,7 @@ def test_bad_vocabulary_combinations_are_refused_at_admission(
 def test_keel_minor_takes_the_highest_minor_and_plan_says_why_each_tag_was_skipped(
     world: World,
     operator_factory: Callable[..., OperatorProcess],
-    cli_json: Callable[..., dict[str, Any]],
+    cli: Callable[..., subprocess.CompletedProcess[str]],
 ) -> None:
     old, new = base_image("v1"), base_image("v2")
     world.publish("base", "1", old)
@@ -297,7 +273,7 @@ def test_keel_minor_takes_the_highest_minor_and_plan_says_why_each_tag_was_skipp
     )
 
     # The dry run first, before any operator runs: what the next check would do, per tag.
-    plan = cli_json("plan", policy, "-o", "json")
+    plan = ok_json(cli("plan", policy, "-o", "json"))
     (group,) = plan["tags"]
     assert (group["runningTag"], group["policy"], group["candidate"]) == (
         "1.4.0",

@@ -53,7 +53,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.harness import leaks
-from tests.harness.procs import LOOPBACK, HarnessError, ManagedProcess, free_port, wait_for
+from tests.harness.procs import (
+    LOOPBACK,
+    HarnessError,
+    ManagedProcess,
+    free_port,
+    proc_status,
+    wait_for,
+)
 from tests.harness.tlsca import new_authority, pem_cert, pem_key
 
 if TYPE_CHECKING:
@@ -868,12 +875,9 @@ def _https_get(url: str, ca: Path | None, *, token: str | None = None) -> str:
 
 def _rss_of(pid: int) -> int:
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return 0
+        return proc_status(pid, "VmRSS") * 1024
+    except (OSError, ValueError, IndexError, HarnessError):
+        return 0
 
 
 @dataclass(frozen=True)

@@ -25,6 +25,14 @@ class HarnessError(RuntimeError):
     """A harness piece is missing or did not start; the message says which and why."""
 
 
+def proc_status(pid: int, key: str) -> int:
+    """A number from ``/proc/<pid>/status``: ``VmRSS``/``VmHWM`` in KiB, ``Threads`` as is."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{key}:"):
+            return int(line.split()[1])
+    raise HarnessError(f"/proc/{pid}/status has no {key}")
+
+
 def free_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:

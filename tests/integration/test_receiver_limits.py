@@ -286,10 +286,11 @@ def test_a_full_delivery_queue_answers_503(
         assert entered.wait(timeout=5)  # the one worker is busy
         waiting = threading.Thread(target=post, args=(rx.port,))
         waiting.start()
-        for _ in range(100):  # bounded: until the receiver has queued the second delivery
-            if sum(r.getMessage().startswith("push event") for r in caplog.records) == 2:
-                break
-            time.sleep(0.05)
+        wait_for(
+            lambda: sum(r.getMessage().startswith("push event") for r in caplog.records) == 2,
+            what="the receiver queued the second delivery",
+            timeout=5,
+        )
         try:
             full = httpx.post(
                 f"https://127.0.0.1:{rx.port}/",

@@ -712,7 +712,7 @@ def test_plan_lists_every_tag_and_what_became_of_it() -> None:
         ],
         policy="keel minor",
     )
-    result = CheckResult({}, [], [], 1.0, {}, {f"{APP}:1.4.0": search})
+    result = CheckResult({}, [], [], 1.0, {}, {(APP, "1.4.0"): search})
     doc = plan.build(
         parse_policy("python", POLICY["spec"]), POLICY, result, plan.RecordingKube(_Reader({}))
     )
@@ -739,7 +739,7 @@ def test_plan_says_why_a_policy_that_fails_closed_has_no_candidate() -> None:
 
     why = "numerical: tag 'build-x' extracts 'x', which is not a number; the policy orders no tag"
     result = CheckResult(
-        {}, [], [], 1.0, {}, {f"{APP}:build-1": Search(rejected=[why], refused=why)}
+        {}, [], [], 1.0, {}, {(APP, "build-1"): Search(rejected=[why], refused=why)}
     )
     doc = plan.build(
         parse_policy("python", POLICY["spec"]), POLICY, result, plan.RecordingKube(_Reader({}))

@@ -10,8 +10,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from imagedrift.core.conditions import parse_timestamp
 from imagedrift.core.images import ImageManifest, ResolvedImage
-from imagedrift.core.newestbuild import NewestBuildPolicy, build_time, parse_created
+from imagedrift.core.newestbuild import NewestBuildPolicy, build_time
 from imagedrift.core.refs import ImageRef
 from imagedrift.errors import TagPolicyFailed
 
@@ -72,7 +73,7 @@ def test_without_build_times_it_refuses_to_order() -> None:
     ],
 )
 def test_created_times(text: str, expected: datetime | None) -> None:
-    assert parse_created(text) == expected
+    assert parse_timestamp(text) == expected
 
 
 def manifest(created: str) -> ImageManifest:

@@ -247,8 +247,7 @@ def build(
 def _tags(result: CheckResult) -> list[dict[str, Any]]:
     """Per (repository, running tag): every listed tag and what became of it."""
     out = []
-    for key, search in sorted(result.tags.items()):
-        repository, _, running = key.rpartition(":")
+    for (repository, running), search in sorted(result.tags.items()):
         out.append(
             {
                 "repository": repository,

@@ -50,6 +50,7 @@ from dataclasses import dataclass
 from functools import cmp_to_key
 from typing import Final
 
+from imagedrift.core.tagpolicy import NewestFirst
 from imagedrift.errors import InvalidReference
 
 __all__ = ["DEFAULT_LAYOUT", "CalverPolicy", "Layout"]
@@ -217,7 +218,7 @@ def _compare_fields(a: tuple[int | str, ...], b: tuple[int | str, ...]) -> int:
     return 0
 
 
-class CalverPolicy:
+class CalverPolicy(NewestFirst):
     """Tags that fit a calver layout, newest date (then numbers, then modifier) first."""
 
     __slots__ = ("layout",)
@@ -246,10 +247,6 @@ class CalverPolicy:
 
         keyed.sort(key=cmp_to_key(newer_first))
         return [tag for _, tag in keyed]
-
-    def latest(self, tags: Iterable[str]) -> str | None:
-        found = self.ordered(tags)
-        return found[0] if found else None
 
     def is_downgrade(self, candidate: str, current: str) -> bool:
         new = self.layout.fields(candidate)

@@ -27,11 +27,14 @@ def timestamp(now: datetime) -> str:
 
 
 def parse_timestamp(text: Any) -> datetime | None:
-    """An RFC 3339 time as Kubernetes and registries write it; None when it is not one."""
+    """An RFC 3339 time as Kubernetes and registries write it (``Z`` or ``z`` or an offset;
+    any number of fractional digits, as Go's RFC3339Nano writes), timezone-aware; None when
+    it is not one. A time without a zone is none: it could not be compared with one."""
     try:
-        return datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        moment = datetime.fromisoformat(str(text).replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
         return None
+    return moment if moment.tzinfo is not None else None
 
 
 def merge(

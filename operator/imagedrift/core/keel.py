@@ -44,7 +44,7 @@ from typing import Final
 
 import semver
 
-from imagedrift.core.tagpolicy import TagPolicy, parse_version
+from imagedrift.core.tagpolicy import NewestFirst, TagPolicy, parse_version
 from imagedrift.errors import InvalidReference
 
 __all__ = ["LEVELS", "ForcePolicy", "KeelPolicy"]
@@ -66,7 +66,7 @@ def _newer_first(found: list[tuple[semver.Version, str]]) -> list[str]:
     return [tag for _, tag in sorted(found, key=cmp_to_key(cmp))]
 
 
-class _Unanchored:
+class _Unanchored(NewestFirst):
     """A Keel policy before it knows the running tag: nothing is eligible yet."""
 
     __slots__ = ()
@@ -80,9 +80,6 @@ class _Unanchored:
     def ordered(self, tags: Iterable[str]) -> list[str]:
         return []
 
-    def latest(self, tags: Iterable[str]) -> str | None:
-        return None
-
     def is_downgrade(self, candidate: str, current: str) -> bool:
         return self.relative_to(current).is_downgrade(candidate, current)
 
@@ -90,7 +87,7 @@ class _Unanchored:
         raise NotImplementedError
 
 
-class _Anchored:
+class _Anchored(NewestFirst):
     """A Keel policy for a workload running ``current``: the tags ``skip_reason`` passes,
     versions newest first, then the running tag when it is no version (its digest)."""
 
@@ -119,10 +116,6 @@ class _Anchored:
             found.append((version, tag))
         ordered = _newer_first(found)
         return [*ordered, self.current] if keep_current else ordered
-
-    def latest(self, tags: Iterable[str]) -> str | None:
-        found = self.ordered(tags)
-        return found[0] if found else None
 
 
 class KeelPolicy(_Unanchored):

@@ -21,37 +21,27 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Final
 
+from imagedrift.core.conditions import parse_timestamp
 from imagedrift.core.images import ResolvedImage
+from imagedrift.core.tagpolicy import NewestFirst
 from imagedrift.errors import TagPolicyFailed
 
-__all__ = ["MAX_TAGS", "NewestBuildPolicy", "build_time", "parse_created"]
+__all__ = ["MAX_TAGS", "NewestBuildPolicy", "build_time"]
 
 MAX_TAGS: Final = 100
-
-
-def parse_created(text: str) -> datetime | None:
-    """An RFC 3339 ``created`` time (timezone-aware), or None when absent or malformed."""
-    if not text:
-        return None
-    try:
-        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        return None
-    return moment if moment.tzinfo is not None else None
 
 
 def build_time(image: ResolvedImage) -> datetime | None:
     """When ``image`` was built: its config's ``created``; for an index the latest of its
     images' (as upstream takes the latest of the platforms it reads)."""
-    times = [t for m in image.manifests if (t := parse_created(m.created)) is not None]
+    times = [t for m in image.manifests if (t := parse_timestamp(m.created)) is not None]
     return max(times) if times else None
 
 
-class NewestBuildPolicy:
+class NewestBuildPolicy(NewestFirst):
     """Tags ordered by build time, newest first; needs ``with_times`` before it orders."""
 
     __slots__ = ("times",)
-    needs_build_times: Final = True
 
     def __init__(self, times: Mapping[str, datetime | None] | None = None) -> None:
         self.times: Mapping[str, datetime | None] | None = times
@@ -81,10 +71,6 @@ class NewestBuildPolicy:
         keyed = [(t, tag) for tag in dict.fromkeys(tags) if (t := self._time(tag)) is not None]
         keyed.sort(key=lambda item: (item[0], item[1]), reverse=True)
         return [tag for _, tag in keyed]
-
-    def latest(self, tags: Iterable[str]) -> str | None:
-        found = self.ordered(tags)
-        return found[0] if found else None
 
     def is_downgrade(self, candidate: str, current: str) -> bool:
         new = self._time(candidate)

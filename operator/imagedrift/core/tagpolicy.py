@@ -52,6 +52,7 @@ from imagedrift.core.goregex import expand_template, template_references, transl
 from imagedrift.errors import InvalidReference, TagPolicyFailed
 
 __all__ = [
+    "NewestFirst",
     "RegexPolicy",
     "SameTagPolicy",
     "SemverPolicy",
@@ -94,6 +95,19 @@ class TagPolicy(Protocol):
     def skip_reason(self, tag: str) -> str | None:
         """Why ``tag`` is not eligible (``not a version``, ``outside >=1.2 <2``), or None."""
         ...
+
+
+class NewestFirst:
+    """A policy's ``latest``: the first tag its ``ordered`` gives (each policy orders)."""
+
+    __slots__ = ()
+
+    def ordered(self, tags: Iterable[str]) -> list[str]:
+        raise NotImplementedError
+
+    def latest(self, tags: Iterable[str]) -> str | None:
+        found = self.ordered(tags)
+        return found[0] if found else None
 
 
 # --- Versions ---------------------------------------------------------------------------
@@ -500,7 +514,7 @@ _STRICT_RE: Final = re.compile(
 )
 
 
-class SemverPolicy:
+class SemverPolicy(NewestFirst):
     """Tags whose version satisfies a Masterminds v3 range; newest is highest precedence.
 
     With ``pattern``/``extract`` (Flux's ``filterTags``) the version is read from the value
@@ -558,10 +572,6 @@ class SemverPolicy:
         eligible.sort(key=cmp_to_key(newer_first))
         return [tag for _, tag in eligible]
 
-    def latest(self, tags: Iterable[str]) -> str | None:
-        found = self.ordered(tags)
-        return found[0] if found else None
-
     def is_downgrade(self, candidate: str, current: str) -> bool:
         new = self.version(candidate)
         if new is None:
@@ -595,7 +605,7 @@ def _number(text: str) -> Decimal | None:
         return Decimal(float(text))
 
 
-class RegexPolicy:
+class RegexPolicy(NewestFirst):
     """Flux's ``filterTags`` + ``alphabetical``/``numerical`` policy over the extracted value.
 
     ``numerical`` fails closed as Flux's does: when any tag the pattern keeps extracts a
@@ -674,10 +684,6 @@ class RegexPolicy:
         keyed.sort(key=cmp_to_key(newer_first))
         return [tag for _, tag in keyed]
 
-    def latest(self, tags: Iterable[str]) -> str | None:
-        found = self.ordered(tags)
-        return found[0] if found else None
-
     def is_downgrade(self, candidate: str, current: str) -> bool:
         new = self._key(candidate)
         if new is None:
@@ -702,7 +708,7 @@ class RegexPolicy:
 _TAG_RE: Final = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 
 
-class SameTagPolicy:
+class SameTagPolicy(NewestFirst):
     """The tracked tag itself; what changes is its digest, which the caller follows."""
 
     __slots__ = ("tag",)
@@ -717,9 +723,6 @@ class SameTagPolicy:
 
     def ordered(self, tags: Iterable[str]) -> list[str]:
         return [self.tag] if self.tag in set(tags) else []
-
-    def latest(self, tags: Iterable[str]) -> str | None:
-        return self.tag if self.tag in set(tags) else None
 
     def is_downgrade(self, candidate: str, current: str) -> bool:
         # Only the tracked tag is ever a candidate; re-rolling it (a new digest) is not a

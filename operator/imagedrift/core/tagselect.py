@@ -43,7 +43,6 @@ NOT_ALLOWED: Final = "not allowed"  # allowTags
 INELIGIBLE: Final = "ineligible"  # the tag policy does not take it
 LOWER: Final = "lower"  # lower than the running tag
 BEYOND: Final = "beyond maxCandidates"
-CANDIDATE: Final = "candidate"  # to be inspected; the engine notes what it found
 
 
 @runtime_checkable
@@ -62,9 +61,6 @@ class TagNote:
     tag: str
     fate: str
     reason: str = ""
-
-    def __str__(self) -> str:
-        return f"{self.tag}: {self.reason or self.fate}"
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import Any
 
 from imagedrift.core import conditions as cond
 from imagedrift.core import history, newestbuild, patchtags, tagselect, waves
-from imagedrift.core.conditions import Condition, parse_timestamp, timestamp
+from imagedrift.core.conditions import Condition, timestamp
 from imagedrift.core.decide import (
     DRIFTED_STATES,
     Action,
@@ -100,10 +100,14 @@ class Search:
 
     candidate: Candidate | None = None
     rejected: list[str] = field(default_factory=list)
-    excluded: list[str] = field(default_factory=list)  # by exclusionList: never looked at
     notes: list[tagselect.TagNote] = field(default_factory=list)  # every tag's fate (plan)
     policy: str = ""  # the tag policy, described
     refused: str = ""  # why no tag could be a candidate at all (the policy failed closed)
+
+    @property
+    def excluded(self) -> list[str]:
+        """Tags exclusionList dropped: never looked at."""
+        return [n.tag for n in self.notes if n.fate == tagselect.EXCLUDED]
 
     def fail(self, why: str) -> Search:
         self.refused = why
@@ -122,8 +126,8 @@ class CheckResult:
     events: list[Event]
     next_check_in: float | None  # None: only a change (watch, schedule, push) brings it back
     counts: dict[str, int] = field(default_factory=dict)
-    # "repository:running tag" -> what became of each listed tag (``imagedrift plan``).
-    tags: dict[str, Search] = field(default_factory=dict)
+    # (repository, running tag) -> what became of each listed tag (``imagedrift plan``).
+    tags: dict[tuple[str, str], Search] = field(default_factory=dict)
 
 
 @dataclass
@@ -146,7 +150,7 @@ class _Context:
     conflicts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # workload -> others
     rolled: Mapping[str, _Rolled] = field(default_factory=dict)  # workload -> from the lineage
     base_changed_at: datetime | None = None  # the current base's creation (dates Copa patches)
-    searches: dict[str, Search] = field(default_factory=dict)  # "repository:tag" -> this check's
+    searches: dict[tuple[str, str], Search] = field(default_factory=dict)  # (repository, tag)
 
 
 @dataclass
@@ -206,12 +210,6 @@ def _remembered(state: WorkloadState, rolled: _Rolled | None) -> WorkloadState:
     if record is None or (rolled.record and rolled.record.started_at > record.started_at):
         record = rolled.record
     return WorkloadState(state.tags, record, state.rejected, overridden)
-
-
-def _created(image: ResolvedImage) -> datetime | None:
-    """When the base image was made (its newest platform's config ``created``)."""
-    times = [t for m in image.manifests if (t := parse_timestamp(m.created)) is not None]
-    return max(times) if times else None
 
 
 def _exclusion_note(excluded: list[str]) -> tuple[str, ...]:
@@ -367,7 +365,7 @@ class PolicyChecker:
             history=[dict(e) for e in previous.get("lineage") or []],
             events=events,
             conflicts=dict(conflicts or {}),
-            base_changed_at=_created(observed.image),
+            base_changed_at=build_time(observed.image),
         )
         waves_status = dict(previous.get("waves") or {})
         if waves_status.get("baseDigest") == base.digest:
@@ -624,7 +622,7 @@ class PolicyChecker:
             self.searches.put(key, search, 0.0 if pending else ctx.policy.base.interval)
         if search.candidate is not None:
             self._record_candidate(ctx, running, search.candidate)
-        ctx.searches[f"{running.name}:{tag}"] = search
+        ctx.searches[running.name, tag] = search
         return search
 
     def _find(
@@ -632,8 +630,9 @@ class PolicyChecker:
     ) -> Search:
         search = Search()
         tags_spec = dict(ctx.policy.tags)
+        same_tag = "sameTag" in tags_spec
         lower: list[str] = []  # tags the selection found lower than the running one
-        if "sameTag" in tags_spec:
+        if same_tag:
             if not tag:
                 return search.fail("running image is pinned by digest with no known tag to follow")
             ordered = [tag]
@@ -653,24 +652,21 @@ class PolicyChecker:
                 )
             listed = client.list_tags(running)
             if isinstance(policy, NewestBuildPolicy):
-                times = self._build_times(ctx, client, running, listed, tag)
-                if times is None:
-                    kept, _ = tagselect.prefilter(listed, ctx.policy)
+                kept, _ = tagselect.prefilter(listed, ctx.policy)
+                if len(kept) > newestbuild.MAX_TAGS:
                     return search.fail(NewestBuildPolicy.too_many(len(kept)))
-                policy = policy.with_times(times)
+                # The running tag's time too, when it is listed: it bounds the downgrades.
+                names = [*kept, *([tag] if tag in listed and tag not in kept else [])]
+                policy = policy.with_times(self._build_times(ctx, client, running, names))
             selection = tagselect.select(listed, tag, policy, ctx.policy)
-            search.excluded = selection.of(tagselect.EXCLUDED)
             search.notes = list(selection.notes)
             if selection.refused:
                 return search.fail(selection.refused)
+            ordered = list(selection.candidates)  # none lower than the running tag
             lower = selection.of(tagselect.LOWER)
-            ordered = [*selection.candidates, *lower[:1]]
         for candidate_tag in ordered[: ctx.policy.max_candidates]:
-            if tagselect.is_downgrade(ctx.policy, policy, candidate_tag, tag):
-                if "sameTag" in tags_spec:  # selected tags were noted by the selection
-                    search.refuse(candidate_tag, tagselect.LOWER, f"lower than the running {tag}")
-                else:
-                    search.rejected.append(f"{candidate_tag}: lower than the running {tag}")
+            if same_tag and tagselect.is_downgrade(ctx.policy, policy, candidate_tag, tag):
+                search.refuse(candidate_tag, tagselect.LOWER, f"lower than the running {tag}")
                 break  # ordered newest first: everything after is lower too
             candidate_ref = running.with_tag(candidate_tag)
             candidate_digest = self._tag_digest(ctx, client, candidate_ref)
@@ -700,30 +696,24 @@ class PolicyChecker:
             )
             search.candidate = Candidate(pinned, candidate_tag, lineage, verdict)
             search.notes.append(tagselect.TagNote(candidate_tag, TAKEN, _verdict_word(verdict)))
-            later = ordered[ordered.index(candidate_tag) + 1 :]
             search.notes += [
                 tagselect.TagNote(t, NOT_INSPECTED, f"{candidate_tag} is newer and was taken")
-                for t in later
-                if t not in lower
+                for t in ordered[ordered.index(candidate_tag) + 1 :]
             ]
             return search
+        if lower and len(ordered) < ctx.policy.max_candidates:
+            # The search reached the running tag's level and went no lower: say where.
+            search.rejected.append(f"{lower[0]}: lower than the running {tag}")
         return search
 
     def _build_times(
-        self, ctx: _Context, client: RegistryClient, running: ImageRef, listed: list[str], tag: str
-    ) -> dict[str, datetime | None] | None:
-        """Build time (config ``created``) of every tag newestBuild may take, and of the
-        running tag; None when more tags are left than newestBuild reads."""
-        kept, _ = tagselect.prefilter(listed, ctx.policy)
-        if len(kept) > newestbuild.MAX_TAGS:
-            return None
+        self, ctx: _Context, client: RegistryClient, running: ImageRef, names: list[str]
+    ) -> dict[str, datetime | None]:
+        """Build time (config ``created``) of each tag in ``names``."""
         times: dict[str, datetime | None] = {}
-        for name in dict.fromkeys([*kept, tag]):
-            if name not in listed:
-                continue
-            ref = running.with_tag(name)
-            image = self.images.get(client, running.with_digest(self._tag_digest(ctx, client, ref)))
-            times[name] = build_time(image)
+        for name in names:
+            digest = self._tag_digest(ctx, client, running.with_tag(name))
+            times[name] = build_time(self.images.get(client, running.with_digest(digest)))
         return times
 
     def _record_candidate(self, ctx: _Context, running: ImageRef, candidate: Candidate) -> None:
