@@ -7,14 +7,18 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: all deps python-deps system-deps controlplane lint test unit demo bench bench-scale clean
+.PHONY: all lock deps python-deps system-deps controlplane lint test unit demo bench bench-scale clean
 
 all: test
 
-$(STAMP): pyproject.toml
+# Exactly the versions in requirements/dev.txt, each checked against its hash; the package
+# itself goes in last, without dependencies, built by the locked setuptools. A changed lock
+# builds the venv anew, so nothing stays from an earlier lock.
+$(STAMP): requirements/dev.txt pyproject.toml
+	rm -rf $(VENV)
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --require-hashes --no-deps -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
 	touch $@
 
 python-deps: $(STAMP)
@@ -48,6 +52,14 @@ bench: deps
 # The real operator process at fleet size, e.g. make bench-scale ARGS="--policies 1000 --workloads 10000 --bases 20"
 bench-scale: deps
 	$(BIN)/python scripts/bench_scale.py $(ARGS)
+
+# Re-resolves every dependency to the newest versions pyproject.toml allows and rewrites both
+# locks (dev: tests and tools; runtime: what the image installs, the same versions). Run
+# it deliberately, then `make test`, and commit the locks with what they changed.
+LOCK_FLAGS := --generate-hashes --universal --python-version 3.11 --quiet --upgrade
+lock: python-deps
+	$(BIN)/uv pip compile pyproject.toml requirements/build.in --extra dev $(LOCK_FLAGS) -o requirements/dev.txt
+	$(BIN)/uv pip compile pyproject.toml requirements/build.in -c requirements/dev.txt $(LOCK_FLAGS) -o requirements/runtime.txt
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from imagedrift.core.refs import ImageRef, short_digest
+from imagedrift.core.refs import ImageRef, is_digest, is_tag, short_digest
 from imagedrift.errors import InvalidReference
 
 D = "sha256:" + "a" * 64
@@ -30,7 +30,19 @@ def test_parse(text: str, expected: ImageRef) -> None:
 
 
 @pytest.mark.parametrize(
-    "text", ["", "UPPER/app", "app:", "app@sha256:short", "app:bad tag", "a//b", "app:-x"]
+    "text",
+    [
+        "",
+        "UPPER/app",
+        "app:",
+        "app@sha256:short",
+        "app:bad tag",
+        "a//b",
+        "app:-x",
+        # A newline inside is refused ("$" alone would let one through before the end).
+        "app\n:1.0",
+        "app:1.0\n:2",
+    ],
 )
 def test_invalid(text: str) -> None:
     with pytest.raises(InvalidReference):
@@ -70,3 +82,13 @@ def test_anything_parses_to_a_stable_ref_or_is_refused(text: str) -> None:
         assert str(exc)  # refused with a message
     else:
         assert ImageRef.parse(str(ref)) == ref
+
+
+@pytest.mark.parametrize("text", ["1.0\n", "1.0\r", "\n", "a" * 129, "é"])
+def test_a_tag_is_exactly_the_grammar(text: str) -> None:
+    assert not is_tag(text)
+
+
+def test_a_digest_is_exactly_the_grammar() -> None:
+    assert is_digest(D)
+    assert not is_digest(D + "\n")

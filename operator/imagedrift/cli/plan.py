@@ -279,6 +279,7 @@ FATE_ORDER = {
             "ignored",
             "not allowed",
             "excluded",
+            "not a tag",
         )
     )
 }

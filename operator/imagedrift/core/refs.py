@@ -13,19 +13,20 @@ from dataclasses import dataclass
 from imagedrift.errors import InvalidReference
 
 DOCKER_HUB = "docker.io"
-_DIGEST_RE = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
-_TAG_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-_COMPONENT_RE = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
+# Used with fullmatch: "$" would also match before a final newline ("1.0\n" a tag).
+_DIGEST_RE = re.compile(r"sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128}")
+_TAG_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_COMPONENT_RE = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
 
 
 def is_digest(value: str) -> bool:
     """True when ``value`` is a sha256 or sha512 content digest."""
-    return bool(_DIGEST_RE.match(value))
+    return bool(_DIGEST_RE.fullmatch(value))
 
 
 def is_tag(value: str) -> bool:
     """True when ``value`` is a valid tag (distribution's tag grammar)."""
-    return bool(_TAG_RE.match(value))
+    return bool(_TAG_RE.fullmatch(value))
 
 
 def short_digest(digest: str, length: int = 12) -> str:
@@ -72,7 +73,7 @@ class ImageRef:
         if registry == DOCKER_HUB and "/" not in repository:
             repository = f"library/{repository}"
         for component in repository.split("/"):
-            if not _COMPONENT_RE.match(component):
+            if not _COMPONENT_RE.fullmatch(component):
                 raise InvalidReference(
                     f"{original!r}: repository component {component!r} is not lowercase "
                     "letters, digits and separators"

@@ -18,12 +18,12 @@ from imagedrift.errors import InvalidReference, InvalidSpec
 POLICY_LABEL = "imagedrift.io/policy"
 MIN_INTERVAL = 1.0
 MAX_INTERVAL = 24 * 3600.0
-_DURATION_RE = re.compile(r"^(?:(\d+)h)?(?:(\d+)m(?!s))?(?:(\d+)s)?(?:(\d+)ms)?$")
+_DURATION_RE = re.compile(r"(?:([0-9]+)h)?(?:([0-9]+)m(?!s))?(?:([0-9]+)s)?(?:([0-9]+)ms)?")
 
 
 def parse_duration(text: str) -> float:
     """Seconds in a Go-style duration made of h/m/s/ms parts (``90s``, ``1m30s``, ``2h``)."""
-    match = _DURATION_RE.match(text.strip())
+    match = _DURATION_RE.fullmatch(text.strip())
     if not text.strip() or not match or not any(match.groups()):
         raise InvalidSpec(f"{text!r} is not a duration such as 30s, 5m or 1h30m")
     h, m, s, ms = (int(g) if g else 0 for g in match.groups())
@@ -187,7 +187,7 @@ def _azure(raw: Mapping[str, Any]) -> dict[str, str]:
     return flat
 
 
-_HOST = re.compile(r"^[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?$")
+_HOST = re.compile(r"[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[0-9]{1,5})?")
 
 
 def _hosts(raw: Mapping[str, Any], where: str) -> tuple[str, ...]:
@@ -196,7 +196,7 @@ def _hosts(raw: Mapping[str, Any], where: str) -> tuple[str, ...]:
     if not isinstance(hosts, list) or not all(isinstance(h, str) for h in hosts):
         raise InvalidSpec(f"{where}: must be a list of registry hosts")
     for i, host in enumerate(hosts):
-        if not _HOST.match(host):
+        if not _HOST.fullmatch(host):
             raise InvalidSpec(f"{where}[{i}]: {host!r} is not a host or host:port")
     return tuple(hosts)
 

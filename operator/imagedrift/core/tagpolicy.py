@@ -155,7 +155,12 @@ def parse_version(tag: str) -> semver.Version | None:
         len(ident) > 1 and ident.isdigit() and ident[0] == "0" for ident in prerelease.split(".")
     ):
         return None
-    return semver.Version(major, minor, patch, prerelease, match.group(8))
+    try:
+        return semver.Version(major, minor, patch, prerelease, match.group(8))
+    except ValueError:
+        # The library's own refusal (semver 3.2 caps a version at 255 characters): not a
+        # version, like any other unreadable tag, never an error that stops the search.
+        return None
 
 
 def _compare(a: semver.Version, b: semver.Version) -> int:

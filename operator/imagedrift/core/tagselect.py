@@ -2,6 +2,9 @@
 other tag is not: the tag policy, the filters users bring from Flux and Argo CD, ACR patch
 tags and the downgrade rule, applied in that order to the tags the registry lists.
 
+0. A listed name that the OCI distribution grammar does not allow as a tag (overlong,
+   non-ASCII, control characters: what a broken or hostile registry may send) is dropped
+   here, before any filter or policy parser sees it.
 1. Flux's ``exclusionList`` (``spec.app.exclusionList``): never candidates.
 2. Argo CD Image Updater's ``ignoreTags`` then ``allowTags`` (``spec.app``).
 3. The tag policy orders what is left, newest first (with ``patches``, it orders the
@@ -22,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final, Protocol, runtime_checkable
 
-from imagedrift.core import exclusions, patchtags, tagmatch
+from imagedrift.core import exclusions, patchtags, refs, tagmatch
 from imagedrift.core.spec import PolicySpec
 from imagedrift.core.tagpolicy import TagPolicy
 from imagedrift.errors import TagPolicyFailed
@@ -34,9 +37,11 @@ __all__ = [
     "is_downgrade",
     "prefilter",
     "select",
+    "well_formed",
 ]
 
 # The fates a tag can meet; ``imagedrift plan`` groups by them.
+NOT_A_TAG: Final = "not a tag"  # outside the OCI tag grammar
 EXCLUDED: Final = "excluded"  # exclusionList
 IGNORED: Final = "ignored"  # ignoreTags
 NOT_ALLOWED: Final = "not allowed"  # allowTags
@@ -84,10 +89,45 @@ def is_downgrade(spec: PolicySpec, policy: TagPolicy, candidate: str, running: s
     return patchtags.is_downgrade(candidate, running, policy.is_downgrade)
 
 
+# Malformed names are noted one by one up to this many, then counted in one note: a
+# registry that lists 10^5 of them must not make the plan (or the memory) 10^5 lines long.
+MAX_NOT_A_TAG_NOTES: Final = 20
+_SHOWN_CHARS: Final = 40
+
+
+def _shown(name: object) -> str:
+    """A malformed name as a human may see it: escaped (no control character reaches a
+    terminal or a log) and cut short."""
+    text = name if isinstance(name, str) else f"<{type(name).__name__}>"
+    escaped = text.encode("unicode_escape", "backslashreplace").decode("ascii")
+    if len(escaped) <= _SHOWN_CHARS:
+        return escaped
+    return f"{escaped[:_SHOWN_CHARS]}... ({len(text)} chars)"
+
+
+def well_formed(listed: Sequence[object]) -> tuple[list[str], list[TagNote]]:
+    """Step 0: (the names that are tags, notes for the rest). A tag is what the
+    distribution grammar allows: ``[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}``."""
+    kept: list[str] = []
+    dropped: list[object] = []
+    for name in listed:
+        if isinstance(name, str) and refs.is_tag(name):
+            kept.append(name)
+        else:
+            dropped.append(name)
+    why = "not a tag the OCI distribution grammar allows"
+    notes = [TagNote(_shown(n), NOT_A_TAG, why) for n in dropped[:MAX_NOT_A_TAG_NOTES]]
+    if len(dropped) > MAX_NOT_A_TAG_NOTES:
+        more = len(dropped) - MAX_NOT_A_TAG_NOTES
+        notes.append(TagNote(f"({more} more)", NOT_A_TAG, why))
+    return kept, notes
+
+
 def prefilter(listed: Sequence[str], spec: PolicySpec) -> tuple[list[str], list[TagNote]]:
-    """Steps 1 and 2: (the tags the policy will see, notes for the tags dropped)."""
+    """Steps 0 to 2: (the tags the policy will see, notes for the tags dropped)."""
+    listed, malformed = well_formed(listed)
     kept, excluded = exclusions.split(listed, spec.exclusions)
-    notes = [TagNote(t, EXCLUDED, "matches exclusionList") for t in excluded]
+    notes = [*malformed, *(TagNote(t, EXCLUDED, "matches exclusionList") for t in excluded)]
     kept, filtered = tagmatch.split(kept, spec.allow_tags, spec.ignore_tags)
     notes += [TagNote(t, IGNORED if ignored else NOT_ALLOWED, why) for t, ignored, why in filtered]
     return kept, notes

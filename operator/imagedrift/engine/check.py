@@ -275,7 +275,7 @@ class PolicyChecker:
         if base.semver_range:
             tag = (
                 policy_from_spec({"semver": {"range": base.semver_range}}).latest(
-                    client.list_tags(base.image)
+                    tagselect.well_formed(client.list_tags(base.image))[0]
                 )
                 or ""
             )
@@ -286,7 +286,12 @@ class PolicyChecker:
                 )
         elif base.patches == patchtags.INCREMENTAL:
             # One request more than a plain tag: the list says which patch is the newest.
-            tag = patchtags.newest_incremental(client.list_tags(base.image), base.tag) or ""
+            tag = (
+                patchtags.newest_incremental(
+                    tagselect.well_formed(client.list_tags(base.image))[0], base.tag
+                )
+                or ""
+            )
             if not tag:
                 raise NotFound(
                     f"neither {base.image.name}:{base.tag} nor a patch tag of it "
@@ -641,7 +646,9 @@ class PolicyChecker:
             if ctx.policy.app_patches:
                 original = patchtags.split(tag)[0]
                 ordered = patchtags.with_patches(
-                    [original], client.list_tags(running), ctx.policy.app_patches
+                    [original],
+                    tagselect.well_formed(client.list_tags(running))[0],
+                    ctx.policy.app_patches,
                 )
         else:
             policy = policy_from_spec(tags_spec)
