@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import os
 import subprocess
@@ -20,6 +19,7 @@ from tests.e2e.scenario import World
 from tests.e2e.support import make_world
 from tests.harness import leaks
 from tests.harness.controlplane import ControlPlane, Kube
+from tests.harness.procs import wait_for
 from tests.harness.registry import Registry
 from tests.harness.registry_proxy import RegistryProxy
 
@@ -135,6 +135,13 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
     finally:
         kube = getattr(item, "funcargs", {}).get("kube")
         if isinstance(kube, Kube):
-            # A test may have stopped the API server: a missing snapshot is no failure.
-            with contextlib.suppress(Exception):
-                leaks.snapshot_cluster(kube)
+            # A test may have just restarted the API server: wait for it (bounded). A
+            # snapshot still missing is named by the leak check, which then fails.
+            try:
+                wait_for(
+                    lambda: leaks.snapshot_cluster(kube) or True,
+                    what="a snapshot of Events, statuses and annotations",
+                    timeout=60,
+                )
+            except Exception as exc:
+                leaks.missed_snapshot(item.nodeid, exc)

@@ -12,6 +12,7 @@ from typing import Any
 from imagedrift.registry.push import Image
 from tests.e2e.scenario import World, base_image, rolled_out
 from tests.harness.controlplane import Kube
+from tests.harness.operator import OperatorProcess
 from tests.harness.procs import wait_for
 from tests.harness.registry import Registry
 
@@ -64,13 +65,14 @@ def rollouts(world: World, policy: str) -> list[dict[str, Any]]:
     ]
 
 
-def intervals_pass(world: World, registry: Registry, count: int = 3) -> None:
-    """Wait until the policy's base was looked up ``count`` more times."""
-    mark = registry.mark()
-    path = f"/v2/{world.repo('base')}/manifests/1"
+def checks_pass(operator: OperatorProcess, policy: str, count: int = 2) -> None:
+    """Wait until the operator finished ``count`` more checks of ``policy``: a window in
+    which "nothing happened" is proven over checks that ran, not over time or over base
+    lookups (an unmoved base starts no check)."""
+    start = operator.checks(policy)
     wait_for(
-        lambda: len(registry.requests_since(mark, path=path)) >= count,
-        what=f"{count} more lookups of the base",
+        lambda: operator.checks(policy) >= start + count,
+        what=f"{count} more checks of {policy} (from {start})",
         timeout=60,
     )
 

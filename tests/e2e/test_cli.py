@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.e2e.scenario import World, base_image, rolled_out
-from tests.e2e.support import ok_json
+from tests.e2e.support import checks_pass, ok_json
 from tests.harness.controlplane import ControlPlane, write_kubeconfig
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import free_port, wait_for
@@ -32,7 +32,7 @@ def test_status_lineage_plan_pause_resume(
             "app": {"tags": {"semver": {"range": ">=1.0.0"}}},
         },
     )
-    operator_factory()
+    operator = operator_factory()
     world.wait_ready(policy, reason="UpToDate")
 
     status = ok_json(cli("status", "-o", "json"))
@@ -94,15 +94,24 @@ def test_status_lineage_plan_pause_resume(
     assert app["onCurrentBase"] is False and app["state"] == "Suspended"
     assert target in app["reason"] and app["candidate"]["digest"] == rebuilt
 
-    # A workload-level pause is an annotation, added and removed.
+    # A workload-level pause is an annotation; it holds the workload on its own, once the
+    # policy is resumed, over checks that would otherwise roll it.
     assert ok_json(cli("pause", "deploy/web", "-n", world.namespace, "-o", "json"))["paused"]
     annotations = world.get_deployment("web")["metadata"]["annotations"]
     assert annotations["imagedrift.io/paused"] == "true"
-    assert not ok_json(cli("resume", "deploy/web", "-n", world.namespace, "-o", "json"))["paused"]
-    assert "imagedrift.io/paused" not in world.get_deployment("web")["metadata"]["annotations"]
-
     resumed = ok_json(cli("resume", policy, "-o", "json"))
     assert (resumed["paused"], resumed["changed"]) == (False, True)
+    world.wait_policy(
+        policy,
+        lambda b: world.item(policy, "web").get("state") == "Paused",
+        "web held back as Paused",
+    )
+    checks_pass(operator, policy, 3)
+    assert world.image_of("web") == f"{world.ref('app')}:1.0.0", "a paused workload was rolled"
+    assert world.item(policy, "web")["state"] == "Paused"
+    assert target in world.item(policy, "web")["reason"]
+    assert not ok_json(cli("resume", "deploy/web", "-n", world.namespace, "-o", "json"))["paused"]
+    assert "imagedrift.io/paused" not in world.get_deployment("web")["metadata"]["annotations"]
     wait_for(lambda: rolled_out(world, "web", target), what="web rolled after resume", timeout=90)
     world.wait_policy(
         policy,

@@ -9,7 +9,7 @@ import pytest
 
 from imagedrift.registry.push import LINUX_AMD64, LINUX_ARM64, Index
 from tests.e2e.scenario import World, base_image, rolled_out
-from tests.e2e.support import base_spec, intervals_pass
+from tests.e2e.support import base_spec, checks_pass
 from tests.harness.controlplane import ControlPlane
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import HarnessError, wait_for
@@ -96,7 +96,7 @@ def test_what_is_not_rolled_says_why(
     )
     world.publish("lower", "1.9.0", world.app_on(new_base, "l1"))
     world.publish("stale", "1.0.1", world.app_on(old_base, "s2"))
-    operator_factory()
+    operator = operator_factory()
 
     def reasons_recorded(body: dict[str, object]) -> bool:
         items = (body.get("status") or {}).get("workloads", {}).get("items", [])  # type: ignore[union-attr]
@@ -106,7 +106,7 @@ def test_what_is_not_rolled_says_why(
     assert "different base image" in world.item(policy, "other")["reason"]
     assert "lower than the running 2.0.0" in world.item(policy, "lower")["reason"]
     assert "1.0.1: built on base digest" in world.item(policy, "stale")["reason"]
-    intervals_pass(world, registry, 2)  # two more intervals: still nothing rolled
+    checks_pass(operator, policy, 2)  # two more checks: still nothing rolled
     for name_, tag in (("other", "1.0.0"), ("lower", "2.0.0"), ("stale", "1.0.0")):
         assert world.image_of(name_).endswith(f":{tag}")
     assert world.condition(policy)["reason"] == "WaitingForRebuild"
@@ -221,7 +221,10 @@ def test_unreachable_registry_goes_not_ready_and_recovers(
     world.wait_ready(policy, reason="UpToDate")
     private.stop()
     body = world.wait_ready(policy, status="False", reason="RegistryUnavailable")
-    assert private.host in world.condition(policy)["message"] or body["status"]["lastError"]
+    # Both say which registry failed: the condition for `kubectl get`, lastError for history.
+    ready = next(c for c in body["status"]["conditions"] if c["type"] == "Ready")
+    assert private.host in ready["message"], ready
+    assert private.host in body["status"]["lastError"], body["status"]["lastError"]
     assert world.condition(policy, "Stalled") == {}, "an outage is retried, not Stalled"
     private.start()
     world.wait_ready(policy, reason="UpToDate", timeout=90)

@@ -13,7 +13,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from imagedrift.registry.push import attach_report, cosign_sign, trivy_report
 from tests.e2e.scenario import World, base_image
-from tests.e2e.support import base_spec, drift, intervals_pass, policy_status, wait_rolled
+from tests.e2e.support import base_spec, checks_pass, drift, policy_status, wait_rolled
 from tests.harness.controlplane import ControlPlane
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import HarnessError, wait_for
@@ -78,7 +78,7 @@ def test_signature_and_vulnerability_gates_hold_until_satisfied(
         trivy_report(vapp, [("CVE-2024-0001", "CRITICAL"), ("CVE-2024-0002", "LOW")]),
         created="2024-01-01T00:00:00Z",
     )
-    operator_factory()
+    operator = operator_factory()
 
     body = world.wait_policy(unsigned, _rejected_for(world, unsigned, "signature"), "unsigned")
     reasons = body["status"]["candidate"]["reasons"]
@@ -97,7 +97,8 @@ def test_signature_and_vulnerability_gates_hold_until_satisfied(
         what="an Event naming the vulnerabilities gate",
         timeout=30,
     )
-    intervals_pass(world, registry, 2)  # two more intervals: still nothing rolled
+    checks_pass(operator, unsigned, 2)  # two more checks of each: still nothing rolled
+    checks_pass(operator, scanned, 2)
     assert world.image_of("signed").endswith(":1.0.0")
     assert world.image_of("scanned").endswith(":1.0.0")
     assert world.item(unsigned, "signed")["state"] == "Drifted"
@@ -167,7 +168,7 @@ def test_smoke_test_job_decides_and_runs_once_per_digest(
         )
     world.publish("good", "1.0.1", world.app_on(new, "1.0.1"))
     bad_digest = world.publish("bad", "1.0.1", world.app_on(new, "b1.0.1"))
-    operator_factory()
+    operator = operator_factory()
 
     wait_rolled(world, "good", target)
     body = world.wait_policy(bad, _rejected_for(world, bad, "smokeTest"), "smoke test failed")
@@ -179,7 +180,7 @@ def test_smoke_test_job_decides_and_runs_once_per_digest(
         what="an Event naming the smoke test",
         timeout=30,
     )
-    intervals_pass(world, registry, 2)  # two more intervals: not re-run, not rolled
+    checks_pass(operator, bad, 2)  # two more checks: not re-run, not rolled
     assert world.image_of("bad").endswith(":1.0.0")
     from kubernetes import client
 

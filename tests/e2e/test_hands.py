@@ -1,9 +1,9 @@
 """Other hands on the image field: a human's rollout undo, a GitOps controller's apply,
 and a second policy. imagedrift yields, says so, and never patches twice.
 
-Absence is proven over a measured span: the policy's base is looked up at least three
-more times (three intervals, counted in the registry's access log) while the workload's
-revision and image stay where the other hand put them.
+Absence is proven over checks that ran: the operator finishes at least three more checks
+of the policy (counted on its /metrics) while the workload's revision and image stay where
+the other hand put them.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import yaml
 from imagedrift.core.gitops import owned_images
 from imagedrift.core.workloads import STATE_ANNOTATION, STATUS_ANNOTATION
 from tests.e2e.scenario import World, base_image, rolled_out
-from tests.e2e.support import base_spec, intervals_pass, rollouts
+from tests.e2e.support import base_spec, checks_pass, rollouts
 from tests.harness.controlplane import ControlPlane
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import wait_for
@@ -39,8 +39,9 @@ def image_owner(world: World, name: str) -> str:
 
 def rolled_once(
     world: World, operator_factory: Callable[..., OperatorProcess]
-) -> tuple[str, str, str]:
-    """web on app:1.0.0 rolled by imagedrift to 1.0.1 on the new base: (policy, old, target)."""
+) -> tuple[str, str, str, OperatorProcess]:
+    """web on app:1.0.0 rolled by imagedrift to 1.0.1 on the new base: (policy, old,
+    target, the operator)."""
     old_base, new_base = base_image("v1"), base_image("v2")
     world.publish("base", "1", old_base)
     world.publish("app", "1.0.0", world.app_on(old_base, "1.0.0"))
@@ -49,7 +50,7 @@ def rolled_once(
     policy = world.policy(
         "hands", {"base": base_spec(world), "app": {"tags": {"semver": {"range": ">=1.0.0"}}}}
     )
-    operator_factory()
+    operator = operator_factory()
     world.wait_ready(policy, reason="UpToDate")
     world.publish("base", "1", new_base)
     rebuilt = world.publish("app", "1.0.1", world.app_on(new_base, "1.0.1"))
@@ -57,7 +58,7 @@ def rolled_once(
     wait_for(lambda: rolled_out(world, "web", target), what="web rolled", timeout=90)
     world.wait_ready(policy, reason="UpToDate", timeout=60)
     assert image_owner(world, "web") == "imagedrift"
-    return policy, old, target
+    return policy, old, target, operator
 
 
 def overridden(world: World, policy: str) -> dict[str, Any]:
@@ -76,7 +77,7 @@ def test_rollout_undo_is_respected_and_never_re_patched(
     controlplane: ControlPlane,
     operator_factory: Callable[..., OperatorProcess],
 ) -> None:
-    policy, old, _ = rolled_once(world, operator_factory)
+    policy, old, _, operator = rolled_once(world, operator_factory)
     assert revision(world, "web") == 2
     controlplane.kubectl("rollout", "undo", "deployment/web", "-n", world.namespace)
     wait_for(lambda: rolled_out(world, "web", old), what="the undo rolled out", timeout=60)
@@ -88,7 +89,7 @@ def test_rollout_undo_is_respected_and_never_re_patched(
         what="a Warning Event Overridden on web",
         timeout=30,
     )
-    intervals_pass(world, registry)
+    checks_pass(operator, policy, 3)
     assert world.image_of("web") == old, "imagedrift patched the undone image again"
     assert revision(world, "web") == 3, "only the undo made a revision after imagedrift's"
     assert image_owner(world, "web") != "imagedrift"
@@ -102,7 +103,7 @@ def test_a_gitops_apply_of_the_old_image_is_not_fought(
     controlplane: ControlPlane,
     operator_factory: Callable[..., OperatorProcess],
 ) -> None:
-    policy, old, _ = rolled_once(world, operator_factory)
+    policy, old, _, operator = rolled_once(world, operator_factory)
     manifest = {
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -130,17 +131,17 @@ def test_a_gitops_apply_of_the_old_image_is_not_fought(
             "-",
             input=yaml.safe_dump(manifest),
         )
-        intervals_pass(world, registry, count=1)
+        checks_pass(operator, policy, 1)
     item = overridden(world, policy)
     assert "kustomize-controller" in item["reason"], item
-    intervals_pass(world, registry)
+    checks_pass(operator, policy, 3)
     assert world.image_of("web") == old
     assert revision(world, "web") == 3, "imagedrift patched once in all (revision 2)"
     assert image_owner(world, "web") == "kustomize-controller"
 
 
 def test_two_policies_selecting_one_workload_both_report_conflict_and_neither_patches(
-    world: World, registry: Registry, operator_factory: Callable[..., OperatorProcess]
+    world: World, controlplane: ControlPlane, operator_factory: Callable[..., OperatorProcess]
 ) -> None:
     old_base, new_base = base_image("v1"), base_image("v2")
     world.publish("base", "1", old_base)
@@ -159,7 +160,7 @@ def test_two_policies_selecting_one_workload_both_report_conflict_and_neither_pa
             "rollout": {"selector": {"matchLabels": {"app": "web"}}},
         },
     )
-    operator_factory()
+    operator = operator_factory()
 
     def conflict(policy: str, other: str) -> bool:
         item = world.item(policy, "web")
@@ -167,7 +168,25 @@ def test_two_policies_selecting_one_workload_both_report_conflict_and_neither_pa
 
     wait_for(lambda: conflict(mine, theirs), what=f"{mine} reports the conflict", timeout=60)
     wait_for(lambda: conflict(theirs, mine), what=f"{theirs} reports the conflict", timeout=60)
-    intervals_pass(world, registry)
+    # A Conflict waits for a human: nothing re-checks it on a schedule. Annotating the
+    # workload (a change its watch reports) makes both policies check it again, three
+    # times, and neither may patch it on any of those checks.
+    for touch in range(3):
+        marks = {p: operator.checks(p) for p in (mine, theirs)}
+        controlplane.kubectl(
+            "annotate",
+            "--overwrite",
+            "deployment/web",
+            f"example.com/touched={touch}",
+            "-n",
+            world.namespace,
+        )
+        wait_for(
+            lambda marks=marks: all(operator.checks(p) > n for p, n in marks.items()),
+            what="both policies checked web again",
+            timeout=60,
+        )
+        assert conflict(mine, theirs) and conflict(theirs, mine)
     assert world.image_of("web") == old
     assert revision(world, "web") == 1, "neither policy patched it"
 
@@ -221,7 +240,7 @@ def test_a_container_changed_mid_rollout_is_left_alone_by_the_rollback(
             "rollout": {"verifyTimeout": "60s"},
         },
     )
-    operator_factory()
+    operator = operator_factory()
 
     def images() -> dict[str, str]:
         spec = world.get_deployment("pair")["spec"]["template"]["spec"]
@@ -253,9 +272,9 @@ def test_a_container_changed_mid_rollout_is_left_alone_by_the_rollback(
         "side": ("RolledBack", "Complete"),
     }, lineage
 
-    # Three more intervals: nothing is patched again, the sidecar stays the other hand's.
+    # Three more checks: nothing is patched again, the sidecar stays the other hand's.
     before = revision(world, "pair")
-    intervals_pass(world, registry, 3)
+    checks_pass(operator, policy, 3)
     assert images() == restored and revision(world, "pair") == before
     detail = json.loads(world.get_deployment("pair")["metadata"]["annotations"][STATUS_ANNOTATION])
     states = {c["container"]: c["state"] for c in detail["containers"]}

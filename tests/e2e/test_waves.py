@@ -14,8 +14,8 @@ from imagedrift.engine.controller import RETRY_CAP
 from tests.e2e.scenario import World, rolled_out
 from tests.e2e.support import (
     base_spec,
+    checks_pass,
     drift,
-    intervals_pass,
     policy_status,
     rollouts,
     wait_rolled,
@@ -284,13 +284,13 @@ def test_nothing_rolls_outside_the_maintenance_window(
         },
     )
     world.publish("app", "1.0.1", world.app_on(new, "1.0.1"))
-    operator_factory()
+    operator = operator_factory()
 
     body = world.wait_ready(policy, reason="RolloutWaiting")
     item = world.item(policy, "web")
     assert item["state"] == "Waiting" and "outside maintenance windows" in item["reason"], item
     assert "outside maintenance windows" in body["status"]["waves"]["message"]
-    intervals_pass(world, registry, 2)  # two more intervals: still nothing rolled
+    checks_pass(operator, policy, 2)  # two more checks: still nothing rolled
     assert world.image_of("web").endswith(":1.0.0")
 
     # Every minute, two minutes long: always open.

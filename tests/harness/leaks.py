@@ -33,6 +33,7 @@ _lock = threading.Lock()
 _secrets: dict[str, str] = {}  # value -> what it is (the first description wins)
 _logs: dict[Path, None] = {}  # insertion-ordered set
 _texts: dict[str, str] = {}  # where -> text
+_missed: list[str] = []  # snapshots that could not be taken, and why
 
 
 @dataclass(frozen=True, repr=False)
@@ -153,6 +154,18 @@ def snapshot_cluster(kube: Kube, timeout: float = 10) -> None:
         if ours:
             where = f"Deployment {m.namespace}/{m.name}@{m.resource_version} annotations"
             keep(where, _dumps(ours))
+
+
+def missed_snapshot(where: str, why: BaseException) -> None:
+    """A snapshot that could not be taken: the leak check reports it instead of looking
+    at less than it says."""
+    with _lock:
+        _missed.append(f"{where}: {why!r}")
+
+
+def missed() -> list[str]:
+    with _lock:
+        return list(_missed)
 
 
 def _dumps(doc: Any) -> str:

@@ -28,10 +28,12 @@ class OperatorProcess:
         self.proc: ManagedProcess | None = None
         self.starts = 0
         self.health_port = 0
+        self.metrics_port = 0
 
     def start(self) -> OperatorProcess:
         self.starts += 1
         self.health_port = free_port()
+        self.metrics_port = free_port()
         argv = [
             sys.executable,
             "-m",
@@ -48,9 +50,12 @@ class OperatorProcess:
             "KUBECONFIG": str(self.kubeconfig),
             "IMAGEDRIFT_LEASE": "",  # no election unless a test asks for one
             "IMAGEDRIFT_NAMESPACE": "imagedrift-system",
-            "IMAGEDRIFT_METRICS_PORT": "0",
+            # Always on: tests count checks there (see checks()).
+            "IMAGEDRIFT_METRICS_PORT": str(self.metrics_port),
+            "IMAGEDRIFT_METRICS_ADDR": "127.0.0.1",
             **self.env,
         }
+        self.metrics_port = int(env["IMAGEDRIFT_METRICS_PORT"])
         leaks.remember(env.get("IMAGEDRIFT_WEBHOOK_SECRET"), "webhook secret")
         self.proc = ManagedProcess(f"operator-{self.starts}", argv, self.log_dir, env=env)
         leaks.watch(self.proc.log_path)
@@ -66,15 +71,42 @@ class OperatorProcess:
             httpx.get(f"http://127.0.0.1:{self.health_port}/healthz", timeout=2).status_code == 200
         )
 
+    def metrics(self) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+        """Every sample /metrics serves now: {(name, labels): value}."""
+        import httpx
+        from prometheus_client.parser import text_string_to_metric_families
+
+        assert self.metrics_port, "this operator runs without metrics"
+        text = httpx.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5).text
+        return {
+            (s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text)
+            for s in family.samples
+        }
+
+    def checks(self, policy: str) -> int:
+        """How many checks of ``policy`` this run of the operator finished (any result):
+        what a test waits on to prove that nothing happened over real checks."""
+        return int(
+            sum(
+                value
+                for (name, labels), value in self.metrics().items()
+                if name == "imagedrift_checks_total" and ("policy", policy) in labels
+            )
+        )
+
     def kill(self) -> None:
         """SIGKILL: no cleanup handlers run, as when a node dies."""
         if self.proc:
             self.proc.kill()
             self.proc.stop()
 
-    def stop(self) -> None:
+    def stop(self) -> str | None:
+        """SIGTERM, as the kubelet stops a pod; what went wrong if it did not exit 0 within
+        10 s (a pod would be killed, skipping the Lease hand-over), else None."""
         if self.proc:
-            self.proc.stop(grace=10)
+            return self.proc.stop(grace=10)
+        return None
 
     def log(self) -> str:
         """Everything every start of this operator logged."""

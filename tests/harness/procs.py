@@ -118,15 +118,21 @@ class ManagedProcess:
             os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=10)
 
-    def stop(self, grace: float = 5.0) -> None:
-        """SIGTERM the process group, then SIGKILL after ``grace`` seconds."""
+    def stop(self, grace: float = 5.0) -> str | None:
+        """SIGTERM the process group, then SIGKILL after ``grace`` seconds. Returns what
+        went wrong with a process that was running (it outlived ``grace``, or exited
+        with an error), or None when it ended cleanly or had already ended."""
+        trouble = None
         if self.alive():
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
             try:
-                self.proc.wait(timeout=grace)
+                code = self.proc.wait(timeout=grace)
+                if code != 0:
+                    trouble = f"{self.name} exited with code {code} on SIGTERM"
             except subprocess.TimeoutExpired:
                 self.kill()
+                trouble = f"{self.name} was still running {grace:.0f}s after SIGTERM"
         else:
             # The leader is gone but group members may remain.
             with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -134,6 +140,7 @@ class ManagedProcess:
         self._log.close()
         if self in _running:
             _running.remove(self)
+        return trouble
 
 
 def stop_all() -> None:

@@ -508,9 +508,14 @@ class OciRegistryClient:
             finally:
                 response.close()
         except httpx.TimeoutException as exc:
-            raise RegistryUnavailable(f"{where} timed out: {exc!r}", registry=self.host) from exc
+            raise RegistryUnavailable(
+                f"{self.host}: {where} timed out: {exc!r}", registry=self.host
+            ) from exc
         except httpx.TransportError as exc:
-            raise RegistryUnavailable(f"{where} failed: {exc!r}", registry=self.host) from exc
+            # Named like every other registry fault: the SRE reads which registry is down.
+            raise RegistryUnavailable(
+                f"{self.host}: {where} failed: {exc!r}", registry=self.host
+            ) from exc
         finally:
             self._notify(url, method, status)
         # Errors name the registry's path even when the answer came from a redirect target.
