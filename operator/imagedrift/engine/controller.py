@@ -48,6 +48,8 @@ from imagedrift.errors import InvalidSpec, KubeError, RegistryError
 
 log = logging.getLogger(__name__)
 RETRY_CAP = 60.0  # seconds: the longest a failing key waits before its next try
+# Seconds a stop waits for the key in hand; well inside the pod's 30 s termination grace.
+STOP_TIMEOUT = 15.0
 VOLATILE = ("checkedAt",)  # base fields that change on every look: never a reason to write
 
 
@@ -269,9 +271,18 @@ class Controller:
             self._threads.append(thread)
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+        """Take no new key, then wait (at most ``timeout`` seconds in all) for the workers to
+        finish the key in hand: a daemon thread still inside a check when the interpreter
+        finalizes can abort the process (SIGABRT instead of exit 0)."""
         self._stop.set()
         self.queue.shutdown()
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
+        busy = [t.name for t in self._threads if t.is_alive()]
+        if busy:
+            log.warning("stopping: %s still busy after %.0fs", ", ".join(busy), timeout)
 
     def _work(self) -> None:
         while not self._stop.is_set():

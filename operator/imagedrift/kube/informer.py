@@ -205,11 +205,15 @@ class Informer:
         self._thread.start()
         return self
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop watching and wait (bounded) for the thread to leave: a daemon thread still
+        reading when the interpreter finalizes can abort the process."""
         self._stop.set()
         response = self._response
         if response is not None:
             _interrupt(response)
+        if self._thread is not None:
+            self._thread.join(timeout)
 
     def _request(self, timeout: tuple[float, float], **params: Any) -> Any:
         """The raw response of a list or watch call (parsed by us, not by the models)."""
