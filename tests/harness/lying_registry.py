@@ -8,11 +8,18 @@ path a test names, one lie instead:
 - ``wrong_digest``: bytes that are not what the digest in the path or header says;
 - ``redirect``: a 307 to another server (``storage`` in tests: one that records any
   ``Authorization`` it is sent);
-- ``trickle``: one byte a second, for minutes.
+- ``trickle``: one byte (or one piece of a document) a second, for minutes.
+
+A lie can carry a believable document (``body=``): the real manifest, padded with
+whitespace to the oversized length, or trickled piece by piece. A client that ignored the
+limit would then not choke on junk but swallow a valid manifest, and act on it: what a
+test of that limit has to be able to see.
 
 Bodies are generated as they are written, so the server itself holds none of them. Every
 loop that writes is bounded in bytes and in time: a socket timeout ends a write the client
-stopped reading, and ``close()`` ends a trickle at once.
+stopped reading, and ``close()`` ends a trickle at once. A ``HEAD`` on a lied-about path
+is answered with the lie's headers alone, as HTTP wants: a body after them would be read
+as the answer to the client's next request on the connection.
 """
 
 from __future__ import annotations
@@ -22,7 +29,7 @@ import hashlib
 import json
 import ssl
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -37,6 +44,16 @@ _WRITE_TIMEOUT = 10.0
 
 def digest_of(data: bytes) -> str:
     return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def padded_digest(body: bytes, size: int) -> str:
+    """The digest of what ``oversized(path, size, body=body)`` sends, hashed as it is made
+    (never held whole): a test serves the same bytes under that digest too, so a client
+    that read them whole would find its manifest again by digest."""
+    digest = hashlib.sha256()
+    for chunk in _filler(size, body):
+        digest.update(chunk)
+    return "sha256:" + digest.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -55,6 +72,7 @@ class _Lie:
     declared: int | None = None  # oversized: Content-Length to claim; None: chunked
     location: str = ""
     content_type: str = OCI_MANIFEST
+    body: bytes = b""  # oversized: sent first, then padding; trickle: sent piece by piece
 
 
 @dataclass
@@ -127,8 +145,9 @@ class LyingRegistry:
                 if reference:
                     path = f"/v2/{repository}/manifests/{reference}"
                     self._content.documents[path] = (data, media_type)
-            if tag:
-                self._content.tags.setdefault(repository, []).append(tag)
+            tags = self._content.tags.setdefault(repository, [])
+            if tag and tag not in tags:  # a tag moved to another manifest is listed once
+                tags.append(tag)
         return digest
 
     def put_blob(self, repository: str, data: bytes) -> str:
@@ -153,10 +172,14 @@ class LyingRegistry:
 
     # -- lies -----------------------------------------------------------------------------
 
-    def oversized(self, path: str, size: int, *, declared: int | None = None) -> None:
+    def oversized(
+        self, path: str, size: int, *, declared: int | None = None, body: bytes = b""
+    ) -> None:
         """Answer ``path`` with ``size`` bytes, claiming ``Content-Length: declared`` (or
-        sending none, chunked, when ``declared`` is None)."""
-        self._lie(path, _Lie("oversized", size=size, declared=declared))
+        sending none, chunked, when ``declared`` is None). With ``body`` the bytes are
+        ``body`` and then spaces: a JSON ``body`` stays the same valid document however
+        long (``padded_digest`` is their digest); without, JSON-looking junk."""
+        self._lie(path, _Lie("oversized", size=size, declared=declared, body=body))
 
     def wrong_digest(self, path: str) -> None:
         """Answer ``path`` with a body that is not what its digest says: for a by-digest
@@ -167,9 +190,11 @@ class LyingRegistry:
         """Answer ``path`` with ``307 Location: location``."""
         self._lie(path, _Lie("redirect", location=location))
 
-    def trickle(self, path: str, size: int = 300) -> None:
-        """Answer ``path`` one byte a second: ``size`` seconds unless the client leaves."""
-        self._lie(path, _Lie("trickle", size=size))
+    def trickle(self, path: str, size: int = 300, *, body: bytes = b"") -> None:
+        """Answer ``path`` one byte a second: ``size`` seconds unless the client leaves.
+        With ``body``: that document, whole and correct, in ``size`` pieces, one a second
+        (a client with no deadline reads it all, ``size`` seconds late)."""
+        self._lie(path, _Lie("trickle", size=size, body=body))
 
     def _lie(self, path: str, lie: _Lie) -> None:
         with self._lock:
@@ -205,10 +230,14 @@ class LyingRegistry:
             return self._content.basic, self._content.bearer
 
 
-def _filler(size: int) -> Iterator[bytes]:
-    """``size`` bytes of JSON-looking junk in chunks, made as they are sent."""
-    block = b'{"junk":"' + b"x" * (_CHUNK - 12) + b'"}\n'
-    sent = 0
+def _filler(size: int, body: bytes = b"") -> Iterator[bytes]:
+    """``size`` bytes in chunks, made as they are sent: ``body`` then spaces, or without a
+    ``body`` JSON-looking junk."""
+    head = body[:size]
+    for start in range(0, len(head), _CHUNK):
+        yield head[start : start + _CHUNK]
+    block = b" " * _CHUNK if body else b'{"junk":"' + b"x" * (_CHUNK - 12) + b'"}\n'
+    sent = len(head)
     while sent < size:
         chunk = block[: min(_CHUNK, size - sent)]
         sent += len(chunk)
@@ -291,13 +320,19 @@ class _Handler(BaseHTTPRequestHandler):
                 extra = {"Docker-Content-Digest": claimed}
                 self._send(200, data, content_type=lie.content_type, extra=extra, head=head)
         elif lie.kind == "oversized":
-            self._stream(_filler(lie.size), declared=lie.declared, content_type=lie.content_type)
+            self._stream(
+                _filler(lie.size, lie.body),
+                declared=lie.declared,
+                content_type=lie.content_type,
+                head=head,
+            )
         elif lie.kind == "trickle":
-            self._stream(self._one_byte_a_second(lie.size), declared=lie.size)
+            pieces = _pieces(lie.body or b" " * lie.size, lie.size)
+            self._stream(self._one_a_second(pieces), declared=sum(map(len, pieces)), head=head)
 
-    def _one_byte_a_second(self, size: int) -> Iterator[bytes]:
-        for _ in range(size):
-            yield b" "
+    def _one_a_second(self, pieces: Sequence[bytes]) -> Iterator[bytes]:
+        for piece in pieces:
+            yield piece
             if self.registry._closing.wait(1.0):
                 return
 
@@ -320,7 +355,12 @@ class _Handler(BaseHTTPRequestHandler):
             self.wfile.write(body)
 
     def _stream(
-        self, chunks: Iterator[bytes], *, declared: int | None, content_type: str = OCI_MANIFEST
+        self,
+        chunks: Iterator[bytes],
+        *,
+        declared: int | None,
+        content_type: str = OCI_MANIFEST,
+        head: bool = False,
     ) -> None:
         self.send_response(200)
         self.send_header("Content-Type", content_type)
@@ -329,6 +369,8 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self.send_header("Content-Length", str(declared))
         self.end_headers()
+        if head:
+            return  # the headers are the whole answer; the connection stays usable
         try:
             for chunk in chunks:
                 if declared is None:
@@ -342,3 +384,9 @@ class _Handler(BaseHTTPRequestHandler):
             pass  # the client stopped reading, as it should have
         # Whatever was sent, the connection cannot carry another answer.
         self.close_connection = True
+
+
+def _pieces(data: bytes, count: int) -> list[bytes]:
+    """``data`` cut into at most ``count`` pieces of (nearly) equal length, in order."""
+    step = max(1, -(-len(data) // max(1, count)))
+    return [data[start : start + step] for start in range(0, len(data), step)]
