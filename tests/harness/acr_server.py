@@ -15,9 +15,11 @@ shared ACR protocol notes):
 - ``/v2/...``: the distribution API, proxied verbatim to the backing CNCF registry.
 
 Every request without a valid token for its scope gets ``401`` with the ACR challenge.
-Counters per kind (``exchange``, ``token``, ``metadata``, ``v2``) can be read and reset;
-the next N requests can be failed with 429 + ``Retry-After`` (or any status); lifetimes of
-issued tokens are settable so tests can watch a refresh happen.
+Counters per kind (``exchange``, ``token``, ``metadata``, ``v2``) can be read and reset,
+and the log holds each request with the fake's own ``time.monotonic()`` of its receipt and
+its answer (timing checks use those, not when the test looked); the next N requests can be
+failed with 429 + ``Retry-After`` (or any status); lifetimes of issued tokens are settable
+so tests can watch a refresh happen.
 """
 
 from __future__ import annotations
@@ -115,6 +117,11 @@ class RequestRecord:
     kind: str
     status: int
     subject: str
+    # ``time.monotonic()`` (one clock for every process of the machine) when the request's
+    # head was read and when its answer was about to be sent: timing checks measure these,
+    # the fake's own moments, not when a test happened to look at the log.
+    received: float = field(default=0.0, compare=False)
+    answered: float = field(default=0.0, compare=False)
 
 
 @dataclass
@@ -370,10 +377,30 @@ class FakeAcr:
         return {"WWW-Authenticate": value, "Docker-Distribution-Api-Version": "registry/2.0"}
 
     # -- bookkeeping -------------------------------------------------------------------
-    def _record(self, method: str, path: str, kind: str, status: int, subject: str) -> None:
+    def _record(
+        self,
+        method: str,
+        path: str,
+        kind: str,
+        status: int,
+        subject: str,
+        *,
+        received: float | None = None,
+    ) -> None:
+        """Count and log a request; called just before its answer is sent."""
+        answered = time.monotonic()
+        record = RequestRecord(
+            method,
+            path,
+            kind,
+            status,
+            subject,
+            received=answered if received is None else received,
+            answered=answered,
+        )
         with self._lock:
             self._counts[kind] += 1
-            self._log.append(RequestRecord(method, path, kind, status, subject))
+            self._log.append(record)
 
     def _take_injection(self, kind: str) -> _Injection | None:
         with self._lock:
@@ -557,7 +584,10 @@ def _split_v2_path(path: str) -> tuple[str, str, str]:
 
 def _make_handler(acr: FakeAcr) -> type[QuietHandler]:
     class Handler(QuietHandler):
+        received = 0.0  # time.monotonic() when the current request's head was read
+
         def _dispatch(self) -> None:
+            self.received = time.monotonic()
             parts = urlsplit(self.path)
             path = parts.path
             query = {k: v[-1] for k, v in parse_qs(parts.query, keep_blank_values=True).items()}
@@ -572,6 +602,10 @@ def _make_handler(acr: FakeAcr) -> type[QuietHandler]:
                 self.send_json(404, _errors("NOT_FOUND", f"no route for {path}"))
 
         do_GET = do_HEAD = do_POST = do_PUT = do_PATCH = do_DELETE = _dispatch
+
+        def _note(self, path: str, kind: str, status: int, subject: str) -> None:
+            """Log the current request, with the moment its head was read."""
+            acr._record(self.command, path, kind, status, subject, received=self.received)
 
         # -- /oauth2 -----------------------------------------------------------------
         def _oauth(self, path: str, query: dict[str, str]) -> None:
@@ -593,7 +627,7 @@ def _make_handler(acr: FakeAcr) -> type[QuietHandler]:
                 status, payload = self._basic_token(form)
             else:
                 status, payload = 405, _errors("UNSUPPORTED", "method not allowed")
-            acr._record(self.command, path, kind, status, "")
+            self._note(path, kind, status, "")
             self.send_json(status, payload)
 
         def _basic_token(self, form: dict[str, str]) -> tuple[int, dict[str, Any]]:
@@ -616,7 +650,7 @@ def _make_handler(acr: FakeAcr) -> type[QuietHandler]:
             return status, payload
 
         def _injected(self, injection: _Injection, kind: str, path: str) -> None:
-            acr._record(self.command, path, kind, injection.status, "")
+            self._note(path, kind, injection.status, "")
             if injection.body_size:
                 self._junk(injection.body_size, trickle=injection.trickle)
                 return
@@ -650,7 +684,7 @@ def _make_handler(acr: FakeAcr) -> type[QuietHandler]:
             self.close_connection = True
 
         def _deny(self, kind: str, path: str, scope: str, name: str, action: str) -> None:
-            acr._record(self.command, path, kind, 401, "")
+            self._note(path, kind, 401, "")
             detail = [{"Type": scope.split(":", 1)[0], "Name": name, "Action": action}]
             body = json.dumps(
                 _errors(
@@ -686,7 +720,7 @@ def _make_handler(acr: FakeAcr) -> type[QuietHandler]:
                 self._deny("metadata", path, scope, kind_name[1], action)
                 return
             status, payload, headers = self._metadata_answer(repository, rest, query)
-            acr._record(self.command, path, "metadata", status, record.subject)
+            self._note(path, "metadata", status, record.subject)
             self.send_json(status, payload, headers=headers)
 
         def _metadata_answer(
@@ -838,7 +872,7 @@ def _make_handler(acr: FakeAcr) -> type[QuietHandler]:
                 self._deny("v2", path, scope, kind_name[1], action)
                 return
             if path.rstrip("/") == "/v2":
-                acr._record(self.command, path, "v2", 200, record.subject)
+                self._note(path, "v2", 200, record.subject)
                 self.send_json(200, {})
                 return
             if section == "tags" and reference == "list" and self.command == "GET":
@@ -870,7 +904,7 @@ def _make_handler(acr: FakeAcr) -> type[QuietHandler]:
                 acr.note_push(
                     repository, reference, response_headers.get("Docker-Content-Digest", "")
                 )
-            acr._record(self.command, path, "v2", status, record.subject)
+            self._note(path, "v2", status, record.subject)
             content_type = out.pop(
                 "Content-Type", "application/octet-stream" if data else "application/json"
             )
@@ -892,7 +926,7 @@ def _make_handler(acr: FakeAcr) -> type[QuietHandler]:
             query = {k: v[-1] for k, v in parse_qs(raw_query).items()}
             tags = acr._all_tags(repository)
             if tags is None:
-                acr._record(self.command, path, "v2", 404, subject)
+                self._note(path, "v2", 404, subject)
                 body = _errors("NAME_UNKNOWN", "repository name not known to registry")
                 self.send_json(
                     404, body, headers={"Docker-Distribution-Api-Version": "registry/2.0"}
@@ -904,7 +938,7 @@ def _make_handler(acr: FakeAcr) -> type[QuietHandler]:
             headers = {"Docker-Distribution-Api-Version": "registry/2.0"}
             if len(tags) > n:
                 headers["Link"] = f'<{path}?last={quote(tags[n - 1], safe="")}&n={n}>; rel="next"'
-            acr._record(self.command, path, "v2", 200, subject)
+            self._note(path, "v2", 200, subject)
             self.send_json(200, {"name": repository, "tags": tags[:n]}, headers=headers)
 
         def _read_any_body(self) -> bytes:

@@ -1,6 +1,7 @@
 """An HTTP front for the real registry that adds what the distribution server lacks in tests:
 bearer-token auth with its own ``/token`` endpoint (or plain basic auth), injected 429/503
-answers, and request counting. Everything else is forwarded to the registry unchanged, over
+answers, and request counting (each request with the proxy's own ``time.monotonic()`` of its
+receipt and its answer). Everything else is forwarded to the registry unchanged, over
 real sockets on 127.0.0.1.
 """
 
@@ -43,6 +44,11 @@ class ProxiedRequest:
     query: str
     status: int
     authorization: str  # the scheme the client used ("bearer", "basic" or "")
+    # ``time.monotonic()`` (one clock for every process of the machine) when the request's
+    # head was read and when its answer was about to be sent: timing checks measure these,
+    # the proxy's own moments, not when a test happened to look.
+    received: float = field(default=0.0, compare=False)
+    answered: float = field(default=0.0, compare=False)
 
 
 @dataclass
@@ -337,6 +343,7 @@ class _Handler(BaseHTTPRequestHandler):
         pass  # the tests look at RegistryProxy.requests instead
 
     def _handle(self) -> None:
+        received = time.monotonic()
         method = self.command
         parts = urlsplit(self.path)
         length = int(self.headers.get("Content-Length") or 0)
@@ -365,7 +372,15 @@ class _Handler(BaseHTTPRequestHandler):
             }
             # Recorded before replying, so a client that has its answer sees it counted.
             self.owner._record(
-                ProxiedRequest(method, parts.path, parts.query, fault.status, scheme)
+                ProxiedRequest(
+                    method,
+                    parts.path,
+                    parts.query,
+                    fault.status,
+                    scheme,
+                    received=received,
+                    answered=time.monotonic(),
+                )
             )
             self._reply(fault.status, headers, json.dumps(error).encode())
             return
@@ -373,7 +388,17 @@ class _Handler(BaseHTTPRequestHandler):
         if not allowed:
             error = {"errors": [{"code": "UNAUTHORIZED", "message": "authentication required"}]}
             headers = [("Content-Type", "application/json"), ("WWW-Authenticate", challenge)]
-            self.owner._record(ProxiedRequest(method, parts.path, parts.query, 401, scheme))
+            self.owner._record(
+                ProxiedRequest(
+                    method,
+                    parts.path,
+                    parts.query,
+                    401,
+                    scheme,
+                    received=received,
+                    answered=time.monotonic(),
+                )
+            )
             self._reply(401, headers, json.dumps(error).encode())
             return
         try:
@@ -391,7 +416,17 @@ class _Handler(BaseHTTPRequestHandler):
                 [("Content-Type", "text/plain")],
                 f"upstream: {exc}".encode(),
             )
-        self.owner._record(ProxiedRequest(method, parts.path, parts.query, status, scheme))
+        self.owner._record(
+            ProxiedRequest(
+                method,
+                parts.path,
+                parts.query,
+                status,
+                scheme,
+                received=received,
+                answered=time.monotonic(),
+            )
+        )
         self._reply(status, headers, data)
 
     def _reply(self, status: int, headers: list[tuple[str, str]], body: bytes) -> None:

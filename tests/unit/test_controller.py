@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from imagedrift.core import conditions as cond
 from imagedrift.core.images import ResolvedImage
 from imagedrift.core.refs import ImageRef
@@ -17,7 +19,7 @@ from imagedrift.core.workloads import WorkloadRef
 from imagedrift.engine.caches import BaseObservation, BaseWatcher, TtlCache
 from imagedrift.engine.check import CheckResult
 from imagedrift.engine.controller import Controller
-from imagedrift.errors import RegistryUnavailable
+from imagedrift.errors import RegistryThrottled, RegistryUnavailable
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
 BASE = "r.io/base/python"
@@ -264,3 +266,28 @@ def test_a_push_of_the_base_re_resolves_it_and_a_push_of_an_app_wakes_its_polici
     assert controller.wake_for_image("r.io/team/app:1.0.1") == ["p"]
     assert drain(controller) == [("policy", "p")]
     assert controller.wake_for_image("r.io/other/thing:1") == []
+
+
+def test_a_throttled_base_lookup_waits_retry_after_from_when_it_failed() -> None:
+    """The client retries a 429 in place before giving up, so the lookup ends long after it
+    began; Retry-After counts from the end, or the next lookup went out at once."""
+    now = [0.0]
+    watcher = BaseWatcher(clock=lambda: now[0])
+    lookups: list[float] = []
+
+    def slow_throttled(_previous: BaseObservation | None) -> BaseObservation:
+        lookups.append(now[0])
+        now[0] += 9.0  # three in-place retries of a Retry-After of 3 s
+        raise RegistryThrottled("429", registry="r.example", retry_after=3.0)
+
+    with pytest.raises(RegistryThrottled):
+        watcher.observe("base", 60.0, slow_throttled)
+    watcher.invalidate("base")  # the base's schedule asks to look again
+    now[0] += 2.0  # 11 s after the lookup began, 2 s after the last 429
+    with pytest.raises(RegistryThrottled):
+        watcher.observe("base", 60.0, slow_throttled)
+    assert lookups == [0.0], "asked again before the Retry-After the registry gave"
+    now[0] += 1.5
+    with pytest.raises(RegistryThrottled):
+        watcher.observe("base", 60.0, slow_throttled)
+    assert lookups == [0.0, 12.5]

@@ -108,7 +108,10 @@ class BaseWatcher:
                 observation = lookup(previous)
             except Exception as exc:
                 with self._guard:
-                    self._failed[key] = (now, exc)
+                    # When it failed, not when the lookup began: a lookup that retried a
+                    # 429 in place already took longer than the Retry-After it was given,
+                    # so dating it from the start let the next one go out at once.
+                    self._failed[key] = (self._clock(), exc)
                     self._stale.discard(key)
                 raise
             with self._guard:

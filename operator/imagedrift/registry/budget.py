@@ -17,6 +17,12 @@ from imagedrift.errors import RequestBudgetSpent
 
 DEFAULT_PER_MINUTE = 600.0
 MIN_BURST = 10.0
+# A refused request comes back when this many requests are allowed (or the whole burst, if
+# smaller), not one: a retry after one token spent it on the tag HEAD, the manifest read
+# after it was refused again, and a base that moved while the budget was spent was never
+# read (the HEAD, the manifest or index, a platform manifest, a config: progress each time,
+# and manifests read once stay cached by digest).
+RETRY_REQUESTS = 4.0
 
 
 class RequestBudget:
@@ -54,14 +60,23 @@ class RequestBudget:
             return (1.0 - tokens) / rate
 
     def spend(self, host: str) -> None:
-        """Take one request or raise RequestBudgetSpent (not sent: no registry was hit)."""
-        wait = self.wait_for(host)
-        if wait:
+        """Take one request or raise RequestBudgetSpent (not sent: no registry was hit),
+        whose ``retry_after`` is when ``RETRY_REQUESTS`` requests are allowed again."""
+        if self.wait_for(host):
             if self._on_exhausted is not None:
                 self._on_exhausted(host)
+            wait = self._until(host, min(self.burst, RETRY_REQUESTS))
             raise RequestBudgetSpent(
                 f"{host}: request budget of {self.per_minute:g}/min spent; "
-                f"next request in {wait:.1f}s",
+                f"next requests in {wait:.1f}s",
                 registry=host,
                 retry_after=wait,
             )
+
+    def _until(self, host: str, requests: float) -> float:
+        """Seconds until ``host``'s bucket holds ``requests`` tokens (nothing is taken)."""
+        rate = self.per_minute / 60.0
+        with self._lock:
+            tokens, at = self._buckets.get(host, (self.burst, self._clock()))
+            tokens = min(self.burst, tokens + (self._clock() - at) * rate)
+        return max(0.0, (requests - tokens) / rate)
