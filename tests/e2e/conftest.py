@@ -93,13 +93,11 @@ def docker_config_secret(
         config = {"auths": {host: {"auth": auth}}}
         kube.core.create_namespaced_secret(
             OPERATOR_NS,
-            {
-                "metadata": {"name": name},
-                "type": "kubernetes.io/dockerconfigjson",
-                "data": {
-                    ".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()
-                },
-            },
+            client.V1Secret(
+                metadata=client.V1ObjectMeta(name=name),
+                type="kubernetes.io/dockerconfigjson",
+                data={".dockerconfigjson": base64.b64encode(json.dumps(config).encode()).decode()},
+            ),
         )
         names.append(name)
         return name
@@ -137,9 +135,13 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
         if isinstance(kube, Kube):
             # A test may have just restarted the API server: wait for it (bounded). A
             # snapshot still missing is named by the leak check, which then fails.
+            def snapshot() -> bool:
+                leaks.snapshot_cluster(kube)
+                return True
+
             try:
                 wait_for(
-                    lambda: leaks.snapshot_cluster(kube) or True,
+                    snapshot,
                     what="a snapshot of Events, statuses and annotations",
                     timeout=60,
                 )

@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from kubernetes.client import V1Deployment
 from kubernetes.client.exceptions import ApiException
 
 from imagedrift.core.images import Platform
@@ -98,11 +99,14 @@ class World:
                 **dict(extra or {}),
             },
         }
-        self.kube.apps.create_namespaced_deployment(self.namespace, body)
+        # What the client's argument validation makes of the dict, made explicitly.
+        self.kube.apps.create_namespaced_deployment(
+            self.namespace, V1Deployment.model_validate(body)
+        )
 
     def get_deployment(self, name: str) -> dict[str, Any]:
         return dict(
-            self.kube.api_client.sanitize_for_serialization(
+            self.kube.api_client.sanitize_for_serialization(  # type: ignore[no-untyped-call]
                 self.kube.apps.read_namespaced_deployment(name, self.namespace)
             )
         )
@@ -123,7 +127,9 @@ class World:
         return full
 
     def get_policy(self, name: str) -> dict[str, Any]:
-        return dict(self.kube.custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name))
+        body = self.kube.custom.get_cluster_custom_object(GROUP, VERSION, PLURAL, name)
+        assert isinstance(body, dict), body
+        return dict(body)
 
     def condition(self, policy: str, kind: str = "Ready") -> dict[str, Any]:
         for cond in (self.get_policy(policy).get("status") or {}).get("conditions") or []:
@@ -154,18 +160,19 @@ class World:
         return self.wait_policy(policy, ok, f"Ready={status} reason={reason}", timeout)
 
     def events(self, name: str, namespace: str | None = None) -> list[tuple[str, str, str]]:
-        """(type, reason, message) of Events about object ``name``."""
+        """(type, reason, message) of Events about object ``name``; a field the API server
+        left out (it omits empty strings) reads as ``""``."""
         ns = namespace or self.namespace
         found = self.kube.core.list_namespaced_event(
             ns, field_selector=f"involvedObject.name={name}"
         )
-        return [(e.type, e.reason, e.message) for e in found.items]
+        return [(e.type or "", e.reason or "", e.message or "") for e in found.items]
 
     def all_events(self, name: str) -> list[tuple[str, str, str]]:
         found = self.kube.core.list_event_for_all_namespaces(
             field_selector=f"involvedObject.name={name}"
         )
-        return [(e.type, e.reason, e.message) for e in found.items]
+        return [(e.type or "", e.reason or "", e.message or "") for e in found.items]
 
     def wait_event(
         self,
@@ -229,7 +236,7 @@ def rolled_out(world: World, name: str, image: str) -> bool:
     body = world.get_deployment(name)
     status = body.get("status") or {}
     want = body["spec"]["replicas"]
-    return (
+    return bool(
         body["spec"]["template"]["spec"]["containers"][0]["image"] == image
         and status.get("observedGeneration", 0) >= body["metadata"]["generation"]
         and status.get("updatedReplicas") == want

@@ -181,11 +181,11 @@ def test_two_policies_selecting_one_workload_both_report_conflict_and_neither_pa
             "-n",
             world.namespace,
         )
-        wait_for(
-            lambda marks=marks: all(operator.checks(p) > n for p, n in marks.items()),
-            what="both policies checked web again",
-            timeout=60,
-        )
+
+        def checked_again(marks: dict[str, int] = marks) -> bool:
+            return all(operator.checks(p) > n for p, n in marks.items())
+
+        wait_for(checked_again, what="both policies checked web again", timeout=60)
         assert conflict(mine, theirs) and conflict(theirs, mine)
     assert world.image_of("web") == old
     assert revision(world, "web") == 1, "neither policy patched it"

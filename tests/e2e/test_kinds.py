@@ -30,51 +30,57 @@ def test_statefulset_daemonset_and_cronjob_are_updated(
     ns = world.namespace
     world.kube.apps.create_namespaced_stateful_set(
         ns,
-        {
-            "apiVersion": "apps/v1",
-            "kind": "StatefulSet",
-            "metadata": {"name": "db", **meta},
-            "spec": {
-                "replicas": 2,
-                "serviceName": "db",
-                "selector": {"matchLabels": {"app": "db"}},
-                "template": _pod_template("db", previous),
-            },
-        },
+        client.V1StatefulSet.model_validate(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "StatefulSet",
+                "metadata": {"name": "db", **meta},
+                "spec": {
+                    "replicas": 2,
+                    "serviceName": "db",
+                    "selector": {"matchLabels": {"app": "db"}},
+                    "template": _pod_template("db", previous),
+                },
+            }
+        ),
     )
     world.kube.apps.create_namespaced_daemon_set(
         ns,
-        {
-            "apiVersion": "apps/v1",
-            "kind": "DaemonSet",
-            "metadata": {"name": "agent", **meta},
-            "spec": {
-                "selector": {"matchLabels": {"app": "agent"}},
-                "template": _pod_template("agent", previous),
-            },
-        },
+        client.V1DaemonSet.model_validate(
+            {
+                "apiVersion": "apps/v1",
+                "kind": "DaemonSet",
+                "metadata": {"name": "agent", **meta},
+                "spec": {
+                    "selector": {"matchLabels": {"app": "agent"}},
+                    "template": _pod_template("agent", previous),
+                },
+            }
+        ),
     )
     batch = client.BatchV1Api(world.kube.api_client)
     batch.create_namespaced_cron_job(
         ns,
-        {
-            "apiVersion": "batch/v1",
-            "kind": "CronJob",
-            "metadata": {"name": "report", **meta},
-            "spec": {
-                "schedule": "0 3 * * *",
-                "jobTemplate": {
-                    "spec": {
-                        "template": {
-                            "spec": {
-                                "restartPolicy": "Never",
-                                "containers": [{"name": "app", "image": previous}],
+        client.V1CronJob.model_validate(
+            {
+                "apiVersion": "batch/v1",
+                "kind": "CronJob",
+                "metadata": {"name": "report", **meta},
+                "spec": {
+                    "schedule": "0 3 * * *",
+                    "jobTemplate": {
+                        "spec": {
+                            "template": {
+                                "spec": {
+                                    "restartPolicy": "Never",
+                                    "containers": [{"name": "app", "image": previous}],
+                                }
                             }
                         }
-                    }
+                    },
                 },
-            },
-        },
+            }
+        ),
     )
     policy = world.policy(
         "kinds", {"base": base_spec(world), "app": {"tags": {"semver": {"range": ">=1.0.0"}}}}
@@ -82,14 +88,18 @@ def test_statefulset_daemonset_and_cronjob_are_updated(
     world.publish("app", "1.0.1", world.app_on(new, "1.0.1"))
     operator_factory()
 
-    def images() -> dict[str, str]:
+    def images() -> dict[str, str | None]:
         sts = world.kube.apps.read_namespaced_stateful_set("db", ns)
         ds = world.kube.apps.read_namespaced_daemon_set("agent", ns)
         cj = batch.read_namespaced_cron_job("report", ns)
+        job = cj.spec.job_template.spec
+        # Pod specs the API server always returns for these objects.
+        assert sts.spec.template.spec is not None and ds.spec.template.spec is not None
+        assert job is not None and job.template.spec is not None
         return {
             "db": sts.spec.template.spec.containers[0].image,
             "agent": ds.spec.template.spec.containers[0].image,
-            "report": cj.spec.job_template.spec.template.spec.containers[0].image,
+            "report": job.template.spec.containers[0].image,
         }
 
     wait_for(
@@ -105,6 +115,8 @@ def test_statefulset_daemonset_and_cronjob_are_updated(
         f"cronjob/{ns}/report": "Complete",
     }, done
     sts = world.kube.apps.read_namespaced_stateful_set("db", ns)
+    assert sts.status is not None
     assert sts.status.updated_replicas == 2 and sts.status.ready_replicas == 2
     ds = world.kube.apps.read_namespaced_daemon_set("agent", ns)
+    assert ds.status is not None
     assert ds.status.updated_number_scheduled == ds.status.desired_number_scheduled >= 1

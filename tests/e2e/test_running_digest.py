@@ -49,13 +49,10 @@ def test_a_short_name_keeps_the_digest_its_pods_pulled_across_tag_re_pushes(
     )
     # The pods run, and report what they pulled, before imagedrift first looks at them.
     wait_for(lambda: rolled_out(world, "web", f"{short}:1.0"), what="web's pods up", timeout=60)
-    reported = {
-        s.image_id
-        for p in world.kube.core.list_namespaced_pod(
-            world.namespace, label_selector="app=web"
-        ).items
-        for s in p.status.container_statuses or ()
-    }
+    reported: set[str] = set()
+    for p in world.kube.core.list_namespaced_pod(world.namespace, label_selector="app=web").items:
+        assert p.status is not None, p
+        reported.update(s.image_id for s in p.status.container_statuses or ())
     assert reported == {f"docker.io/{repository}@{pulled}"}, reported
     policy = world.policy("pulled", {"base": base_spec(world)})  # sameTag: follow 1.0
     operator_factory(env={"IMAGEDRIFT_REGISTRY_MIRRORS": f"docker.io=http://{world.host}"})

@@ -35,18 +35,18 @@ def test_sigterm_mid_rollout_exits_zero_and_a_new_operator_finishes(
         world.publish("base", "1", new_base)
         rebuilt = world.publish(app, "1.0.1", world.app_on(new_base, "1.0.1"))
         target = f"{world.ref(app)}@{rebuilt}"
-        wait_for(
-            lambda web=web, target=target: world.image_of(web) == target,
-            what="the patch",
-            timeout=60,
-        )
+
+        def patched(web: str = web, target: str = target) -> bool:
+            return world.image_of(web) == target
+
+        wait_for(patched, what="the patch", timeout=60)
         assert operator.stop() is None, "the operator did not stop cleanly mid-rollout"
 
         successor = operator_factory()
-        wait_for(
-            lambda web=web, target=target: rolled_out(world, web, target),
-            what=f"{web} rolled out",
-            timeout=90,
-        )
+
+        def finished(web: str = web, target: str = target) -> bool:
+            return rolled_out(world, web, target)
+
+        wait_for(finished, what=f"{web} rolled out", timeout=90)
         world.wait_ready(policy, reason="UpToDate", timeout=60)
         assert successor.stop() is None

@@ -8,6 +8,7 @@ registry named, and everything recovers when the registry returns.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from imagedrift.registry.push import base_marks, push
 from tests.e2e.scenario import World, base_image, layer, rolled_out
@@ -50,8 +51,8 @@ def test_one_apps_registry_failing_leaves_the_rest_of_the_policy_working(
     rebuilt = world.publish("app", "1.0.1", world.app_on(new, "1.0.1"))
     near_target = f"{world.ref('app')}@{rebuilt}"
 
-    def far_in_error(body: dict[str, object]) -> bool:
-        items = (body.get("status") or {}).get("workloads", {}).get("items") or []  # type: ignore[union-attr]
+    def far_in_error(body: dict[str, Any]) -> bool:
+        items = (body.get("status") or {}).get("workloads", {}).get("items") or []
         return any(
             i.get("workload", "").endswith("/far") and i.get("state") == "Error" for i in items
         )

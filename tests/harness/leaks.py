@@ -142,7 +142,8 @@ def snapshot_cluster(kube: Kube, timeout: float = 10) -> None:
     policies = kube.custom.list_cluster_custom_object(
         GROUP, VERSION, PLURAL, _request_timeout=timeout
     )
-    for policy in dict(policies).get("items") or []:
+    assert isinstance(policies, dict), policies
+    for policy in policies.get("items") or []:
         name, version = policy["metadata"]["name"], policy["metadata"]["resourceVersion"]
         keep(
             f"ImagePolicy {name}@{version} status",
@@ -150,6 +151,7 @@ def snapshot_cluster(kube: Kube, timeout: float = 10) -> None:
         )
     for deployment in kube.apps.list_deployment_for_all_namespaces(_request_timeout=timeout).items:
         m = deployment.metadata
+        assert m is not None, deployment  # the API server always sends it
         ours = {k: v for k, v in (m.annotations or {}).items() if k.startswith(ANNOTATION_PREFIX)}
         if ours:
             where = f"Deployment {m.namespace}/{m.name}@{m.resource_version} annotations"

@@ -158,6 +158,7 @@ def test_content_that_does_not_match_its_digest_is_refused(
 ) -> None:
     digest = lying_registry.put_manifest("lies/app", MANIFEST, tag="1")
     blob = lying_registry.put_blob("lies/app", b"payload")
+    call: Callable[[], object]
     with client(lying_registry) as oci:
         if what == "manifest-by-digest":
             lying_registry.wrong_digest(f"/v2/lies/app/manifests/{digest}")

@@ -23,9 +23,10 @@ DIGEST = "sha256:" + "a" * 64
 EC = ec.generate_private_key(ec.SECP256R1())
 ED = ed25519.Ed25519PrivateKey.generate()
 RSA = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+PrivateKey = ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey | rsa.RSAPrivateKey
 
 
-def pem(key: Any) -> str:
+def pem(key: PrivateKey) -> str:
     return (
         key.public_key()
         .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
@@ -33,7 +34,7 @@ def pem(key: Any) -> str:
     )
 
 
-def cosign_sig(key: Any, payload: bytes) -> str:
+def cosign_sig(key: PrivateKey, payload: bytes) -> str:
     if isinstance(key, ec.EllipticCurvePrivateKey):
         raw = key.sign(payload, ec.ECDSA(hashes.SHA256()))
     elif isinstance(key, rsa.RSAPrivateKey):
@@ -58,8 +59,8 @@ def cosign_sig(key: Any, payload: bytes) -> str:
 )
 def test_verify_cosign(
     label: str,
-    signer: Any,
-    verifier: Any,
+    signer: PrivateKey,
+    verifier: PrivateKey,
     signed_for: str,
     payload_override: bytes | None,
     ok: bool,

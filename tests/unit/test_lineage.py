@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 
 from imagedrift.core.conditions import parse_timestamp
@@ -25,7 +27,12 @@ def d(n: int) -> str:
     return "sha256:" + f"{n:064x}"
 
 
-def single(digest: int, layers: tuple[int, ...], annotations=None, labels=None) -> ResolvedImage:
+def single(
+    digest: int,
+    layers: tuple[int, ...],
+    annotations: Mapping[str, str] | None = None,
+    labels: Mapping[str, str] | None = None,
+) -> ResolvedImage:
     manifest = ImageManifest(
         d(digest),
         "application/vnd.oci.image.manifest.v1+json",
@@ -39,7 +46,9 @@ def single(digest: int, layers: tuple[int, ...], annotations=None, labels=None) 
 
 
 def index(
-    digest: int, per_platform: dict[Platform, tuple[int, tuple[int, ...]]], annotations=None
+    digest: int,
+    per_platform: dict[Platform, tuple[int, tuple[int, ...]]],
+    annotations: Mapping[str, str] | None = None,
 ) -> ResolvedImage:
     manifests = tuple(
         ImageManifest(

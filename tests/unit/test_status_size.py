@@ -61,10 +61,10 @@ def test_status_of_10000_workloads_fits_the_budget() -> None:
     assert size(raw) > STATUS_BUDGET, "the fixture must need trimming to prove anything"
     fitted = fit(raw, STATUS_BUDGET)
     assert size(fitted) <= STATUS_BUDGET
-    assert fitted["workloads"]["optedIn"] == 10_000  # type: ignore[index]
+    assert fitted["workloads"]["optedIn"] == 10_000
     assert fitted["base"] == raw["base"] and fitted["conditions"] == raw["conditions"]
-    assert len(fitted["lineage"]) == 20, "entries survive; their oldest rollouts go first"  # type: ignore[arg-type]
-    omitted = fitted["lineage"][0]  # type: ignore[index]
+    assert len(fitted["lineage"]) == 20, "entries survive; their oldest rollouts go first"
+    omitted = fitted["lineage"][0]
     assert omitted["rolloutsOmitted"] + len(omitted["rollouts"]) == 100
 
 
@@ -76,8 +76,8 @@ def test_a_status_under_budget_is_left_alone() -> None:
 
 def test_even_a_tiny_budget_keeps_counts_base_and_conditions() -> None:
     fitted = fit(fleet_status(100), 4096)
-    assert fitted["workloads"]["optedIn"] == 100  # type: ignore[index]
-    assert fitted["base"]["digest"] == DIGEST  # type: ignore[index]
+    assert fitted["workloads"]["optedIn"] == 100
+    assert fitted["base"]["digest"] == DIGEST
     assert fitted["conditions"]
 
 

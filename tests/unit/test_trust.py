@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ssl
 from pathlib import Path
+from typing import cast
 
 from imagedrift.registry.oci import _ssl_context
 from imagedrift.registry.trust import with_system_roots
@@ -14,9 +15,15 @@ def private_ca(path: Path) -> Path:
     return make_test_ca(path.parent / "private-ca").ca_cert
 
 
+# A certificate's "subject" as ssl decodes it: relative distinguished names, each a tuple of
+# (attribute, value) pairs (typeshed types every key of the dict as the union of all shapes).
+Subject = tuple[tuple[tuple[str, str], ...], ...]
+
+
 def subjects(context: ssl.SSLContext) -> list[str]:
     return [
-        str(dict(x[0] for x in c["subject"]).get("commonName", "")) for c in context.get_ca_certs()
+        str(dict(x[0] for x in cast(Subject, c["subject"])).get("commonName", ""))
+        for c in context.get_ca_certs()
     ]
 
 
