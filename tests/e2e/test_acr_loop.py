@@ -165,11 +165,11 @@ def test_each_identity_follows_its_base(
         digest = world.publish(f"app-{kind.lower()}", "1.0.0", rebuilt)
         targets[kind] = f"{world.ref(f'app-{kind.lower()}')}@{digest}"
     for kind in kinds:
-        wait_for(
-            lambda kind=kind: rolled_out(world, kind.lower(), targets[kind]),
-            what=f"{kind}: rolled to the rebuilt app",
-            timeout=90,
-        )
+
+        def rolled(kind: str = kind) -> bool:
+            return rolled_out(world, kind.lower(), targets[kind])
+
+        wait_for(rolled, what=f"{kind}: rolled to the rebuilt app", timeout=90)
         body = world.wait_ready(policies[kind], reason="UpToDate", timeout=60)
         entry = body["status"]["lineage"][0]
         assert entry["baseDigest"] == new_digests[kind] and entry["verdict"] == "Passed", kind
@@ -456,6 +456,7 @@ def test_a_flood_of_slow_connections_does_not_delay_a_valid_delivery(
     )
     operator, port = azure_operator(IMAGEDRIFT_WEBHOOK_DEADLINE="60")
     world.wait_ready(policy, reason="UpToDate", timeout=90)
+    assert operator.proc is not None
     before = proc_status(operator.proc.pid, "Threads")
     slow = []
     try:
