@@ -146,7 +146,7 @@ class _Context:
     rejected: dict[str, dict[str, str]] = field(default_factory=dict)  # digest -> record
     smoke_tests: dict[str, dict[str, Any]] = field(default_factory=dict)
     throttled: dict[str, RegistryThrottled] = field(default_factory=dict)  # by host
-    validating: int = 0
+    validating: set[str] = field(default_factory=set)  # digests of pending candidates
     conflicts: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # workload -> others
     rolled: Mapping[str, _Rolled] = field(default_factory=dict)  # workload -> from the lineage
     base_changed_at: datetime | None = None  # the current base's creation (dates Copa patches)
@@ -731,7 +731,9 @@ class PolicyChecker:
             why = ctx.rejected[digest].get("reason", "rolled back")
             verdict = Verdict(False, (*verdict.reasons, f"rollout: {why}"))
         if verdict.pending:
-            ctx.validating += 1
+            # Candidates, not the workloads or containers waiting on them: ten workloads
+            # waiting on one smoke test are one candidate being validated.
+            ctx.validating.add(digest)
         first_rejection = self._newly(ctx, digest)
         ctx.history = history.record_verdict(
             ctx.history,
@@ -1256,7 +1258,7 @@ class PolicyChecker:
             conditions = cond.ready("RolloutWaiting", plan.message)
         elif ctx.validating:
             conditions = cond.ready(
-                "Validating", f"{ctx.validating} candidate(s) still being validated"
+                "Validating", f"{len(ctx.validating)} candidate(s) still being validated"
             )
         elif counts["drifted"]:
             conditions = cond.ready(
