@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import pytest
 
+from imagedrift.core import history
 from imagedrift.core.conditions import parse_timestamp
 from imagedrift.core.images import ImageManifest, Platform, ResolvedImage
 from imagedrift.core.lineage import (
@@ -296,3 +298,51 @@ def test_a_patched_image_counts_only_when_accepted_and_newer_than_the_base_chang
     verdict, why = remediated_in_place(lineage, when, accept)
     assert verdict is ok and says in why
     assert "built on base digest sha256:000" in why, "it names the base it really sits on"
+
+
+@pytest.mark.parametrize(
+    ("base", "expected"),
+    [
+        # The newest entry on the current base is the candidate, whatever its verdict.
+        (
+            "sha256:b2",
+            {
+                "image": "r/app:1.0.2",
+                "digest": "sha256:a2",
+                "tag": "1.0.2",
+                "verdict": "Rejected",
+                "reasons": ["rollout: rolled back"],
+            },
+        ),
+        (
+            "sha256:b1",
+            {
+                "image": "r/app:1.0.1",
+                "digest": "sha256:a1",
+                "tag": "1.0.1",
+                "verdict": "Passed",
+                "reasons": [],
+            },
+        ),
+        ("sha256:b3", {}),  # nothing chosen on this base yet
+    ],
+)
+def test_the_candidate_is_read_back_from_the_lineage(base: str, expected: dict[str, Any]) -> None:
+    lineage: list[dict[str, Any]] = []
+    for base_digest, digest, tag, verdict, reasons in [
+        ("sha256:b1", "sha256:a1", "1.0.1", "Passed", []),
+        ("sha256:b2", "sha256:a3", "1.0.3", "Passed", []),
+        ("sha256:b2", "sha256:a2", "1.0.2", "Rejected", ["rollout: rolled back"]),
+    ]:
+        lineage = history.record_verdict(
+            lineage,
+            base_digest=base_digest,
+            app="r/app",
+            app_digest=digest,
+            tag=tag,
+            verdict=verdict,
+            reasons=reasons,
+            at="2026-01-01T00:00:00Z",
+            limit=10,
+        )
+    assert history.candidate_of(lineage, base) == expected

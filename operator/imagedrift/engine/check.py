@@ -1203,7 +1203,7 @@ class PolicyChecker:
                 "unlisted": max(len(attention) - MAX_ATTENTION, 0),
             },
             "lineage": ctx.history[: policy.history_limit],
-            "candidate": ctx.candidate_status,
+            "candidate": ctx.candidate_status or history.candidate_of(ctx.history, ctx.base.digest),
             "lastError": errors[0].decision.reason if errors else "",
             "waves": {
                 "baseDigest": ctx.base.digest,
