@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -116,3 +116,32 @@ def event_grid_push(push: Mapping[str, Any]) -> dict[str, Any]:
         "dataVersion": "1.0",
         "metadataVersion": "1",
     }
+
+
+def touched_checks(
+    world: World,
+    operator: OperatorProcess,
+    policies: str | Sequence[str],
+    kind: str,
+    name: str,
+    count: int = 2,
+) -> None:
+    """Make the operator check ``policies`` ``count`` more times while nothing else moves.
+
+    A policy that is up to date (or in Conflict, waiting for a human) is checked only when
+    something changes, so ``checks_pass`` would wait in vain: an unrelated label is set on
+    the workload (as any other hand might) and the check each change brings is awaited.
+    """
+    names = [policies] if isinstance(policies, str) else list(policies)
+    patch = {
+        "StatefulSet": world.kube.apps.patch_namespaced_stateful_set,
+        "Deployment": world.kube.apps.patch_namespaced_deployment,
+    }[kind]
+    for i in range(count):
+        start = {p: operator.checks(p) for p in names}
+
+        def checked(start: dict[str, int] = start) -> bool:
+            return all(operator.checks(p) > n for p, n in start.items())
+
+        patch(name, world.namespace, {"metadata": {"labels": {"example.test/touched": str(i)}}})
+        wait_for(checked, what=f"a check of {', '.join(names)} after {kind} {name} was touched")

@@ -17,7 +17,7 @@ import yaml
 from imagedrift.core.gitops import owned_images
 from imagedrift.core.workloads import STATE_ANNOTATION, STATUS_ANNOTATION
 from tests.e2e.scenario import World, base_image, rolled_out
-from tests.e2e.support import base_spec, checks_pass, rollouts
+from tests.e2e.support import base_spec, checks_pass, rollouts, touched_checks
 from tests.harness.controlplane import ControlPlane
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import wait_for
@@ -168,25 +168,11 @@ def test_two_policies_selecting_one_workload_both_report_conflict_and_neither_pa
 
     wait_for(lambda: conflict(mine, theirs), what=f"{mine} reports the conflict", timeout=60)
     wait_for(lambda: conflict(theirs, mine), what=f"{theirs} reports the conflict", timeout=60)
-    # A Conflict waits for a human: nothing re-checks it on a schedule. Annotating the
+    # A Conflict waits for a human: nothing re-checks it on a schedule. Touching the
     # workload (a change its watch reports) makes both policies check it again, three
     # times, and neither may patch it on any of those checks.
-    for touch in range(3):
-        marks = {p: operator.checks(p) for p in (mine, theirs)}
-        controlplane.kubectl(
-            "annotate",
-            "--overwrite",
-            "deployment/web",
-            f"example.com/touched={touch}",
-            "-n",
-            world.namespace,
-        )
-
-        def checked_again(marks: dict[str, int] = marks) -> bool:
-            return all(operator.checks(p) > n for p, n in marks.items())
-
-        wait_for(checked_again, what="both policies checked web again", timeout=60)
-        assert conflict(mine, theirs) and conflict(theirs, mine)
+    touched_checks(world, operator, [mine, theirs], "Deployment", "web", 3)
+    assert conflict(mine, theirs) and conflict(theirs, mine)
     assert world.image_of("web") == old
     assert revision(world, "web") == 1, "neither policy patched it"
 
