@@ -12,6 +12,7 @@ import pytest
 from azure.identity import ClientSecretCredential
 
 from imagedrift.core.conditions import Condition
+from imagedrift.core.decide import DRIFTED_STATES
 from imagedrift.core.spec import parse_policy
 from imagedrift.engine.check import CheckResult
 from imagedrift.rebuild import (
@@ -397,3 +398,34 @@ def test_a_failed_check_triggers_nothing(webhook_sink: WebhookSink, acr_tls: Tes
     hook.apply(parse_policy("py", body["spec"]), body, result, NOW)
     assert "rebuild" not in result.status and webhook_sink.deliveries == []
     assert json.dumps(result.status)  # still plain data
+
+
+def test_the_request_lists_every_workload_still_on_the_old_base(
+    webhook_sink: WebhookSink, acr_tls: TestCA
+) -> None:
+    """Every state the decision counts as drifted (core.decide.DRIFTED_STATES) is a workload
+    a rebuild serves: a held, overridden or GitOps-managed one still runs the old base.
+    The hook once kept a shorter list of its own and left those out."""
+    hook = RebuildHook(Secrets({"hook": {"hmacKey": SINK_KEY}}), verify=str(acr_tls.ca_cert))
+    body = _policy_body(
+        {"webhook": {"url": webhook_sink.url, "secretRef": {"name": "hook"}}}, {}, {}
+    )
+    result = _result(D2, 0)
+    states = [*sorted(str(s) for s in DRIFTED_STATES), "UpToDate", "Conflict"]
+    result.status["workloads"] = {
+        "drifted": len(DRIFTED_STATES),
+        "items": [
+            {
+                "workload": f"apps/v1/Deployment/shop/{state.lower()}",
+                "container": "app",
+                "state": state,
+                "image": "x",
+                "baseDigest": D1,
+            }
+            for state in states
+        ],
+    }
+    hook.apply(parse_policy("py", body["spec"]), body, result, NOW)
+    [delivery] = webhook_sink.deliveries
+    listed = [w["workload"].rsplit("/", 1)[1] for w in delivery.json()["workloads"]]
+    assert listed == [str(s).lower() for s in sorted(str(s) for s in DRIFTED_STATES)]

@@ -20,6 +20,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from imagedrift.core import conditions as cond
 from imagedrift.core.conditions import timestamp
+
+# One set of drifted states: every workload still on the old base is one a rebuild serves.
+from imagedrift.core.decide import DRIFTED_STATES
 from imagedrift.core.spec import PolicySpec
 from imagedrift.engine.ports import Event
 from imagedrift.errors import ImageDriftError, InvalidSpec
@@ -43,7 +46,6 @@ if TYPE_CHECKING:
     from imagedrift.engine.check import CheckResult
 
 log = logging.getLogger(__name__)
-DRIFTED_STATES = ("Drifted", "Paused", "Suspended", "RolledBack")
 MAX_LISTED_WORKLOADS = 100
 
 
