@@ -76,6 +76,7 @@ def operator_deployment(objects: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def operator_container(objects: list[dict[str, Any]]) -> dict[str, Any]:
+    container: dict[str, Any]
     (container,) = operator_deployment(objects)["spec"]["template"]["spec"]["containers"]
     return container
 
@@ -204,21 +205,28 @@ def test_install_applies_and_the_operator_deployment_becomes_available(
         controlplane.kubectl("wait", "--for=condition=Established", "--timeout=60s", *CRDS)
         controlplane.kubectl("apply", "--server-side", "-k", str(DEPLOY_DIR))
 
-        namespace = kube.core.read_namespace(NS)
-        assert namespace.metadata.labels["pod-security.kubernetes.io/enforce"] == "restricted"
-        assert kube.core.read_namespaced_service_account(SA, NS).metadata.name == SA
+        namespace = kube.core.read_namespace(NS).metadata
+        assert namespace is not None and namespace.labels is not None
+        assert namespace.labels["pod-security.kubernetes.io/enforce"] == "restricted"
+        account_meta = kube.core.read_namespaced_service_account(SA, NS).metadata
+        assert account_meta is not None and account_meta.name == SA
         assert kube.rbac.read_cluster_role("imagedrift").rules
-        assert kube.rbac.read_cluster_role_binding("imagedrift").subjects[0].namespace == NS
+        subjects = kube.rbac.read_cluster_role_binding("imagedrift").subjects
+        assert subjects is not None and subjects[0].namespace == NS
         role = kube.rbac.read_namespaced_role("imagedrift", NS)
+        assert role.rules is not None
         assert [r.resources for r in role.rules] == [["secrets"], ["leases"], ["leases"]]
-        sandbox = kube.core.read_namespace(SANDBOX).metadata.labels
+        sandbox_meta = kube.core.read_namespace(SANDBOX).metadata
+        assert sandbox_meta is not None and sandbox_meta.labels is not None
+        sandbox = sandbox_meta.labels
         assert sandbox["pod-security.kubernetes.io/enforce"] == "restricted"
         account = kube.core.read_namespaced_service_account("imagedrift-smoke", SANDBOX)
         assert account.automount_service_account_token is False
         assert kube.rbac.read_namespaced_role_binding("imagedrift", NS).role_ref.name == (
             "imagedrift"
         )
-        assert kube.core.read_namespaced_service("imagedrift", NS).spec.ports
+        service = kube.core.read_namespaced_service("imagedrift", NS)
+        assert service.spec is not None and service.spec.ports
 
         # kwok runs no container, yet reports the pods Running: Available proves the pods
         # were admitted (restricted Pod Security) and scheduled, and the PDB sees them.
@@ -226,13 +234,15 @@ def test_install_applies_and_the_operator_deployment_becomes_available(
             "wait", "-n", NS, "--for=condition=Available", "--timeout=90s", "deploy/imagedrift"
         )
         status = kube.apps.read_namespaced_deployment("imagedrift", NS).status
-        assert status.available_replicas == 2
+        assert status is not None and status.available_replicas == 2
         pdbs = client.PolicyV1Api(kube.api_client)
+
+        def pdb_counts_both() -> bool:
+            pdb = pdbs.read_namespaced_pod_disruption_budget("imagedrift", NS).status
+            return pdb is not None and pdb.current_healthy == 2
+
         wait_for(
-            lambda: (
-                pdbs.read_namespaced_pod_disruption_budget("imagedrift", NS).status.current_healthy
-                == 2
-            ),
+            pdb_counts_both,
             what="the PodDisruptionBudget counts both replicas",
             timeout=30,
         )
@@ -447,9 +457,11 @@ def rules_of_service_account(controlplane: ControlPlane, namespace: str) -> set[
                 spec=client.V1SelfSubjectRulesReviewSpec(namespace=namespace)
             )
         )
+    assert review.status is not None
     assert not review.status.incomplete, review.status.evaluation_error
     flat: set[tuple[str, ...]] = set()
     for rule in review.status.resource_rules:
+        assert rule.resources is not None, rule
         if set(rule.resources) <= EVERYONE:
             continue
         for group in rule.api_groups or [""]:
@@ -529,6 +541,7 @@ def lease_holder(kube: Kube) -> str:
         if exc.status == 404:
             return ""
         raise
+    assert lease.spec is not None, lease  # the operator always writes one
     return str(lease.spec.holder_identity or "").rpartition("_")[0]
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -99,8 +100,8 @@ def test_what_is_not_rolled_says_why(
     world.publish("stale", "1.0.1", world.app_on(old_base, "s2"))
     operator = operator_factory()
 
-    def reasons_recorded(body: dict[str, object]) -> bool:
-        items = (body.get("status") or {}).get("workloads", {}).get("items", [])  # type: ignore[union-attr]
+    def reasons_recorded(body: dict[str, Any]) -> bool:
+        items = (body.get("status") or {}).get("workloads", {}).get("items", [])
         return len(items) == 3 and all(i.get("state") == "Drifted" for i in items)
 
     world.wait_policy(policy, reasons_recorded, "three drifted workloads with reasons")
@@ -239,6 +240,7 @@ def lease_holder(world: World) -> str:
         if exc.status == 404:
             return ""
         raise
+    assert lease.spec is not None, lease  # the operator always writes one
     return str(lease.spec.holder_identity or "")
 
 
@@ -323,7 +325,9 @@ def test_a_crash_right_after_the_patch_finishes_the_rollout_without_a_second_pat
     assert final["annotations"]["deployment.kubernetes.io/revision"] == "2"
     replica_sets = world.kube.apps.list_namespaced_replica_set(world.namespace).items
     assert len(replica_sets) == 2, [
-        rs.spec.template.spec.containers[0].image for rs in replica_sets
+        rs.spec.template.spec.containers[0].image
+        for rs in replica_sets
+        if rs.spec.template is not None and rs.spec.template.spec is not None
     ]
     # Events are posted asynchronously: the killed operator may have lost its RolloutStarted,
     # but there is never a second one, and the restarted operator reports the completion.

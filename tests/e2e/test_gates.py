@@ -185,14 +185,17 @@ def test_smoke_test_job_decides_and_runs_once_per_digest(
     from kubernetes import client
 
     mine = {target, f"{world.ref('bad')}@{bad_digest}"}
+
+    def candidate(job: client.V1Job) -> str:
+        assert job.metadata is not None  # the API server always returns it
+        return (job.metadata.annotations or {}).get("imagedrift.io/candidate", "")
+
     jobs = [
         j
         for j in client.BatchV1Api(world.kube.api_client).list_namespaced_job(SANDBOX).items
-        if (j.metadata.annotations or {}).get("imagedrift.io/candidate") in mine
+        if candidate(j) in mine
     ]
-    by_candidate = sorted(
-        (j.metadata.annotations or {}).get("imagedrift.io/candidate", "") for j in jobs
-    )
+    by_candidate = sorted(candidate(j) for j in jobs)
     assert by_candidate == sorted([target, f"{world.ref('bad')}@{bad_digest}"]), (
         "each candidate digest is smoke-tested exactly once"
     )
@@ -205,6 +208,7 @@ def test_smoke_test_job_decides_and_runs_once_per_digest(
     ).items
     assert pods, "the smoke test's pod"
     for pod in pods:
+        assert pod.spec is not None
         assert pod.spec.service_account_name == "imagedrift-smoke"
         assert pod.spec.automount_service_account_token is False
         assert not [v for v in pod.spec.volumes or [] if v.projected], "no token volume"

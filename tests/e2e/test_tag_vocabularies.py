@@ -335,8 +335,9 @@ def test_newest_build_rolls_to_the_image_built_last(
     old, new = base_image("v1"), base_image("v2")
     world.publish("base", "1", old)
 
-    def built(base: Any, marker: str, hours_ago: int) -> Any:
+    def built(base: Image, marker: str, hours_ago: int) -> Image:
         image = world.app_on(base, marker)
+        assert isinstance(image, Image)  # built on a single-platform base
         return dataclasses.replace(image, created=stamp(now - timedelta(hours=hours_ago)))
 
     world.publish("app", "a1b2c3d", built(old, "a1b2c3d", 48))
@@ -344,7 +345,9 @@ def test_newest_build_rolls_to_the_image_built_last(
     world.publish("base", "1", new)
     newest = world.publish("app", "0f0f0f0", built(new, "0f0f0f0", 1))  # sorts first by name
     world.publish("app", "ffff000", built(new, "ffff000", 5))  # sorts last by name, built earlier
-    world.publish("app", "latest", dataclasses.replace(world.app_on(new, "latest"), created=""))
+    latest = world.app_on(new, "latest")
+    assert isinstance(latest, Image)
+    world.publish("app", "latest", dataclasses.replace(latest, created=""))
     policy = world.policy(
         "nb",
         {

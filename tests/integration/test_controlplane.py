@@ -65,7 +65,7 @@ def test_deployment_becomes_available_and_rolls_out_a_new_image(kube: Kube, name
 
     def available() -> bool:
         status = kube.apps.read_namespaced_deployment_status("web", namespace).status
-        return status.available_replicas == 3
+        return status is not None and status.available_replicas == 3
 
     wait_for(available, what="3 available replicas of web", timeout=ROLLOUT_TIMEOUT)
 
@@ -80,13 +80,15 @@ def test_deployment_becomes_available_and_rolls_out_a_new_image(kube: Kube, name
             }
         },
     )
+    assert patched.metadata is not None and patched.metadata.generation is not None
     generation = patched.metadata.generation
 
     def rolled_out() -> client.V1Deployment | None:
         deployment = kube.apps.read_namespaced_deployment_status("web", namespace)
         status = deployment.status
         done = (
-            status.observed_generation is not None
+            status is not None
+            and status.observed_generation is not None
             and status.observed_generation >= generation
             and status.updated_replicas == 3
             and status.available_replicas == 3
@@ -97,15 +99,23 @@ def test_deployment_becomes_available_and_rolls_out_a_new_image(kube: Kube, name
     deployment = wait_for(
         rolled_out, what="rollout of registry.example/app:2", timeout=ROLLOUT_TIMEOUT
     )
+    assert deployment.status is not None and deployment.metadata is not None
     assert deployment.status.observed_generation == deployment.metadata.generation
     assert deployment.status.updated_replicas == 3
     progressing = {c.type: c for c in deployment.status.conditions or []}["Progressing"]
     assert progressing.reason == "NewReplicaSetAvailable"
 
     replica_sets = kube.apps.list_namespaced_replica_set(namespace, label_selector="app=web").items
-    by_image = {rs.spec.template.spec.containers[0].image: rs for rs in replica_sets}
+
+    def image_of(rs: client.V1ReplicaSet) -> str | None:
+        template = rs.spec.template  # a Deployment's ReplicaSet always has one
+        assert template is not None and template.spec is not None
+        return template.spec.containers[0].image
+
+    by_image = {image_of(rs): rs for rs in replica_sets}
     assert set(by_image) == {"registry.example/app:1", "registry.example/app:2"}
     new, old = by_image["registry.example/app:2"], by_image["registry.example/app:1"]
+    assert new.status is not None and old.status is not None
     assert new.status.ready_replicas == 3
     assert new.status.available_replicas == 3
     assert old.spec.replicas == 0
@@ -114,12 +124,14 @@ def test_deployment_becomes_available_and_rolls_out_a_new_image(kube: Kube, name
     def pods_on_new_image() -> list[client.V1Pod] | None:
         pods = kube.core.list_namespaced_pod(namespace, label_selector="app=web").items
         done = len(pods) == 3 and all(
-            pod.spec.containers[0].image == "registry.example/app:2" for pod in pods
+            pod.spec is not None and pod.spec.containers[0].image == "registry.example/app:2"
+            for pod in pods
         )
         return pods if done else None
 
     pods = wait_for(pods_on_new_image, what="3 pods on app:2", timeout=ROLLOUT_TIMEOUT)
     for pod in pods:
+        assert pod.status is not None and pod.spec is not None
         assert pod.status.phase == "Running"
         ready = {c.type: c.status for c in pod.status.conditions or []}
         assert ready.get("Ready") == "True"
@@ -209,6 +221,7 @@ def test_service_account_kubeconfig_is_bound_by_rbac(
         names = [
             cm.metadata.name
             for cm in client.CoreV1Api(api).list_namespaced_config_map(namespace).items
+            if cm.metadata is not None
         ]
     assert "kube-root-ca.crt" in names  # published by kube-controller-manager
 
@@ -331,7 +344,8 @@ def apply_and_check_crds(
         namespaced = spec["scope"] == "Namespaced"
 
         def established(name: str = name) -> bool:
-            conditions = kube.apiextensions.read_custom_resource_definition(name).status.conditions
+            status = kube.apiextensions.read_custom_resource_definition(name).status
+            conditions = status.conditions if status is not None else None
             return any(c.type == "Established" and c.status == "True" for c in conditions or [])
 
         wait_for(established, what=f"CRD {name} Established", timeout=30)
