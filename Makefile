@@ -40,8 +40,12 @@ lint: python-deps
 unit: python-deps
 	$(BIN)/pytest tests/unit
 
+# Two workers (the machine has two cores and the end-to-end tests mostly wait): each gets
+# its own control plane and registry; whole files go to one worker, in collection order
+# (unit, integration, e2e), and the secret-leak check runs last and reads every worker's.
+PYTEST_WORKERS ?= 2
 test: deps lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 demo: deps
 	$(BIN)/python scripts/demo.py

@@ -234,7 +234,8 @@ def test_a_container_changed_mid_rollout_is_left_alone_by_the_rollback(
 
     targets = {"app": f"{world.ref('app')}@{app_new}", "side": f"{world.ref('side')}@{side_new}"}
     wait_for(lambda: images() == targets, what="both containers patched at once", timeout=60)
-    assert revision(world, "pair") == 2
+    # The deployment controller numbers the new ReplicaSet a moment after the patch.
+    wait_for(lambda: revision(world, "pair") == 2, what="pair at revision 2", timeout=30)
     # The other hand: the sidecar set back, as `kubectl set image` would.
     controlplane.kubectl(
         "set", "image", "deployment/pair", f"side={side_old}", "-n", world.namespace

@@ -8,13 +8,17 @@ imagedrift annotations of Deployments) before a test's teardown deletes it.
 ``tests/e2e/test_no_secret_leaks.py`` runs last and looks for every value in all of it.
 
 State is per process (one pytest session); fake servers issue tokens from their handler
-threads, so every access takes the lock.
+threads, so every access takes the lock. With parallel workers (pytest-xdist) each worker
+``export``-s its state when its session ends, into the directory ``EXPORT_DIR_ENV`` names,
+and the leak check, running last on one worker, waits for the others' exports and reads
+the whole run (``gather``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -156,6 +160,73 @@ def snapshot_cluster(kube: Kube, timeout: float = 10) -> None:
         if ours:
             where = f"Deployment {m.namespace}/{m.name}@{m.resource_version} annotations"
             keep(where, _dumps(ours))
+
+
+EXPORT_DIR_ENV = "IMAGEDRIFT_TEST_LEAKS_DIR"
+
+
+@dataclass(frozen=True)
+class Run:
+    """What the whole run remembered, watched and kept (every worker's, merged)."""
+
+    secrets: list[Secret]
+    logs: list[Path]
+    texts: dict[str, str]
+    missed: list[str]
+
+
+def worker_name() -> str:
+    """This process's name among the parallel workers ("main" when there are none)."""
+    return os.environ.get("PYTEST_XDIST_WORKER", "main")
+
+
+def export() -> None:
+    """Write this process's state for the leak check (atomically: a half-written file is
+    never read)."""
+    directory = os.environ.get(EXPORT_DIR_ENV)
+    if not directory:
+        return
+    with _lock:
+        doc = {
+            "secrets": dict(_secrets),
+            "logs": [str(p) for p in _logs],
+            "texts": dict(_texts),
+            "missed": list(_missed),
+        }
+    target = Path(directory) / f"{worker_name()}.json"
+    partial = target.with_suffix(".part")
+    partial.write_text(json.dumps(doc))
+    partial.replace(target)
+
+
+def other_workers() -> list[str]:
+    count = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "0") or 0)
+    return [f"gw{i}" for i in range(count) if f"gw{i}" != worker_name()]
+
+
+def others_exported() -> bool:
+    """Has every other parallel worker finished and exported (True without workers)?"""
+    directory = os.environ.get(EXPORT_DIR_ENV, "")
+    return all((Path(directory) / f"{w}.json").exists() for w in other_workers())
+
+
+def gather() -> Run:
+    """This process's state merged with every other worker's export (call once
+    ``others_exported()``)."""
+    with _lock:
+        secrets = dict(_secrets)
+        logs = dict(_logs)
+        texts = dict(_texts)
+        missed = list(_missed)
+    directory = os.environ.get(EXPORT_DIR_ENV, "")
+    for worker in other_workers():
+        doc = json.loads((Path(directory) / f"{worker}.json").read_text())
+        for value, what in doc["secrets"].items():
+            secrets.setdefault(value, what)
+        logs.update((Path(p), None) for p in doc["logs"])
+        texts.update({f"{worker}: {where}": text for where, text in doc["texts"].items()})
+        missed += [f"{worker}: {m}" for m in doc["missed"]]
+    return Run([Secret(v, w) for v, w in secrets.items()], list(logs), texts, missed)
 
 
 def missed_snapshot(where: str, why: BaseException) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import itertools
 import os
 import signal
 import socket
@@ -33,8 +34,34 @@ def proc_status(pid: int, key: str) -> int:
     raise HarnessError(f"/proc/{pid}/status has no {key}")
 
 
+# Parallel test workers (pytest-xdist: gw0, gw1, ...) each take ports from a block of their
+# own below the kernel's ephemeral range (32768 and up): two workers asking the kernel for
+# "any free port" at once could both be told the same one between bind and use.
+_PORT_BLOCK = 2000
+_FIRST_PORT = 12000
+_next_port = itertools.count()
+
+
+def _worker_index() -> int | None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    return int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else None
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
+    """A TCP port on 127.0.0.1 that nothing listens on right now (under a parallel worker,
+    one from that worker's own block)."""
+    index = _worker_index()
+    if index is not None:
+        first = _FIRST_PORT + index * _PORT_BLOCK
+        for _ in range(_PORT_BLOCK):
+            port = first + next(_next_port) % _PORT_BLOCK
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind((LOOPBACK, port))
+                except OSError:
+                    continue  # in use (or in TIME_WAIT): the next one
+                return port
+        raise HarnessError(f"no free port left in worker {index}'s block")
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((LOOPBACK, 0))
         return int(sock.getsockname()[1])
