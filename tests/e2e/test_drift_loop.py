@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import time
+import itertools
 from collections.abc import Callable
 from typing import Any
 
@@ -353,9 +353,16 @@ def test_many_policies_on_one_base_cost_one_lookup_per_interval(
     for policy in policies:
         world.wait_ready(policy, reason="UpToDate")
     mark = registry.mark()
-    window = 12.0
-    time.sleep(window)
-    lookups = registry.requests_since(mark, path=f"/v2/{world.repo('base')}/manifests/1")
-    # One lookup per 3s interval for all six policies together (a shared cache), never one
-    # per policy: 6 policies polling alone would make about 24.
-    assert 2 <= len(lookups) <= window / 3 + 1, [f"{r.method} {r.path}" for r in lookups]
+    path = f"/v2/{world.repo('base')}/manifests/1"
+    # Counted in lookups the registry logged, not slept through: four of them, each (by
+    # the registry's own clock, whole seconds) about an interval after the one before.
+    # Six policies polling alone would put several lookups in the same second.
+    lookups = wait_for(
+        lambda: (lambda found: found if len(found) >= 4 else None)(
+            registry.requests_since(mark, path=path)
+        ),
+        what="four more lookups of the base",
+        timeout=60,
+    )
+    gaps = [b.at - a.at for a, b in itertools.pairwise(lookups)]
+    assert min(gaps) >= 2, [f"{r.method} {r.path} at {r.at}" for r in lookups]

@@ -15,7 +15,8 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +30,7 @@ REGISTRY_BINARY = Path("/usr/bin/docker-registry")
 
 # Combined log format, as distribution's access log writes it:
 # 127.0.0.1 - - [23/Nov/2026:10:35:56 +0000] "HEAD /v2/foo/manifests/latest HTTP/1.1" 404 96 "" "ua"
-_ACCESS_LINE = re.compile(r'^\S+ \S+ \S+ \[[^\]]*\] "([A-Z]+) (\S+) HTTP/[0-9.]+" (\d{3}) ')
+_ACCESS_LINE = re.compile(r'^\S+ \S+ \S+ \[([^\]]*)\] "([A-Z]+) (\S+) HTTP/[0-9.]+" (\d{3}) ')
 _SYNC_PARAM = "harness-sync"
 
 _CONFIG = """\
@@ -60,6 +61,8 @@ class Served:
     path: str  # without the query string
     query: str
     status: int
+    # When the registry logged it (epoch seconds; the access log has whole seconds).
+    at: float = field(default=0.0, compare=False)
 
 
 class Registry:
@@ -181,10 +184,11 @@ class Registry:
             match = _ACCESS_LINE.match(line)
             if not match:
                 continue
-            path, _, query = match.group(2).partition("?")
+            path, _, query = match.group(3).partition("?")
             if _SYNC_PARAM in query:
                 continue
-            entries.append(Served(match.group(1), path, query, int(match.group(3))))
+            at = datetime.strptime(match.group(1), "%d/%b/%Y:%H:%M:%S %z").timestamp()
+            entries.append(Served(match.group(2), path, query, int(match.group(4)), at))
         return entries
 
     def sync(self, timeout: float = 5.0) -> None:
