@@ -1,13 +1,25 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests and the demo run for real: the CNCF distribution
-# registry (`docker-registry`). Idempotent: does nothing when it is already there.
+# registry (`docker-registry`) and, for the tests' real node (tests/harness/node.py), the
+# OCI runtime `runc`, the CNI plugins (bridge, host-local, loopback) and a static busybox
+# (the base layer of the images that node runs). Idempotent: does nothing when all of it is
+# already there.
 set -euo pipefail
 need=()
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
+[ -x /usr/sbin/runc ] || need+=(runc)
+for plugin in bridge host-local loopback; do
+  if [ ! -x "/usr/lib/cni/$plugin" ]; then
+    need+=(containernetworking-plugins)
+    break
+  fi
+done
+[ -x /bin/busybox ] && [ "$(dpkg-query -W -f '${Status}' busybox-static 2>/dev/null)" = "install ok installed" ] \
+  || need+=(busybox-static)
 [ ${#need[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 echo "install-system-deps: installing ${need[*]}" >&2
 $sudo apt-get update -qq
-# The package's service is not wanted: the harness starts its own registry per session.
+# The registry's service is not wanted: the harness starts its own registry per session.
 DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null

@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Builds etcd, kube-apiserver, kube-controller-manager, kube-scheduler, kubectl and kwok
-# from Go modules and caches them by version outside the work tree. Idempotent: a second
-# run finds the cached binaries and returns at once.
+# (the control plane), and kubelet, containerd and containerd-shim-runc-v2 (the tests' real
+# node) from Go modules and caches them by version outside the work tree. Idempotent: a
+# second run finds the cached binaries and returns at once.
 #
-#   tests/controlplane/build.sh          build what is missing, print the bin directory
+#   tests/controlplane/build.sh               build what is missing of both, print the
+#                                             control plane's bin directory
+#   tests/controlplane/build.sh controlplane  only the control plane, print its bin directory
+#   tests/controlplane/build.sh node          only the node, print its bin directory
 #
 # Environment:
 #   IMAGEDRIFT_CACHE   cache root (default: $XDG_CACHE_HOME/imagedrift or ~/.cache/imagedrift)
@@ -14,21 +18,37 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 source "$here/versions.env"
 
 cache_root="${IMAGEDRIFT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/imagedrift}"
-bin="$cache_root/controlplane/kube-$KUBE_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION/bin"
+cp_bin="$cache_root/controlplane/kube-$KUBE_VERSION-etcd-$ETCD_VERSION-kwok-$KWOK_VERSION/bin"
+node_bin="$cache_root/node/kube-$KUBE_VERSION-containerd-$CONTAINERD_VERSION/bin"
 go_cmd="${GO:-go}"
-kube_tools=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd)
+cp_tools=(kube-apiserver kube-controller-manager kube-scheduler kubectl etcd kwok)
+node_tools=(kubelet containerd containerd-shim-runc-v2)
+
+what="${1:-all}"
+case "$what" in
+  all) wanted=("${cp_tools[@]}" "${node_tools[@]}"); print="$cp_bin" ;;
+  controlplane) wanted=("${cp_tools[@]}"); print="$cp_bin" ;;
+  node) wanted=("${node_tools[@]}"); print="$node_bin" ;;
+  *) echo "usage: build.sh [all|controlplane|node]" >&2; exit 2 ;;
+esac
+
+bin_of() {
+  case "$1" in
+    kubelet | containerd | containerd-shim-runc-v2) echo "$node_bin" ;;
+    *) echo "$cp_bin" ;;
+  esac
+}
 
 missing=()
-for tool in "${kube_tools[@]}" kwok; do
-  [ -x "$bin/$tool" ] || missing+=("$tool")
+for tool in "${wanted[@]}"; do
+  [ -x "$(bin_of "$tool")/$tool" ] || missing+=("$tool")
 done
 if [ ${#missing[@]} -eq 0 ]; then
-  echo "$bin"
+  echo "$print"
   exit 0
 fi
 
 command -v "$go_cmd" >/dev/null || { echo "build.sh: Go is required to build the control plane (missing: ${missing[*]})" >&2; exit 1; }
-mkdir -p "$bin"
 export GOTOOLCHAIN=local GOFLAGS=-mod=readonly CGO_ENABLED=0
 minor="${KUBE_VERSION#v1.}"; minor="${minor%%.*}"
 ldflags="-s -w -X k8s.io/component-base/version.gitVersion=$KUBE_VERSION -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=$minor -X k8s.io/component-base/version.gitTreeState=clean"
@@ -40,11 +60,21 @@ for tool in "${missing[@]}"; do
   case "$tool" in
     etcd) pkg=go.etcd.io/etcd/server/v3; dir=kube ;;
     kwok) pkg=sigs.k8s.io/kwok/cmd/kwok; dir=kwok ;;
+    containerd | containerd-shim-runc-v2) pkg=github.com/containerd/containerd/v2/cmd/$tool; dir=containerd ;;
     *) pkg=k8s.io/kubernetes/cmd/$tool; dir=kube ;;
   esac
+  flags=$ldflags
+  # containerd's own version variables, as its Makefile sets them.
+  if [ "$dir" = containerd ]; then
+    flags="-s -w -X github.com/containerd/containerd/v2/version.Version=$CONTAINERD_VERSION"
+  fi
+  out="$(bin_of "$tool")"
+  mkdir -p "$out"
   echo "build.sh: building $tool ($pkg)" >&2
-  (cd "$here/$dir" && "$go_cmd" build -trimpath -ldflags "$ldflags" -o "$bin/$tool.tmp" "$pkg")
-  mv "$bin/$tool.tmp" "$bin/$tool"
+  tool_start=$(date +%s)
+  (cd "$here/$dir" && "$go_cmd" build -trimpath -ldflags "$flags" -o "$out/$tool.tmp" "$pkg")
+  mv "$out/$tool.tmp" "$out/$tool"
+  echo "build.sh: built $tool in $(( $(date +%s) - tool_start ))s" >&2
 done
 echo "build.sh: built ${missing[*]} in $(( $(date +%s) - start ))s" >&2
-echo "$bin"
+echo "$print"

@@ -131,7 +131,9 @@ def find_bin_dir() -> Path:
         return path
     try:
         result = subprocess.run(
-            ["bash", str(BUILD_SCRIPT)],
+            # Only the control plane: the real node's binaries are built when a test asks
+            # for that node (tests/harness/node.py).
+            ["bash", str(BUILD_SCRIPT), "controlplane"],
             capture_output=True,
             text=True,
             timeout=BUILD_TIMEOUT,
@@ -685,6 +687,12 @@ class ControlPlane:
                 # The default (lease) reconciler writes the advertise address into the
                 # `kubernetes` Endpoints every 10s, and validation refuses 127.0.0.1 there.
                 "--endpoint-reconciler-type=none",
+                # A real node (node.py) is named localhost and serves on 127.0.0.1, which
+                # kubelets refuse as a node IP: reach kubelets by Hostname first. kwok's
+                # nodes have no Hostname address and are reached by InternalIP as before.
+                "--kubelet-preferred-address-types=Hostname,InternalIP,ExternalIP",
+                f"--kubelet-client-certificate={pki.admin_cert}",
+                f"--kubelet-client-key={pki.admin_key}",
                 # Front-proxy settings, published in kube-system/extension-apiserver-
                 # authentication; without them controller-manager and scheduler log an
                 # error per resync. No certificate with this name is ever issued.
@@ -742,7 +750,9 @@ class ControlPlane:
             [
                 f"--kubeconfig={self.kubeconfig}",
                 f"--config={kwok_dir / 'stages.yaml'}",
-                "--manage-all-nodes=true",
+                # Only the nodes create_node() makes: a real kubelet's node (node.py) is
+                # its own, and kwok would take over every node otherwise.
+                f"--manage-nodes-with-label-selector={FAKE_NODE_LABEL}=true",
                 f"--node-ip={LOOPBACK}",
                 f"--cidr={POD_CIDR}",
                 "--node-lease-duration-seconds=40",
