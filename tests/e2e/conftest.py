@@ -15,13 +15,17 @@ import pytest
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
+from imagedrift.registry.base import Credentials
+from imagedrift.registry.oci import OciRegistryClient
 from tests.e2e.scenario import World
 from tests.e2e.support import make_world
 from tests.harness import leaks
+from tests.harness.acr_server import FakeAcr
 from tests.harness.controlplane import ControlPlane, Kube
 from tests.harness.procs import wait_for
 from tests.harness.registry import Registry
 from tests.harness.registry_proxy import RegistryProxy
+from tests.harness.tlsca import TestCA
 
 OPERATOR_NS = "imagedrift-system"
 
@@ -147,3 +151,18 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, object, object]:
                 )
             except Exception as exc:
                 leaks.missed_snapshot(item.nodeid, exc)
+
+
+@pytest.fixture
+def acr_world(fake_acr: FakeAcr, acr_tls: TestCA, kube: Kube, namespace: str) -> Iterator[World]:
+    """A World whose images live in the fake ACR (pushed as its admin user)."""
+    user, password = fake_acr.admin_user
+    pusher = OciRegistryClient(
+        fake_acr.host, Credentials(user, password, identity="acr admin"), verify=acr_tls.ca_cert
+    )
+    world = World(fake_acr.host, pusher, kube, namespace)
+    try:
+        yield world
+    finally:
+        world.cleanup()
+        pusher.close()

@@ -8,14 +8,12 @@ import itertools
 import json
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import httpx
 import pytest
 
-from imagedrift.registry.base import Credentials
-from imagedrift.registry.oci import OciRegistryClient
 from tests.e2e.scenario import World, base_image, rolled_out
 from tests.e2e.support import acr_push, checks_pass, event_grid_push
 from tests.harness.acr_server import FakeAcr, RequestRecord
@@ -35,20 +33,6 @@ ENTRA_FLOW = {
     "managedIdentity": "managed_identity",
     "servicePrincipal": "client_secret",
 }
-
-
-@pytest.fixture
-def acr_world(fake_acr: FakeAcr, acr_tls: TestCA, kube: Kube, namespace: str) -> Iterator[World]:
-    user, password = fake_acr.admin_user
-    pusher = OciRegistryClient(
-        fake_acr.host, Credentials(user, password, identity="acr admin"), verify=acr_tls.ca_cert
-    )
-    world = World(fake_acr.host, pusher, kube, namespace)
-    try:
-        yield world
-    finally:
-        world.cleanup()
-        pusher.close()
 
 
 @pytest.fixture

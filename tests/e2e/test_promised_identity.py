@@ -4,17 +4,14 @@ provides, against the fake Entra ID and ACR (the real Azure SDKs, TLS on loopbac
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from imagedrift.registry.base import Credentials
-from imagedrift.registry.oci import OciRegistryClient
 from tests.e2e.scenario import World, base_image, rolled_out
 from tests.harness.acr_server import FakeAcr
-from tests.harness.controlplane import Kube
 from tests.harness.entra import SYSTEM_ASSIGNED, FakeEntra
 from tests.harness.fixtures_acr import AcrIdentities
 from tests.harness.operator import OperatorProcess
@@ -47,21 +44,6 @@ ENVIRONMENTS = {
         lambda ids: {}, lambda ids: SYSTEM_ASSIGNED, "managed_identity"
     ),
 }
-
-
-@pytest.fixture
-def acr_world(fake_acr: FakeAcr, acr_tls: TestCA, kube: Kube, namespace: str) -> Iterator[World]:
-    """A World whose images live in the fake ACR (pushed as its admin user)."""
-    user, password = fake_acr.admin_user
-    pusher = OciRegistryClient(
-        fake_acr.host, Credentials(user, password, identity="acr admin"), verify=acr_tls.ca_cert
-    )
-    world = World(fake_acr.host, pusher, kube, namespace)
-    try:
-        yield world
-    finally:
-        world.cleanup()
-        pusher.close()
 
 
 def _operator_env(ids: AcrIdentities, ca: TestCA, extra: dict[str, str]) -> dict[str, str]:

@@ -59,7 +59,7 @@ from tests.harness.procs import (
     ManagedProcess,
     free_port,
     proc_status,
-    wait_for,
+    wait_while_alive,
 )
 from tests.harness.tlsca import new_authority, pem_cert, pem_key
 
@@ -803,26 +803,7 @@ class ControlPlane:
 
     def _wait(self, probe: Callable[[], T | None], *, what: str, timeout: float) -> T:
         """``wait_for`` that gives up at once, with the log tail, when a process dies."""
-        dead: list[ManagedProcess] = []
-
-        def guarded() -> Any:
-            for proc in self.processes.values():
-                if not proc.alive():
-                    dead.append(proc)
-                    return True
-            return probe()
-
-        try:
-            result = wait_for(guarded, what=what, timeout=timeout, interval=0.1)
-        except TimeoutError as exc:
-            tails = "\n".join(
-                f"--- {proc.name} ({proc.log_path}):\n{proc.log_tail(15)}"
-                for proc in self.processes.values()
-            )
-            raise HarnessError(f"{exc}\n{tails}") from exc
-        if dead:
-            dead[0].check_alive()
-        return result  # type: ignore[no-any-return]
+        return wait_while_alive(self.processes.values(), probe, what=what, timeout=timeout, tail=15)
 
     def _api_ready(self) -> bool:
         server = self._require(self.server, "server")

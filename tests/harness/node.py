@@ -51,7 +51,14 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from tests.harness.controlplane import BUILD_SCRIPT, ControlPlane, _b64, write_kubeconfig
-from tests.harness.procs import LOOPBACK, HarnessError, ManagedProcess, free_port, wait_for
+from tests.harness.procs import (
+    LOOPBACK,
+    HarnessError,
+    ManagedProcess,
+    free_port,
+    wait_for,
+    wait_while_alive,
+)
 from tests.harness.registry import Registry
 from tests.harness.runnable_images import push_pause
 from tests.harness.tlsca import Authority, pem_cert, pem_key
@@ -571,26 +578,7 @@ disabled_plugins = [
         )
 
     def _wait(self, probe: Any, *, what: str, timeout: float) -> Any:
-        dead: list[ManagedProcess] = []
-
-        def guarded() -> Any:
-            for proc in self.processes.values():
-                if not proc.alive():
-                    dead.append(proc)
-                    return True
-            return probe()
-
-        try:
-            result = wait_for(guarded, what=what, timeout=timeout, interval=0.1)
-        except TimeoutError as exc:
-            tails = "\n".join(
-                f"--- {proc.name} ({proc.log_path}):\n{proc.log_tail(20)}"
-                for proc in self.processes.values()
-            )
-            raise HarnessError(f"{exc}\n{tails}") from exc
-        if dead:
-            dead[0].check_alive()
-        return result
+        return wait_while_alive(self.processes.values(), probe, what=what, timeout=timeout)
 
     # -- stop ----------------------------------------------------------------------------
 

@@ -12,7 +12,7 @@ import socket
 import subprocess
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import TypeVar
 
@@ -95,6 +95,38 @@ def wait_for(
         time.sleep(interval)
     detail = f" (last error: {last_error!r})" if last_error else ""
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}{detail}")
+
+
+def wait_while_alive(
+    processes: Iterable[ManagedProcess],
+    probe: Callable[[], T | None],
+    *,
+    what: str,
+    timeout: float,
+    tail: int = 20,
+) -> T:
+    """``wait_for`` that gives up at once, with the log tail, when one of ``processes``
+    dies, and reports every process's log tail on a timeout."""
+    watched = list(processes)
+    dead: list[ManagedProcess] = []
+
+    def guarded() -> T | bool | None:
+        for proc in watched:
+            if not proc.alive():
+                dead.append(proc)
+                return True
+        return probe()
+
+    try:
+        result = wait_for(guarded, what=what, timeout=timeout, interval=0.1)
+    except TimeoutError as exc:
+        tails = "\n".join(
+            f"--- {proc.name} ({proc.log_path}):\n{proc.log_tail(tail)}" for proc in watched
+        )
+        raise HarnessError(f"{exc}\n{tails}") from exc
+    if dead:
+        dead[0].check_alive()
+    return result  # type: ignore[return-value]  # not a bool: no process died
 
 
 class ManagedProcess:
