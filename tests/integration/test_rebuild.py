@@ -429,3 +429,20 @@ def test_the_request_lists_every_workload_still_on_the_old_base(
     [delivery] = webhook_sink.deliveries
     listed = [w["workload"].rsplit("/", 1)[1] for w in delivery.json()["workloads"]]
     assert listed == [str(s).lower() for s in sorted(str(s) for s in DRIFTED_STATES)]
+
+
+def test_the_memory_of_fired_triggers_is_bounded(
+    webhook_sink: WebhookSink, acr_tls: TestCA
+) -> None:
+    """Deleted policies were remembered for as long as the process ran; now the oldest go
+    first past the bound, and a policy that fires again counts as the newest."""
+    hook = RebuildHook(
+        Secrets({"hook": {"hmacKey": SINK_KEY}}), verify=str(acr_tls.ca_cert), max_remembered=3
+    )
+    webhook = {"webhook": {"url": webhook_sink.url, "secretRef": {"name": "hook"}}}
+    for i in range(5):
+        body = _policy_body(webhook, {}, {})
+        body["metadata"]["uid"] = f"uid-{i}"
+        hook.apply(parse_policy("py", body["spec"]), body, _result(D2, 1), NOW)
+    assert len(webhook_sink.deliveries) == 5
+    assert hook.remembered() == 3

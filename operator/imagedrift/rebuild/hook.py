@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 MAX_LISTED_WORKLOADS = 100
+MAX_REMEMBERED = 1000  # policies whose last trigger the hook remembers
 
 
 class SecretReader(Protocol):
@@ -70,12 +71,17 @@ class RebuildHook:
         *,
         verify: bool | str | Path = True,
         make_trigger: TriggerFactory | None = None,
+        max_remembered: int = MAX_REMEMBERED,
     ) -> None:
         self._secrets = secrets
         self._verify = verify
         self._make_trigger = make_trigger or self._default_trigger
         self._lock = threading.Lock()
-        self._fired: dict[str, dict[str, Any]] = {}  # policy uid -> last ledger written
+        # policy uid -> last ledger written, oldest first; it only bridges a status write
+        # in flight, so the oldest go first once there are more than ``max_remembered``
+        # (deleted policies are never forgotten otherwise).
+        self._fired: dict[str, dict[str, Any]] = {}
+        self._max_remembered = max_remembered
 
     def apply(
         self, policy: PolicySpec, body: Mapping[str, Any], result: CheckResult, now: datetime
@@ -137,13 +143,21 @@ class RebuildHook:
         }
         result.status["rebuild"] = entry
         with self._lock:
+            self._fired.pop(uid, None)  # re-inserted as the newest
             self._fired[uid] = dict(entry)
+            while len(self._fired) > self._max_remembered:
+                del self._fired[next(iter(self._fired))]
         if failed:
             result.events.append(
                 Event(body, "Warning", "RebuildFailed", f"attempt {attempts}: {entry['message']}")
             )
         else:
             result.events.append(Event(body, "Normal", "RebuildTriggered", entry["message"]))
+
+    def remembered(self) -> int:
+        """How many policies' last triggers are remembered."""
+        with self._lock:
+            return len(self._fired)
 
     def forget(self, uid: str) -> None:
         with self._lock:
