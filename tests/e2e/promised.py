@@ -15,6 +15,7 @@ from kubernetes.client.exceptions import ApiException
 
 from imagedrift.core.workloads import STATE_ANNOTATION, STATUS_ANNOTATION
 from tests.e2e.scenario import World
+from tests.e2e.support import rollouts
 from tests.harness.controlplane import ControlPlane
 from tests.harness.procs import wait_for
 
@@ -44,11 +45,6 @@ def verdict_with(verdict: str, needle: str) -> Callable[[dict[str, Any]], bool]:
         )
 
     return check
-
-
-def policy_event(world: World, policy: str, reason: str, needle: str) -> tuple[str, str, str]:
-    """The Event ``reason`` on ``policy`` whose message holds ``needle``, waited for."""
-    return world.wait_event(policy, reason, anywhere=True, needle=needle)
 
 
 # -- the Trivy Operator's VulnerabilityReport ---------------------------------------------------
@@ -461,10 +457,7 @@ def wait_lineage_row(
     is ``result``."""
 
     def row() -> dict[str, Any] | None:
-        for entry in (world.get_policy(policy).get("status") or {}).get("lineage") or []:
-            for r in entry.get("rollouts") or []:
-                if r.get("workload") == workload and r.get("result") == result:
-                    return dict(r)
-        return None
+        found = (r for r in rollouts(world, policy) if r.get("workload") == workload)
+        return next((r for r in found if r.get("result") == result), None)
 
     return wait_for(row, what=f"lineage row of {workload}: {result}", timeout=timeout)

@@ -4,21 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-import httpx
-from prometheus_client.parser import text_string_to_metric_families
-
 from tests.e2e.scenario import World, base_image, rolled_out
 from tests.harness.operator import OperatorProcess
-from tests.harness.procs import free_port, wait_for
-
-
-def samples(port: int) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
-    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
-    return {
-        (s.name, frozenset(s.labels.items())): s.value
-        for family in text_string_to_metric_families(text)
-        for s in family.samples
-    }
+from tests.harness.procs import wait_for
 
 
 def value(
@@ -42,10 +30,8 @@ def test_metrics_after_a_drift_loop(
             "app": {"tags": {"semver": {"range": ">=1.0.0"}}},
         },
     )
-    port = free_port()
-    operator_factory(
-        env={"IMAGEDRIFT_METRICS_PORT": str(port), "IMAGEDRIFT_METRICS_ADDR": "127.0.0.1"}
-    )
+    # The harness serves the operator's /metrics on a loopback port of its own.
+    operator = operator_factory()
     world.wait_ready(policy, reason="UpToDate")
     world.publish("base", "1", new_base)
     rebuilt = world.publish("app", "1.0.1", world.app_on(new_base, "2"))
@@ -63,7 +49,7 @@ def test_metrics_after_a_drift_loop(
                 if value(s, "imagedrift_rollouts_total", policy=policy, outcome="complete")
                 else None
             )
-        )(samples(port)),
+        )(operator.metrics()),
         what="a completed rollout counted",
         timeout=30,
     )

@@ -27,7 +27,6 @@ from imagedrift.registry.push import (
 )
 from tests.e2e.promised import (
     candidate_of,
-    policy_event,
     put_vulnerability_report,
     rfc3339,
     sarif_report,
@@ -112,7 +111,9 @@ def test_a_trivy_operator_vulnerability_report_in_the_cluster_gates_the_candidat
     source = f"vulnerabilities: VulnerabilityReport {world.namespace}/{report}: "
     assert any(r.startswith(source) for r in reasons), reasons
     assert body["status"]["lineage"][0]["verdict"] == "Rejected"
-    policy_event(world, policy, "CandidateRejected", f"VulnerabilityReport {world.namespace}/")
+    world.wait_event(
+        policy, "CandidateRejected", anywhere=True, needle=f"VulnerabilityReport {world.namespace}/"
+    )
     _held_back(world, operator, policy, "web")
 
     # The Trivy Operator rescans and updates the same report: the critical finding is gone.
@@ -155,7 +156,7 @@ def test_a_sarif_report_attached_as_a_referrer_gates_the_candidate(
     reasons = candidate_of(body)["reasons"]
     assert any(r.startswith("vulnerabilities: SARIF report ") for r in reasons), reasons
     assert not any("CVE-2024-2223" in r for r in reasons), "MEDIUM is within maxSeverity HIGH"
-    policy_event(world, policy, "CandidateRejected", "SARIF report")
+    world.wait_event(policy, "CandidateRejected", anywhere=True, needle="SARIF report")
     _held_back(world, operator, policy, "web")
 
     attach_report(
@@ -200,7 +201,7 @@ def test_a_report_older_than_max_report_age_does_not_count(
     assert any(
         r.startswith("vulnerabilities: Trivy report ") for r in candidate_of(body)["reasons"]
     )
-    policy_event(world, policy, "CandidateRejected", "older than maxReportAge")
+    world.wait_event(policy, "CandidateRejected", anywhere=True, needle="older than maxReportAge")
     _held_back(world, operator, policy, "web")
 
     attach_report(
@@ -291,7 +292,9 @@ def test_an_ignored_finding_passes_until_its_expiry_and_blocks_after_it(
     assert datetime.now(UTC) >= expires
     assert any("worst CRITICAL: CVE-2024-3333" in r for r in candidate_of(body)["reasons"])
     assert body["status"]["lineage"][0]["verdict"] == "Rejected"
-    policy_event(world, policy, "CandidateRejected", "ignore expired for CVE-2024-3333")
+    world.wait_event(
+        policy, "CandidateRejected", anywhere=True, needle="ignore expired for CVE-2024-3333"
+    )
 
     # Nothing else holds it now: the window is open all the time. Still it does not roll.
     world.kube.custom.patch_cluster_custom_object(
@@ -384,7 +387,9 @@ def test_a_notation_signature_is_verified_with_the_policy_key(
         policy, verdict_with("Rejected", "no notation signature attached"), "cosign is not enough"
     )
     assert any(r.startswith("signature: ") for r in candidate_of(body)["reasons"])
-    policy_event(world, policy, "CandidateRejected", "signature: no notation signature")
+    world.wait_event(
+        policy, "CandidateRejected", anywhere=True, needle="signature: no notation signature"
+    )
     _held_back(world, operator, policy, "web")
 
     # A valid signature of the image that runs now, replayed onto the candidate.

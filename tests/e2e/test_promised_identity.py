@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.scenario import World, base_image, rolled_out
+from tests.e2e.scenario import World, base_image
+from tests.e2e.support import wait_rolled
 from tests.harness.acr_server import FakeAcr
 from tests.harness.entra import SYSTEM_ASSIGNED, FakeEntra
 from tests.harness.fixtures_acr import AcrIdentities
 from tests.harness.operator import OperatorProcess
-from tests.harness.procs import wait_for
 from tests.harness.tlsca import TestCA
 
 
@@ -103,7 +103,7 @@ def test_identity_default_authenticates_as_the_credential_the_environment_provid
     new_base = world.publish("base", "1", new)
     rebuilt = world.publish("app", "1.0.1", world.app_on(new, "1.0.1"))
     target = f"{world.ref('app')}@{rebuilt}"
-    wait_for(lambda: rolled_out(world, "web", target), what="web rolled", timeout=90)
+    wait_rolled(world, "web", target)
     body = world.wait_ready(policy, reason="UpToDate", timeout=60)
     entry = body["status"]["lineage"][0]
     assert (entry["baseDigest"], entry["appDigest"], entry["verdict"]) == (

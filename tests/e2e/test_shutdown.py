@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from tests.e2e.scenario import World, base_image, rolled_out
-from tests.e2e.support import base_spec
+from tests.e2e.scenario import World, base_image
+from tests.e2e.support import base_spec, wait_rolled
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import wait_for
 
@@ -44,9 +44,6 @@ def test_sigterm_mid_rollout_exits_zero_and_a_new_operator_finishes(
 
         successor = operator_factory()
 
-        def finished(web: str = web, target: str = target) -> bool:
-            return rolled_out(world, web, target)
-
-        wait_for(finished, what=f"{web} rolled out", timeout=90)
+        wait_rolled(world, web, target)
         world.wait_ready(policy, reason="UpToDate", timeout=60)
         assert successor.stop() is None

@@ -129,11 +129,17 @@ def find_bin_dir() -> Path:
                 f"{', '.join(BINARIES)} or unset it to build them with {_rel(BUILD_SCRIPT)}"
             )
         return path
+    # Only the control plane: the real node's binaries are built when a test asks for that
+    # node (tests/harness/node.py).
+    return run_build("controlplane", f"or set {ENV_BIN} to a directory of prebuilt binaries")
+
+
+def run_build(target: str, hint: str) -> Path:
+    """Run ``build.sh target`` (it builds what is missing and caches it) and return the bin
+    directory it prints; HarnessError with the tail of its output when it fails."""
     try:
         result = subprocess.run(
-            # Only the control plane: the real node's binaries are built when a test asks
-            # for that node (tests/harness/node.py).
-            ["bash", str(BUILD_SCRIPT), "controlplane"],
+            ["bash", str(BUILD_SCRIPT), target],
             capture_output=True,
             text=True,
             timeout=BUILD_TIMEOUT,
@@ -141,17 +147,17 @@ def find_bin_dir() -> Path:
         )
     except subprocess.TimeoutExpired as exc:
         raise HarnessError(
-            f"{_rel(BUILD_SCRIPT)} did not finish within {BUILD_TIMEOUT:.0f}s"
+            f"{_rel(BUILD_SCRIPT)} {target} did not finish within {BUILD_TIMEOUT:.0f}s"
         ) from exc
     if result.returncode != 0:
         tail = "\n".join(result.stderr.splitlines()[-30:])
         raise HarnessError(
-            f"{_rel(BUILD_SCRIPT)} failed with code {result.returncode} (it needs Go; or set "
-            f"{ENV_BIN} to a directory of prebuilt binaries):\n{tail}"
+            f"{_rel(BUILD_SCRIPT)} {target} failed with code {result.returncode} "
+            f"(it needs Go; {hint}):\n{tail}"
         )
     lines = result.stdout.strip().splitlines()
     if not lines:
-        raise HarnessError(f"{_rel(BUILD_SCRIPT)} printed no bin directory")
+        raise HarnessError(f"{_rel(BUILD_SCRIPT)} {target} printed no bin directory")
     return Path(lines[-1])
 
 

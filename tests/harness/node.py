@@ -50,7 +50,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from tests.harness.controlplane import BUILD_SCRIPT, ControlPlane, _b64, write_kubeconfig
+from tests.harness.controlplane import ControlPlane, _b64, run_build, write_kubeconfig
 from tests.harness.procs import (
     LOOPBACK,
     HarnessError,
@@ -109,7 +109,6 @@ KERNEL_SETTINGS: Final = {
 START_TIMEOUT: Final = 90.0
 POD_GONE_TIMEOUT: Final = 90.0
 LEFTOVER_GRACE: Final = 10.0
-BUILD_TIMEOUT: Final = 3 * 3600.0
 
 
 def find_node_bin_dir() -> Path:
@@ -117,20 +116,7 @@ def find_node_bin_dir() -> Path:
     configured = os.environ.get(ENV_NODE_BIN)
     if configured:
         return Path(configured).expanduser()
-    try:
-        result = subprocess.run(
-            ["bash", str(BUILD_SCRIPT), "node"],
-            capture_output=True,
-            text=True,
-            timeout=BUILD_TIMEOUT,
-            check=False,
-        )
-    except subprocess.TimeoutExpired as exc:
-        raise HarnessError(f"build.sh node did not finish within {BUILD_TIMEOUT:.0f}s") from exc
-    if result.returncode != 0 or not result.stdout.strip():
-        tail = "\n".join(result.stderr.splitlines()[-30:])
-        raise HarnessError(f"build.sh node failed with code {result.returncode}:\n{tail}")
-    return Path(result.stdout.strip().splitlines()[-1])
+    return run_build("node", f"or set {ENV_NODE_BIN} to a directory of prebuilt binaries")
 
 
 def preflight(bin_dir: Path) -> dict[str, Path]:

@@ -33,7 +33,8 @@ class OperatorProcess:
     def start(self) -> OperatorProcess:
         self.starts += 1
         self.health_port = free_port()
-        self.metrics_port = free_port()
+        # Always on: tests count checks there (see checks()); a test may name its own port.
+        self.metrics_port = int(self.env.get("IMAGEDRIFT_METRICS_PORT") or free_port())
         argv = [
             sys.executable,
             "-m",
@@ -50,12 +51,10 @@ class OperatorProcess:
             "KUBECONFIG": str(self.kubeconfig),
             "IMAGEDRIFT_LEASE": "",  # no election unless a test asks for one
             "IMAGEDRIFT_NAMESPACE": "imagedrift-system",
-            # Always on: tests count checks there (see checks()).
-            "IMAGEDRIFT_METRICS_PORT": str(self.metrics_port),
             "IMAGEDRIFT_METRICS_ADDR": "127.0.0.1",
             **self.env,
+            "IMAGEDRIFT_METRICS_PORT": str(self.metrics_port),
         }
-        self.metrics_port = int(env["IMAGEDRIFT_METRICS_PORT"])
         leaks.remember(env.get("IMAGEDRIFT_WEBHOOK_SECRET"), "webhook secret")
         self.proc = ManagedProcess(f"operator-{self.starts}", argv, self.log_dir, env=env)
         leaks.watch(self.proc.log_path)

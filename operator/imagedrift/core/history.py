@@ -116,17 +116,30 @@ def record_rollout(
     return entries
 
 
+def candidate_status(
+    app: str, digest: str, tag: str, verdict: str, reasons: Sequence[str]
+) -> dict[str, Any]:
+    """``status.candidate``: the candidate ``app:tag`` (``digest``) and how it was judged."""
+    return {
+        "image": f"{app}:{tag}",
+        "digest": digest,
+        "tag": tag,
+        "verdict": verdict,
+        "reasons": list(reasons),
+    }
+
+
 def candidate_of(history: Sequence[Mapping[str, Any]], base_digest: str) -> dict[str, Any]:
     """``status.candidate`` as the lineage remembers it: the newest entry on ``base_digest``
     ({} when none). A check that searched for no candidate (every workload already on the
     base) still says which one was chosen and how it was judged, instead of emptying it."""
     for entry in history:
         if entry.get("baseDigest") == base_digest:
-            return {
-                "image": f"{entry.get('app', '')}:{entry.get('tag', '')}",
-                "digest": entry.get("appDigest", ""),
-                "tag": entry.get("tag", ""),
-                "verdict": entry.get("verdict", ""),
-                "reasons": list(entry.get("reasons") or []),
-            }
+            return candidate_status(
+                str(entry.get("app", "")),
+                str(entry.get("appDigest", "")),
+                str(entry.get("tag", "")),
+                str(entry.get("verdict", "")),
+                entry.get("reasons") or [],
+            )
     return {}

@@ -250,6 +250,12 @@ def workload_detail(policy: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     return {"policy": policy, "containers": rows}
 
 
+def _tags(client: RegistryClient, image: ImageRef) -> list[str]:
+    """The repository's tags that are tags: what the registry lists, minus any name the OCI
+    grammar does not allow (``tagselect.well_formed``), for lookups that note nothing."""
+    return tagselect.well_formed(client.list_tags(image))[0]
+
+
 class PolicyChecker:
     def __init__(
         self,
@@ -275,7 +281,7 @@ class PolicyChecker:
         if base.semver_range:
             tag = (
                 policy_from_spec({"semver": {"range": base.semver_range}}).latest(
-                    tagselect.well_formed(client.list_tags(base.image))[0]
+                    _tags(client, base.image)
                 )
                 or ""
             )
@@ -286,12 +292,7 @@ class PolicyChecker:
                 )
         elif base.patches == patchtags.INCREMENTAL:
             # One request more than a plain tag: the list says which patch is the newest.
-            tag = (
-                patchtags.newest_incremental(
-                    tagselect.well_formed(client.list_tags(base.image))[0], base.tag
-                )
-                or ""
-            )
+            tag = patchtags.newest_incremental(_tags(client, base.image), base.tag) or ""
             if not tag:
                 raise NotFound(
                     f"neither {base.image.name}:{base.tag} nor a patch tag of it "
@@ -646,9 +647,7 @@ class PolicyChecker:
             if ctx.policy.app_patches:
                 original = patchtags.split(tag)[0]
                 ordered = patchtags.with_patches(
-                    [original],
-                    tagselect.well_formed(client.list_tags(running))[0],
-                    ctx.policy.app_patches,
+                    [original], _tags(client, running), ctx.policy.app_patches
                 )
         else:
             policy = policy_from_spec(tags_spec)
@@ -747,13 +746,9 @@ class PolicyChecker:
             limit=ctx.policy.history_limit,
         )
         if not ctx.candidate_status:
-            ctx.candidate_status = {
-                "image": f"{running.name}:{candidate.tag}",
-                "digest": digest,
-                "tag": candidate.tag,
-                "verdict": _verdict_word(verdict),
-                "reasons": list(verdict.reasons),
-            }
+            ctx.candidate_status = history.candidate_status(
+                running.name, digest, candidate.tag, _verdict_word(verdict), verdict.reasons
+            )
         if not verdict.passed and not verdict.pending and first_rejection:
             failed = [r for r in verdict.reasons[1:] if not _passing(r)]
             ctx.events.append(

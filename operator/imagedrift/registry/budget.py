@@ -45,9 +45,9 @@ class RequestBudget:
         self._buckets: dict[str, tuple[float, float]] = {}  # host -> (tokens, at)
         self._lock = threading.Lock()
 
-    def wait_for(self, host: str) -> float:
+    def wait_for(self, host: str, *, then: float = 1.0) -> float:
         """Take one request from ``host``'s budget: 0.0 when granted, else the seconds
-        until one would be (nothing is taken then)."""
+        until ``then`` requests would be (nothing is taken then)."""
         rate = self.per_minute / 60.0
         with self._lock:
             now = self._clock()
@@ -57,26 +57,18 @@ class RequestBudget:
                 self._buckets[host] = (tokens - 1.0, now)
                 return 0.0
             self._buckets[host] = (tokens, now)
-            return (1.0 - tokens) / rate
+            return (then - tokens) / rate
 
     def spend(self, host: str) -> None:
         """Take one request or raise RequestBudgetSpent (not sent: no registry was hit),
         whose ``retry_after`` is when ``RETRY_REQUESTS`` requests are allowed again."""
-        if self.wait_for(host):
+        wait = self.wait_for(host, then=min(self.burst, RETRY_REQUESTS))
+        if wait:
             if self._on_exhausted is not None:
                 self._on_exhausted(host)
-            wait = self._until(host, min(self.burst, RETRY_REQUESTS))
             raise RequestBudgetSpent(
                 f"{host}: request budget of {self.per_minute:g}/min spent; "
                 f"next requests in {wait:.1f}s",
                 registry=host,
                 retry_after=wait,
             )
-
-    def _until(self, host: str, requests: float) -> float:
-        """Seconds until ``host``'s bucket holds ``requests`` tokens (nothing is taken)."""
-        rate = self.per_minute / 60.0
-        with self._lock:
-            tokens, at = self._buckets.get(host, (self.burst, self._clock()))
-            tokens = min(self.burst, tokens + (self._clock() - at) * rate)
-        return max(0.0, (requests - tokens) / rate)
