@@ -27,8 +27,10 @@ own process) and measures it from outside:
 Workloads start on ``app-<j>:1.0.0@sha256:..`` (pinned by digest; the tag tells the
 operator which version runs, so a candidate can be proven not to be a downgrade before
 imagedrift has recorded anything on the workload). --pin digest starts them on a bare
-``app-<j>@sha256:..`` instead. A workload counts as patched when it runs
-``app-<j>@<rebuilt digest>`` (the same digest with the tag kept counts too, and is noted).
+``app-<j>@sha256:..`` instead; --pin tag on ``app-<j>:1.0.0`` (as most manifests say it:
+the operator resolves the tag's digest, once per interval for every policy that asks).
+A workload counts as patched when it runs ``app-<j>@<rebuilt digest>`` (the same digest
+with the tag kept counts too, and is noted).
 
 The rebuilt apps are pushed before the base, so the operator never sees the new base
 without its rebuilt apps (a pipeline that rebuilds later is a different measurement);
@@ -170,9 +172,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     add("--namespaces", type=int, default=10, help="namespaces the workloads spread over")
     add(
         "--pin",
-        choices=("tag-digest", "digest"),
+        choices=("tag-digest", "digest", "tag"),
         default="tag-digest",
-        help="initial image: repo:1.0.0@sha256:.. (default) or repo@sha256:.. (see above)",
+        help="initial image: repo:1.0.0@sha256:.. (default), repo@sha256:.. or repo:1.0.0 "
+        "(see above)",
     )
     add(
         "--settle",
@@ -267,9 +270,12 @@ class Catalog:
         return f"{self.host}/{self.app_repo(j)}@{digest or self.app_digests[j]}"
 
     def initial(self, j: int, pin: str) -> str:
-        """What a workload runs before the change: ``repo:1.0.0@digest`` or ``repo@digest``."""
+        """What a workload runs before the change: ``repo:1.0.0@digest``, ``repo@digest``
+        or ``repo:1.0.0``."""
         if pin == "digest":
             return self.pinned(j)
+        if pin == "tag":
+            return f"{self.host}/{self.app_repo(j)}:1.0.0"
         return f"{self.host}/{self.app_repo(j)}:1.0.0@{self.app_digests[j]}"
 
 

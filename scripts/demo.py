@@ -3,11 +3,12 @@
     make demo
 
 Starts etcd, kube-apiserver, controller-manager, scheduler and kwok on 127.0.0.1, a CNCF
-registry on a free loopback port, publishes a base image and an app built on it, runs the
-operator, re-publishes the base with a fix, publishes the rebuilt app, and shows the
-operator detecting the drift, choosing and validating the candidate, rolling the opted-in
-Deployment to the new digest, and what `kubectl get imagepolicies` and the lineage say.
-Everything it starts is stopped at the end.
+registry on a free loopback port and a real node (kubelet + containerd + runc) whose pods
+really run, publishes a base image and an app built on it, runs the operator,
+re-publishes the base with a fix, publishes the rebuilt app, and shows the operator
+detecting the drift, choosing and validating the candidate, rolling the opted-in
+Deployment to the new digest, the node's pods running exactly that digest, and what
+`kubectl get imagepolicies` and the lineage say. Everything it starts is stopped at the end.
 """
 
 from __future__ import annotations
@@ -25,12 +26,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from tests.harness.controlplane import ControlPlane  # noqa: E402
+from tests.harness.node import NODE_NAME, TAINT_KEY, RealNode  # noqa: E402
 from tests.harness.operator import OperatorProcess  # noqa: E402
 from tests.harness.procs import wait_for  # noqa: E402
 from tests.harness.registry import Registry  # noqa: E402
+from tests.harness.runnable_images import busybox_image  # noqa: E402
 
 from imagedrift.core.refs import short_digest  # noqa: E402
-from imagedrift.registry.push import LINUX_AMD64, LINUX_ARM64, Image, Index, Layer, base_marks, push  # noqa: E402
+from imagedrift.registry.push import LINUX_ARM64, Image, Index, Layer, base_marks, push  # noqa: E402
 
 NS = "shop"
 POLICY = "python-base"
@@ -50,36 +53,44 @@ def show(text: str) -> None:
 
 
 def base(fix: str) -> Index:
-    return Index.of(
-        *(
-            Image(
-                layers=(
-                    Layer.from_files({"etc/os-release": f"ID=demo\n{p}\n"}),
-                    Layer.from_files({"usr/lib/libssl": fix}),
-                ),
-                platform=p,
-            )
-            for p in (LINUX_AMD64, LINUX_ARM64)
-        )
+    """The "python" base for two platforms. The linux/amd64 image really runs on the node
+    (Debian's static busybox, with ``/app/start`` as its command, as a base image's CMD
+    runs what the app adds); the linux/arm64 one is never pulled here."""
+    files = (
+        Layer.from_files({"etc/os-release": "ID=demo\n"}),
+        Layer.from_files({"usr/lib/libssl": fix}),
     )
+    runnable = busybox_image().run(["/bin/sh", "/app/start"], *files)
+    return Index.of(runnable, Image(layers=files, platform=LINUX_ARM64))
+
+
+def app_layer(version: str) -> Layer:
+    # sh as PID 1 ignores SIGTERM unless trapped: exit at once when the pod is replaced.
+    script = (
+        f"trap 'exit 0' TERM; echo 'shop {version} serving'; touch /tmp/ready\n"
+        "while true; do sleep 1 & wait $!; done\n"
+    )
+    return Layer.from_files({"app/start": script})
 
 
 def main() -> int:
     workdir = Path(tempfile.mkdtemp(prefix="imagedrift-demo-"))
     step(
         1,
-        "Start a real control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok)"
-        " and a registry",
+        "Start a real control plane (etcd, kube-apiserver, controller-manager, scheduler, kwok),"
+        " a registry and a real node (kubelet + containerd + runc)",
     )
     cp = ControlPlane.from_env()
     registry = Registry(workdir / "registry")
+    node: RealNode | None = None
     operator: OperatorProcess | None = None
     try:
         cp.start()
         registry.start()
+        node = RealNode(cp, registry).start()
         show(
             f"control plane ready in {cp.startup_seconds:.1f}s at {cp.server}; "
-            f"registry at {registry.host}"
+            f"registry at {registry.host}; node {NODE_NAME} Ready in {node.startup_seconds:.1f}s"
         )
 
         def kubectl(*args: str) -> str:
@@ -104,7 +115,7 @@ def main() -> int:
         old = base("openssl 3.0.13")
         old_digest = push(client, "library/python", old, "3.12-slim")
         app_v1 = old.derive(
-            Layer.from_files({"app/main.py": "print('shop 1.0.0')\n"}),
+            app_layer("1.0.0"),
             annotations=base_marks(old_digest, f"{registry.host}/library/python:3.12-slim"),
         )
         push(client, "team/shop", app_v1, "1.0.0")
@@ -114,7 +125,11 @@ def main() -> int:
             " (annotated base.digest)"
         )
 
-        step(3, f"Deploy shop (3 replicas), opted in with the label imagedrift.io/policy={POLICY}")
+        step(
+            3,
+            f"Deploy shop (3 replicas) on the node, opted in with the label "
+            f"imagedrift.io/policy={POLICY}",
+        )
         deployment = {
             "apiVersion": "apps/v1",
             "kind": "Deployment",
@@ -130,15 +145,29 @@ def main() -> int:
                     "metadata": {"labels": {"app": "shop"}},
                     "spec": {
                         "containers": [
-                            {"name": "shop", "image": f"{registry.host}/team/shop:1.0.0"}
-                        ]
+                            {
+                                "name": "shop",
+                                "image": f"{registry.host}/team/shop:1.0.0",
+                                "readinessProbe": {
+                                    "exec": {"command": ["/bin/busybox", "cat", "/tmp/ready"]},
+                                    "periodSeconds": 1,
+                                },
+                            }
+                        ],
+                        # The demo's node (kwok's fake nodes run nothing).
+                        "nodeSelector": {"kubernetes.io/hostname": NODE_NAME},
+                        "tolerations": [
+                            {"key": TAINT_KEY, "operator": "Exists", "effect": "NoSchedule"}
+                        ],
+                        "terminationGracePeriodSeconds": 5,
                     },
                 },
             },
         }
         cp.kubectl("apply", "-f", "-", input=json.dumps(deployment))
-        kubectl("-n", NS, "rollout", "status", "deployment/shop", "--timeout=60s")
+        kubectl("-n", NS, "rollout", "status", "deployment/shop", "--timeout=120s")
         show(kubectl("-n", NS, "get", "deployment", "shop", "-o", "wide"))
+        show(pods(kubectl))
 
         step(4, "Declare the ImagePolicy and start the operator")
         policy = {
@@ -153,6 +182,8 @@ def main() -> int:
                     "insecure": True,
                 },
                 "app": {"tags": {"semver": {"range": ">=1.0.0"}}},
+                # New pods must stay up this long, no container restarting, to be complete.
+                "rollout": {"settleTime": "10s"},
             },
         }
         show(json.dumps(policy["spec"], indent=2))
@@ -172,7 +203,7 @@ def main() -> int:
 
         step(6, "The app's pipeline publishes shop:1.0.1, rebuilt on the new base")
         app_v2 = new.derive(
-            Layer.from_files({"app/main.py": "print('shop 1.0.1')\n"}),
+            app_layer("1.0.1"),
             annotations=base_marks(new_digest, f"{registry.host}/library/python:3.12-slim"),
         )
         rebuilt = push(client, "team/shop", app_v2, "1.0.1")
@@ -185,7 +216,19 @@ def main() -> int:
         show(kubectl("-n", NS, "get", "deployment", "shop", "-o", "wide"))
         show(kubectl("-n", NS, "get", "replicasets", "-o", "wide"))
 
-        step(7, "What an SRE sees")
+        step(7, "What the node runs: every pod's imageID (the digest the kubelet pulled)")
+        show("$ kubectl -n shop get pods -o custom-columns=...")
+        show(pods(kubectl))
+        image_ids = set(
+            pods(
+                kubectl, "jsonpath={range .items[*]}{.status.containerStatuses[0].imageID} {end}"
+            ).split()
+        )
+        if image_ids != {f"{registry.host}/team/shop@{rebuilt}"}:
+            raise SystemExit(f"the pods run {sorted(image_ids)}, not the rolled {target}")
+        show(f"every pod runs {short_digest(rebuilt)}, the digest imagedrift rolled")
+
+        step(8, "What an SRE sees")
         show("$ kubectl get imagepolicies -o wide")
         show(kubectl("get", "imagepolicies", "-o", "wide"))
         show("$ kubectl get imagepolicy python-base -o jsonpath='{.status.lineage}'")
@@ -221,8 +264,21 @@ def main() -> int:
     finally:
         if operator is not None:
             operator.stop()
+        if node is not None:
+            node.stop()
         registry.close()
         cp.stop()
+
+
+POD_COLUMNS = (
+    "custom-columns=NAME:.metadata.name,NODE:.spec.nodeName,"
+    "READY:.status.containerStatuses[0].ready,IMAGEID:.status.containerStatuses[0].imageID"
+)
+
+
+def pods(kubectl: Any, output: str = POD_COLUMNS) -> str:
+    """The shop's pods, as ``kubectl get pods -o <output>`` prints them."""
+    return str(kubectl("-n", NS, "get", "pods", "-l", "app=shop", "-o", output))
 
 
 def status(cp: ControlPlane) -> dict[str, Any]:

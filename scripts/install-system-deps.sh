@@ -2,8 +2,10 @@
 # Installs the Debian packages the tests and the demo run for real: the CNCF distribution
 # registry (`docker-registry`) and, for the tests' real node (tests/harness/node.py), the
 # OCI runtime `runc`, the CNI plugins (bridge, host-local, loopback) and a static busybox
-# (the base layer of the images that node runs). Idempotent: does nothing when all of it is
-# already there.
+# (the base layer of the images that node runs), and for the operator's own image
+# (tests/harness/operator_image.py) the daemonless builder `buildah` and `debootstrap`, which
+# makes the Python base image from Debian packages. Idempotent: does nothing when all of it
+# is already there.
 set -euo pipefail
 need=()
 [ -x /usr/bin/docker-registry ] || need+=(docker-registry)
@@ -16,6 +18,8 @@ for plugin in bridge host-local loopback; do
 done
 [ -x /bin/busybox ] && [ "$(dpkg-query -W -f '${Status}' busybox-static 2>/dev/null)" = "install ok installed" ] \
   || need+=(busybox-static)
+[ -x /usr/bin/buildah ] || need+=(buildah)
+[ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
 [ ${#need[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"

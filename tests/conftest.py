@@ -10,10 +10,17 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.harness import leaks
+
+# Files whose tests run pods on the real node (``real_node``). One machine has one such
+# node at a time: parallel workers each have a control plane of their own, but two
+# kubelets named ``localhost`` would share the host's links and the leak check's view of
+# them. These files go to one worker together, whatever the distribution.
+REAL_NODE_FILES = "test_real_node"
 
 pytest_plugins = sorted(
     f"tests.harness.{path.stem}"
@@ -27,6 +34,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     last = [item for item in items if item.get_closest_marker("last")]
     if last:
         items[:] = [item for item in items if not item.get_closest_marker("last")] + last
+
+
+@pytest.hookimpl(optionalhook=True)  # xdist's hook: unknown when xdist is not loaded
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """``--dist loadfile``, with every real-node file one unit of work (see
+    ``REAL_NODE_FILES``)."""
+    if config.getoption("dist", None) != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling  # type: ignore[import-untyped]
+
+    class OneRealNode(LoadFileScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            path = nodeid.split("::", 1)[0]
+            if Path(path).name.startswith(REAL_NODE_FILES):
+                return REAL_NODE_FILES
+            return str(super()._split_scope(nodeid))
+
+    return OneRealNode(config, log)
 
 
 def pytest_configure(config: pytest.Config) -> None:

@@ -50,6 +50,7 @@ from imagedrift.engine.check import PolicyChecker
 from imagedrift.engine.controller import Controller
 from imagedrift.engine.leadership import Elector
 from imagedrift.engine.ports import Event
+from imagedrift.engine.rebuild_step import RebuildStep
 from imagedrift.engine.registries import RegistryPool
 from imagedrift.kube.adapter import KubeAdapter, load_api_client
 from imagedrift.kube.informer import WorkloadCache
@@ -136,6 +137,9 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         kube,
         workloads,
         workers=int(os.environ.get("IMAGEDRIFT_WORKERS", "4")),
+        # Triggers read their Secrets in the operator's namespace and trust what the
+        # registries trust.
+        rebuild=RebuildStep(kube, verify=with_system_roots(os.environ.get("IMAGEDRIFT_CA_BUNDLE"))),
         observer=_observe,
     )
     STATE.controller, STATE.workloads = controller, workloads

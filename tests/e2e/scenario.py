@@ -116,11 +116,15 @@ class World:
 
     def policy(self, name: str, spec: Mapping[str, Any]) -> str:
         full = f"{name}-{self.suffix}"
+        # kwok's pods never crash, so the settling window (default 30s) would only add
+        # time to every rollout here; the tests on the real node, where containers crash,
+        # keep the default or set their own.
+        rollout = {"settleTime": "1s", **dict(spec.get("rollout") or {})}
         body = {
             "apiVersion": f"{GROUP}/{VERSION}",
             "kind": "ImagePolicy",
             "metadata": {"name": full},
-            "spec": dict(spec),
+            "spec": {**dict(spec), "rollout": rollout},
         }
         self.kube.custom.create_cluster_custom_object(GROUP, VERSION, PLURAL, body)
         self.policies.append(full)

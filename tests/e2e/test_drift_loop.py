@@ -176,6 +176,14 @@ def test_lineage_by_layer_prefix_on_multi_arch_images(
             "set exactly one of base.tag or base.semverRange",
         ),
         ("uppercase image", {"base": {"image": "R.example/Base", "tag": "1"}}, "spec.base.image"),
+        (
+            "settling longer than the verify timeout",
+            {
+                "base": {"image": "r.example/base", "tag": "1"},
+                "rollout": {"settleTime": "15m"},
+            },
+            "rollout.settleTime must be shorter than rollout.verifyTimeout",
+        ),
     ],
 )
 def test_invalid_policies_are_refused_at_admission(

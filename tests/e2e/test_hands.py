@@ -8,16 +8,14 @@ the other hand put them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from typing import Any
 
 import yaml
 
 from imagedrift.core.gitops import owned_images
-from imagedrift.core.workloads import STATE_ANNOTATION, STATUS_ANNOTATION
 from tests.e2e.scenario import World, base_image, rolled_out
-from tests.e2e.support import base_spec, checks_pass, rollouts, touched_checks
+from tests.e2e.support import base_spec, checks_pass, touched_checks
 from tests.harness.controlplane import ControlPlane
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import wait_for
@@ -175,94 +173,3 @@ def test_two_policies_selecting_one_workload_both_report_conflict_and_neither_pa
     assert conflict(mine, theirs) and conflict(theirs, mine)
     assert world.image_of("web") == old
     assert revision(world, "web") == 1, "neither policy patched it"
-
-
-def test_a_container_changed_mid_rollout_is_left_alone_by_the_rollback(
-    world: World,
-    registry: Registry,
-    controlplane: ControlPlane,
-    operator_factory: Callable[..., OperatorProcess],
-) -> None:
-    """Two containers rolled in one patch; someone sets one of them back while the rollout
-    runs; the rollout then fails. The rollback restores only the other (to the digest it
-    ran), is followed to Complete, and the changed one is never patched again."""
-    old_base, new_base = base_image("v1"), base_image("v2")
-    world.publish("base", "1", old_base)
-    app_ran = world.publish("app", "1.0.0", world.app_on(old_base, "app-1.0.0"))
-    world.publish("side", "1.0.0", world.app_on(old_base, "side-1.0.0"))
-    world.publish("base", "1", new_base)
-    app_new = world.publish("app", "1.0.1", world.app_on(new_base, "app-1.0.1"))
-    side_new = world.publish("side", "1.0.1", world.app_on(new_base, "side-1.0.1"))
-    app_old, side_old = f"{world.ref('app')}:1.0.0", f"{world.ref('side')}:1.0.0"
-    name = f"pair-{world.suffix}"
-    world.deployment(
-        "pair",
-        app_old,
-        policy=name,
-        replicas=1,
-        extra={
-            # Long enough for the other hand to act before the deadline fails the rollout.
-            "progressDeadlineSeconds": 10,
-            "template": {
-                "metadata": {
-                    "labels": {"app": "pair"},
-                    # Pods running the rebuilt app never get ready: the rollout fails.
-                    "annotations": {"imagedrift.test/never-ready": app_new},
-                },
-                "spec": {
-                    "containers": [
-                        {"name": "app", "image": app_old},
-                        {"name": "side", "image": side_old},
-                    ]
-                },
-            },
-        },
-    )
-    policy = world.policy(
-        "pair",
-        {
-            "base": base_spec(world),
-            "app": {"tags": {"semver": {"range": ">=1.0.0"}}},
-            "rollout": {"verifyTimeout": "60s"},
-        },
-    )
-    operator = operator_factory()
-
-    def images() -> dict[str, str]:
-        spec = world.get_deployment("pair")["spec"]["template"]["spec"]
-        return {c["name"]: c["image"] for c in spec["containers"]}
-
-    targets = {"app": f"{world.ref('app')}@{app_new}", "side": f"{world.ref('side')}@{side_new}"}
-    wait_for(lambda: images() == targets, what="both containers patched at once", timeout=60)
-    # The deployment controller numbers the new ReplicaSet a moment after the patch.
-    wait_for(lambda: revision(world, "pair") == 2, what="pair at revision 2", timeout=30)
-    # The other hand: the sidecar set back, as `kubectl set image` would.
-    controlplane.kubectl(
-        "set", "image", "deployment/pair", f"side={side_old}", "-n", world.namespace
-    )
-    restored = {"app": f"{world.ref('app')}@{app_ran}", "side": side_old}
-    wait_for(lambda: images() == restored, what="app rolled back, side left alone", timeout=90)
-
-    def rollback_settled() -> dict[str, Any] | None:
-        note = world.get_deployment("pair")["metadata"]["annotations"].get(STATE_ANNOTATION)
-        record = (json.loads(note) if note else {}).get("rollout") or {}
-        return record if (record.get("rollback") or {}).get("phase") == "Complete" else None
-
-    record = wait_for(rollback_settled, what="the rollback followed to Complete", timeout=60)
-    assert record["phase"] == "RolledBack" and "ProgressDeadlineExceeded" in record["reason"]
-    world.wait_event("pair", "RollbackComplete")
-    messages = [m for _, r, m in world.events("pair") if r == "RolledBack"]
-    assert messages and "left alone (changed meanwhile): side" in messages[0], messages
-    lineage = {r["container"]: r for r in rollouts(world, policy)}
-    assert {c: (r["result"], r.get("rollback")) for c, r in lineage.items()} == {
-        "app": ("RolledBack", "Complete"),
-        "side": ("RolledBack", "Complete"),
-    }, lineage
-
-    # Three more checks: nothing is patched again, the sidecar stays the other hand's.
-    before = revision(world, "pair")
-    checks_pass(operator, policy, 3)
-    assert images() == restored and revision(world, "pair") == before
-    detail = json.loads(world.get_deployment("pair")["metadata"]["annotations"][STATUS_ANNOTATION])
-    states = {c["container"]: c["state"] for c in detail["containers"]}
-    assert states == {"app": "RolledBack", "side": "Overridden"}, detail

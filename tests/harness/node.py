@@ -260,9 +260,11 @@ class RealNode:
             elif run and run in _read(f"/proc/{pid}/cmdline").replace("\0", " "):
                 found.append(f"process {pid} started for the node ({_comm(pid)})")
         # The bridge, and the host ends of pod veths (they outlive the bridge if a pod's
-        # network namespace does).
+        # network namespace does); a veth on another run's bridge is that run's.
         for link in sorted(_links() - self._baseline_links):
-            if link == self.bridge or link.startswith("veth"):
+            if link == self.bridge or (
+                link.startswith("veth") and _master(link) in (None, self.bridge)
+            ):
                 found.append(f"network link {link}")
         for netns in sorted(_named_netns() - self._baseline_netns):
             found.append(f"network namespace {netns}")
@@ -300,6 +302,15 @@ class RealNode:
         hosts_dir = run / "certs.d" / host
         hosts_dir.mkdir(parents=True, exist_ok=True)
         (hosts_dir / "hosts.toml").write_text(
+            f'server = "http://{host}"\n\n'
+            f'[host."http://{host}"]\n  capabilities = ["pull", "resolve"]\n'
+        )
+        # Docker Hub's short names (nginx:1.25 is docker.io/library/nginx:1.25) are pulled
+        # through the loopback registry as through a mirror, and only there: the server is
+        # the registry itself, so nothing is ever asked of Docker Hub.
+        hub_dir = run / "certs.d" / "docker.io"
+        hub_dir.mkdir(parents=True, exist_ok=True)
+        (hub_dir / "hosts.toml").write_text(
             f'server = "http://{host}"\n\n'
             f'[host."http://{host}"]\n  capabilities = ["pull", "resolve"]\n'
         )
@@ -703,6 +714,14 @@ def _comm(pid: int) -> str:
 
 def _links() -> set[str]:
     return set(os.listdir("/sys/class/net"))
+
+
+def _master(link: str) -> str | None:
+    """The bridge ``link`` is enslaved to, if any."""
+    try:
+        return Path(os.readlink(f"/sys/class/net/{link}/master")).name
+    except OSError:
+        return None
 
 
 def _named_netns() -> set[str]:

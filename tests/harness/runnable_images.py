@@ -19,7 +19,7 @@ import gzip
 import io
 import json
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -90,6 +90,25 @@ class RunnableImage(Image):
         if self.platform.variant:
             document["variant"] = self.platform.variant
         return json.dumps(document, sort_keys=True, separators=(",", ":")).encode()
+
+    def derive(
+        self,
+        *layers: Layer,
+        labels: Mapping[str, str] | None = None,
+        annotations: Mapping[str, str] | None = None,
+        created: str | None = None,
+    ) -> RunnableImage:
+        """``Image.derive`` that stays runnable: the entrypoint and Env are inherited, as a
+        Dockerfile's ``FROM`` inherits them (so an ``Index`` of these derives runnable apps)."""
+        return RunnableImage(
+            layers=self.layers + layers,
+            platform=self.platform,
+            labels={**self.labels, **(labels or {})},
+            annotations=dict(annotations or {}),
+            created=created or self.created,
+            entrypoint=self.entrypoint,
+            env=self.env,
+        )
 
     def run(
         self,

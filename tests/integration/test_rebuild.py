@@ -12,15 +12,16 @@ import pytest
 from azure.identity import ClientSecretCredential
 
 from imagedrift.core.conditions import Condition
-from imagedrift.core.decide import DRIFTED_STATES
 from imagedrift.core.spec import parse_policy
 from imagedrift.engine.check import CheckResult
+from imagedrift.engine.rebuild_step import MAX_LISTED_WORKLOADS, RebuildStep
+from imagedrift.errors import InvalidSpec
 from imagedrift.rebuild import (
     MAX_ATTEMPTS,
     AcrTaskTrigger,
-    RebuildHook,
     RebuildRequest,
     WebhookTrigger,
+    parse_rebuild,
     retry_delay,
     should_trigger,
     verify_signature,
@@ -106,7 +107,8 @@ def test_should_trigger(
     now: datetime,
     expected: bool,
 ) -> None:
-    assert should_trigger(previous, digest, spec, drifted=drifted, now=now) is expected, label
+    rebuild = parse_rebuild(spec.get("rebuild"))
+    assert should_trigger(previous, digest, rebuild, drifted=drifted, now=now) is expected, label
 
 
 def test_retry_delay_doubles_and_is_capped() -> None:
@@ -262,13 +264,19 @@ def _result(digest: str, drifted: int, ready: bool = True) -> CheckResult:
             "digest": digest,
             "previousDigests": [D1],
         },
-        "workloads": {"drifted": drifted, "items": items},
+        # As the checker writes it: at most 50 items listed.
+        "workloads": {"drifted": drifted, "items": items[:50]},
     }
-    return CheckResult(status, [Condition("Ready", ready, "WaitingForRebuild", "")], [], 60.0)
+    listed = [
+        {k: str(i[k]) for k in ("workload", "container", "image", "baseDigest")} for i in items
+    ]
+    return CheckResult(
+        status, [Condition("Ready", ready, "WaitingForRebuild", "")], [], 60.0, drifted=listed
+    )
 
 
 def _run_checks(
-    hook: RebuildHook, body: dict[str, Any], checks: list[tuple[str, int, datetime]]
+    hook: RebuildStep, body: dict[str, Any], checks: list[tuple[str, int, datetime]]
 ) -> list[CheckResult]:
     """Apply the hook to consecutive checks, writing status.rebuild back as kopf would."""
     results = []
@@ -289,7 +297,7 @@ def test_exactly_one_run_per_base_digest(
     secrets = Secrets(
         {"sp": {"clientSecret": acr_identities.sp_secret.encode()}, "hook": {"hmacKey": SINK_KEY}}
     )
-    hook = RebuildHook(secrets, verify=str(acr_tls.ca_cert))
+    hook = RebuildStep(secrets, verify=str(acr_tls.ca_cert))
     azure = {**acr_identities.spec("servicePrincipal"), "secretRef": {"name": "sp"}}
     rebuild = {
         "acrTask": {**ACR_SPEC, "endpoint": fake_arm.url, "audience": ARM_AUDIENCE},
@@ -341,7 +349,7 @@ def test_a_failed_trigger_is_recorded_and_retried_with_backoff_only_where_it_fai
     secrets = Secrets(
         {"sp": {"clientSecret": acr_identities.sp_secret.encode()}, "hook": {"hmacKey": SINK_KEY}}
     )
-    hook = RebuildHook(secrets, verify=str(acr_tls.ca_cert))
+    hook = RebuildStep(secrets, verify=str(acr_tls.ca_cert))
     azure = {**acr_identities.spec("servicePrincipal"), "secretRef": {"name": "sp"}}
     rebuild = {
         "acrTask": {**ACR_SPEC, "endpoint": fake_arm.url, "audience": ARM_AUDIENCE},
@@ -372,25 +380,32 @@ def test_a_failed_trigger_is_recorded_and_retried_with_backoff_only_where_it_fai
     assert len(webhook_sink.deliveries) == 3 and len(fake_arm.runs) == 1
 
 
-def test_missing_secret_and_anonymous_identity_fail_with_a_reason(
+def test_a_missing_secret_fails_the_trigger_with_a_reason(
     fake_arm: FakeArm, webhook_sink: WebhookSink
 ) -> None:
-    hook = RebuildHook(Secrets({}), verify=True)
-    rebuild = {
-        "acrTask": {**ACR_SPEC, "endpoint": fake_arm.url},
-        "webhook": {"url": webhook_sink.url, "secretRef": {"name": "absent"}},
-    }
-    body = _policy_body(rebuild, {"identity": "anonymous"}, {})
+    hook = RebuildStep(Secrets({}), verify=True)
+    rebuild = {"webhook": {"url": webhook_sink.url, "secretRef": {"name": "absent"}}}
+    body = _policy_body(rebuild, {}, {})
     _run_checks(hook, body, [(D2, 1, NOW)])
     entry = body["status"]["rebuild"]
     assert entry["outcome"] == "Failed"
-    assert "anonymous identity cannot schedule" in entry["message"]
     assert "Secret absent does not exist" in entry["message"]
-    assert fake_arm.runs == [] and webhook_sink.deliveries == []
+    assert webhook_sink.deliveries == []
+
+
+def test_an_acr_task_with_an_anonymous_identity_is_an_invalid_spec() -> None:
+    """Once a warning in the log at every check (the spec was parsed after the check, and
+    the policy looked healthy) and a failed trigger retried five times; now the policy
+    goes Stalled with the field named, like any other spec error."""
+    body = _policy_body({"acrTask": ACR_SPEC}, {"identity": "anonymous"}, {})
+    with pytest.raises(InvalidSpec, match=r"spec\.rebuild\.acrTask: .*anonymous identity"):
+        parse_policy("py", body["spec"])
+    with pytest.raises(InvalidSpec, match=r"spec\.rebuild\.webhook needs url"):
+        parse_policy("py", _policy_body({"webhook": {"url": ""}}, {}, {})["spec"])
 
 
 def test_a_failed_check_triggers_nothing(webhook_sink: WebhookSink, acr_tls: TestCA) -> None:
-    hook = RebuildHook(Secrets({"hook": {"hmacKey": SINK_KEY}}), verify=str(acr_tls.ca_cert))
+    hook = RebuildStep(Secrets({"hook": {"hmacKey": SINK_KEY}}), verify=str(acr_tls.ca_cert))
     body = _policy_body(
         {"webhook": {"url": webhook_sink.url, "secretRef": {"name": "hook"}}}, {}, {}
     )
@@ -400,35 +415,32 @@ def test_a_failed_check_triggers_nothing(webhook_sink: WebhookSink, acr_tls: Tes
     assert json.dumps(result.status)  # still plain data
 
 
-def test_the_request_lists_every_workload_still_on_the_old_base(
+def test_the_request_lists_every_drifted_workload_up_to_its_own_bound(
     webhook_sink: WebhookSink, acr_tls: TestCA
 ) -> None:
-    """Every state the decision counts as drifted (core.decide.DRIFTED_STATES) is a workload
-    a rebuild serves: a held, overridden or GitOps-managed one still runs the old base.
-    The hook once kept a shorter list of its own and left those out."""
-    hook = RebuildHook(Secrets({"hook": {"hmacKey": SINK_KEY}}), verify=str(acr_tls.ca_cert))
+    """The request was built from the status list, which holds at most 50 items (and may
+    be trimmed to fit the status budget), so its own bound of 100 was never reached; it is
+    built from the check's decisions now (``CheckResult.drifted``)."""
+    hook = RebuildStep(Secrets({"hook": {"hmacKey": SINK_KEY}}), verify=str(acr_tls.ca_cert))
     body = _policy_body(
         {"webhook": {"url": webhook_sink.url, "secretRef": {"name": "hook"}}}, {}, {}
     )
-    result = _result(D2, 0)
-    states = [*sorted(str(s) for s in DRIFTED_STATES), "UpToDate", "Conflict"]
-    result.status["workloads"] = {
-        "drifted": len(DRIFTED_STATES),
-        "items": [
-            {
-                "workload": f"apps/v1/Deployment/shop/{state.lower()}",
-                "container": "app",
-                "state": state,
-                "image": "x",
-                "baseDigest": D1,
-            }
-            for state in states
-        ],
-    }
-    hook.apply(parse_policy("py", body["spec"]), body, result, NOW)
+    hook.apply(parse_policy("py", body["spec"]), body, _result(D2, 120), NOW)
     [delivery] = webhook_sink.deliveries
-    listed = [w["workload"].rsplit("/", 1)[1] for w in delivery.json()["workloads"]]
-    assert listed == [str(s).lower() for s in sorted(str(s) for s in DRIFTED_STATES)]
+    listed = [w["workload"] for w in delivery.json()["workloads"]]
+    assert len(listed) == MAX_LISTED_WORKLOADS == 100
+    assert listed == [f"apps/v1/Deployment/shop/w{i}" for i in range(100)]
+
+
+def test_a_deleted_policy_is_forgotten(webhook_sink: WebhookSink, acr_tls: TestCA) -> None:
+    hook = RebuildStep(Secrets({"hook": {"hmacKey": SINK_KEY}}), verify=str(acr_tls.ca_cert))
+    body = _policy_body(
+        {"webhook": {"url": webhook_sink.url, "secretRef": {"name": "hook"}}}, {}, {}
+    )
+    hook.apply(parse_policy("py", body["spec"]), body, _result(D2, 1), NOW)
+    assert hook.remembered() == 1
+    hook.forget("py")
+    assert hook.remembered() == 0
 
 
 def test_the_memory_of_fired_triggers_is_bounded(
@@ -436,7 +448,7 @@ def test_the_memory_of_fired_triggers_is_bounded(
 ) -> None:
     """Deleted policies were remembered for as long as the process ran; now the oldest go
     first past the bound, and a policy that fires again counts as the newest."""
-    hook = RebuildHook(
+    hook = RebuildStep(
         Secrets({"hook": {"hmacKey": SINK_KEY}}), verify=str(acr_tls.ca_cert), max_remembered=3
     )
     webhook = {"webhook": {"url": webhook_sink.url, "secretRef": {"name": "hook"}}}

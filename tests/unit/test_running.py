@@ -15,12 +15,22 @@ A, B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
 NGINX = ImageRef.parse("nginx:1.25")
 
 
-def pod(image: str, image_id: str, *, name: str = "app", deleting: bool = False) -> dict[str, Any]:
+def pod(
+    image: str,
+    image_id: str,
+    *,
+    name: str = "app",
+    deleting: bool = False,
+    spec_image: str | None = None,
+) -> dict[str, Any]:
     meta: dict[str, Any] = {"deletionTimestamp": "2026-01-01T00:00:00Z"} if deleting else {}
-    return {
+    body: dict[str, Any] = {
         "metadata": meta,
         "status": {"containerStatuses": [{"name": name, "image": image, "imageID": image_id}]},
     }
+    if spec_image is not None:
+        body["spec"] = {"containers": [{"name": name, "image": spec_image}]}
+    return body
 
 
 @pytest.mark.parametrize(
@@ -52,6 +62,19 @@ def test_image_ids(image_id: str, digest: str) -> None:
             B,
         ),
         ([], ""),
+        # Pulled through a mirror (or first under another name): the status names the
+        # mirror, the pod's spec the template's reference; the digest is the same content.
+        (
+            [
+                pod(
+                    "mirror.internal:5000/library/nginx:1.25",
+                    f"mirror.internal:5000/library/nginx@{A}",
+                    spec_image="nginx:1.25",
+                )
+            ],
+            A,
+        ),
+        ([pod("nginx:1.25", f"x@{A}", spec_image="nginx:1.24")], ""),  # made from another ref
     ],
 )
 def test_the_digest_most_pods_pulled(pods: list[dict[str, Any]], expected: str) -> None:

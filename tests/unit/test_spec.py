@@ -57,6 +57,11 @@ BASE = {"image": "127.0.0.1:5000/base"}
             "exactly one",
         ),
         ("bad image", {"base": {"image": "UPPER/case", "tag": "1"}}, "spec.base.image"),
+        (
+            "a settling window no rollout could finish in time",
+            {"base": {**BASE, "tag": "1"}, "rollout": {"settleTime": "5m", "verifyTimeout": "5m"}},
+            "must be shorter than spec.rollout.verifyTimeout",
+        ),
     ],
 )
 def test_invalid(label: str, spec: dict[str, Any], message: str) -> None:

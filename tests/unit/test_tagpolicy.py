@@ -6,12 +6,12 @@ internal/policy/*_test.go; the rest pin down the choices documented in the modul
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
+from imagedrift.core.goregex import compile_go
 from imagedrift.core.tagkinds import policy_from_spec
 from imagedrift.core.tagpolicy import (
     RegexPolicy,
@@ -728,12 +728,15 @@ def test_regex_is_downgrade(
         (r"(\w+)-(\w+)", "$01", "x-y", ""),  # leading zero: a name, not a number
         (r"(a)?(b)", "[$1][$2]", "b", "[][b]"),  # a group that did not take part is empty
         (r"(?P<n>\d+)", "pre-$n-post", "abc123def", "pre-123-post"),
+        # A name used twice: Go expands the first group of that name that took part.
+        (r"(?P<n>a)|(?P<n>b)", "[$n]", "b", "[b]"),
+        (r"(?P<n>a)?(?P<n>b)", "[$n]", "ab", "[a]"),
     ],
 )
 def test_expand_template_is_go_regexp_expand(
     pattern: str, template: str, tag: str, expected: str
 ) -> None:
-    match = re.search(pattern, tag)
+    match = compile_go(pattern).search(tag)
     assert match is not None
     assert expand_template(template, match) == expected
 

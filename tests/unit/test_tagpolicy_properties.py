@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import re
 from functools import cmp_to_key
 
 import semver
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from imagedrift.core.goregex import compile_go
 from imagedrift.core.tagpolicy import (
     RegexPolicy,
     SemverPolicy,
@@ -182,7 +182,7 @@ templates = st.text(alphabet="$ {}_0123abn-ts", max_size=12)
 @PROPERTY
 @given(regex_patterns, st.text(max_size=30), templates)
 def test_expand_never_raises(pattern: str, tag: str, template: str) -> None:
-    match = re.search(pattern, tag)
+    match = compile_go(pattern).search(tag)
     if match is not None:
         assert isinstance(expand_template(template, match), str)
 

@@ -5,16 +5,16 @@ them, by default ``^.*\\.sig$`` (the tags cosign stores signatures under), so a 
 can never be "the newest tag" of a regex or alphabetical policy. imagedrift does the same,
 with the same default, before any manifest request is made for a tag. An explicit empty
 list turns it off (as in Flux, where the default applies only when the field is absent).
-Patterns are Go RE2 syntax, as Flux's, translated the way the regex tag policy does.
+Patterns are Go RE2 syntax, as Flux's, matched by RE2 itself the way the regex tag policy's
+are (``goregex``).
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable, Sequence
 from functools import lru_cache
 
-from imagedrift.core.goregex import translate
+from imagedrift.core.goregex import RegexError, Regexp, compile_go
 from imagedrift.errors import InvalidReference
 
 DEFAULT: tuple[str, ...] = (r"^.*\.sig$",)
@@ -22,8 +22,8 @@ MAX_PATTERNS = 25
 
 
 @lru_cache(maxsize=256)
-def _compiled(patterns: tuple[str, ...]) -> tuple[re.Pattern[str], ...]:
-    return tuple(re.compile(translate(p)) for p in patterns)
+def _compiled(patterns: tuple[str, ...]) -> tuple[Regexp, ...]:
+    return tuple(compile_go(p) for p in patterns)
 
 
 def check(patterns: Sequence[str]) -> tuple[str, ...]:
@@ -32,8 +32,8 @@ def check(patterns: Sequence[str]) -> tuple[str, ...]:
         raise InvalidReference(f"at most {MAX_PATTERNS} patterns, not {len(patterns)}")
     for i, pattern in enumerate(patterns):
         try:
-            re.compile(translate(str(pattern)))
-        except re.error as exc:
+            compile_go(str(pattern))
+        except RegexError as exc:
             raise InvalidReference(f"[{i}] {pattern!r} does not compile: {exc}") from exc
     return tuple(str(p) for p in patterns)
 
@@ -44,5 +44,5 @@ def split(tags: Iterable[str], patterns: tuple[str, ...]) -> tuple[list[str], li
     kept: list[str] = []
     dropped: list[str] = []
     for tag in tags:
-        (dropped if any(p.search(tag) for p in compiled) else kept).append(tag)
+        (dropped if any(p.matches(tag) for p in compiled) else kept).append(tag)
     return kept, dropped

@@ -1,17 +1,33 @@
-"""Go regular expressions and ``Regexp.Expand`` templates, as Flux users write them.
+"""Go regular expressions and ``Regexp.Expand`` templates, as Flux and Argo CD users write
+them, matched by RE2 itself.
 
-Flux's ``filterTags`` (and its ``exclusionList``) take Go RE2 patterns and Go ``Expand``
-templates. Python's ``re`` reads most RE2 the same way; ``translate`` rewrites the
-spellings it does not (``(?<name>...)``, ``\\z``, POSIX classes), and ``expand_template``
-fills a template exactly as Go does. Pure.
+Flux's ``filterTags`` and ``exclusionList``, Argo CD's ``allowTags`` and the CRD's CEL rules
+all read Go ``regexp`` syntax, which is RE2's. ``compile`` hands a pattern to RE2 (Google's
+own bindings), after the few rewrites ``gosyntax`` makes where Go and RE2 measurably
+differ, so a pattern is accepted, refused and matched exactly as Go does it, in time linear
+in the tag whatever the pattern. ``expand_template`` fills a template exactly as Go does.
+Pure.
 """
 
 from __future__ import annotations
 
-import re
-from typing import Final
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Any, Final
 
-__all__ = ["expand_template", "template_references", "translate"]
+import re2
+
+from imagedrift.core.gosyntax import GoSyntaxError, rewrite
+
+__all__ = [
+    "Match",
+    "RegexError",
+    "Regexp",
+    "compile_go",
+    "expand_template",
+    "template_references",
+]
 
 _TEMPLATE_NUMBER_LIMIT: Final = 100_000_000  # Go's extract() stops reading numbers at 1e8
 
@@ -57,7 +73,7 @@ def template_references(template: str) -> list[tuple[str, int]]:
     return refs
 
 
-def expand_template(template: str, match: re.Match[str]) -> str:
+def expand_template(template: str, match: Match) -> str:
     """Go's ``Regexp.Expand``: ``$name``, ``${name}``, ``$1`` and ``$$`` filled from ``match``.
 
     A reference to a group that does not exist or did not take part in the match expands to
@@ -78,72 +94,93 @@ def expand_template(template: str, match: re.Match[str]) -> str:
             continue
         name, number, used = ref
         i = j + 1 + used
-        group: str | None = None
-        if number >= 0:
-            if number <= match.re.groups:
-                group = match.group(number)
-        elif name in match.re.groupindex:
-            group = match.group(name)
-        out.append(group or "")
+        out.append(match.group(number) if number >= 0 else match.named(name))
     out.append(template[i:])
     return "".join(out)
 
 
-_POSIX_CLASSES: Final = {
-    "alnum": "0-9A-Za-z",
-    "alpha": "A-Za-z",
-    "ascii": "\\x00-\\x7F",
-    "blank": "\\t ",
-    "cntrl": "\\x00-\\x1F\\x7F",
-    "digit": "0-9",
-    "graph": "!-~",
-    "lower": "a-z",
-    "print": " -~",
-    "punct": "!-/:-@\\[-`{-~",
-    "space": "\\t\\n\\v\\f\\r ",
-    "upper": "A-Z",
-    "word": "0-9A-Za-z_",
-    "xdigit": "0-9A-Fa-f",
-}
-_POSIX_RE: Final = re.compile(r"\[:([a-z]+):\]")
+class RegexError(ValueError):
+    """A pattern Go's ``regexp`` refuses; the message says why."""
 
 
-def translate(pattern: str) -> str:
-    """Translate the RE2 spellings Flux users write that Python's ``re`` spells differently:
-    ``(?<name>...)`` named groups, ``\\z`` and POSIX classes such as ``[[:digit:]]``."""
-    out: list[str] = []
-    i, n = 0, len(pattern)
-    in_class = False
-    while i < n:
-        ch = pattern[i]
-        if ch == "\\":
-            pair = pattern[i : i + 2]
-            out.append("\\Z" if pair == "\\z" and not in_class else pair)
-            i += 2
-            continue
-        if in_class:
-            posix = _POSIX_RE.match(pattern, i)
-            if posix is not None and posix.group(1) in _POSIX_CLASSES:
-                out.append(_POSIX_CLASSES[posix.group(1)])
-                i = posix.end()
-                continue
-            if ch == "]":
-                in_class = False
-        elif ch == "[":
-            in_class = True
-            out.append(ch)
-            i += 1
-            if i < n and pattern[i] == "^":
-                out.append("^")
-                i += 1
-            if i < n and pattern[i] == "]":  # a leading ] is a literal member
-                out.append("\\]")
-                i += 1
-            continue
-        elif pattern.startswith("(?<", i) and not pattern.startswith(("(?<=", "(?<!"), i):
-            out.append("(?P<")
-            i += 3
-            continue
-        out.append(ch)
-        i += 1
-    return "".join(out)
+_OPTIONS: Final = re2.Options()
+_OPTIONS.log_errors = False  # the refusal is raised, not also written to stderr
+
+
+@dataclass(frozen=True)
+class Match:
+    """One match: ``groups[i]`` is group i's text (0 the whole match), None when group i
+    took no part; ``names[i]`` its name ("" when unnamed)."""
+
+    groups: tuple[str | None, ...]
+    names: tuple[str, ...]
+
+    def group(self, number: int) -> str:
+        """Group ``number``'s text; "" when it does not exist or took no part."""
+        if 0 <= number < len(self.groups):
+            return self.groups[number] or ""
+        return ""
+
+    def named(self, name: str) -> str:
+        """Go's ``Expand``: the first group called ``name`` that took part, else ""."""
+        for group, called in zip(self.groups, self.names, strict=True):
+            if called == name and group is not None:
+                return group
+        return ""
+
+
+@dataclass(frozen=True)
+class Regexp:
+    """A compiled Go pattern: ``pattern`` as written, ``groups`` capture groups, ``names``
+    their names in order (index 0 is the whole match)."""
+
+    pattern: str
+    names: tuple[str, ...]
+    _compiled: Any = field(repr=False, compare=False)
+
+    @property
+    def groups(self) -> int:
+        return len(self.names) - 1
+
+    @property
+    def groupindex(self) -> Mapping[str, int]:
+        """Each name's first group, as Go's ``SubexpIndex`` gives it."""
+        found: dict[str, int] = {}
+        for i, name in enumerate(self.names):
+            if name:
+                found.setdefault(name, i)
+        return found
+
+    def search(self, text: str) -> Match | None:
+        """Go's ``FindStringSubmatch``: the leftmost match anywhere in ``text``, or None."""
+        found = self._compiled.search(text)
+        if found is None:
+            return None
+        groups = tuple(found.group(i) for i in range(len(self.names)))
+        return Match(groups, self.names)
+
+    def matches(self, text: str) -> bool:
+        """Go's ``MatchString``: does the pattern match anywhere in ``text``?"""
+        return self._compiled.search(text) is not None
+
+
+@lru_cache(maxsize=512)
+def compile_go(pattern: str) -> Regexp:
+    """``pattern`` compiled as Go's ``regexp.Compile`` would; RegexError says why not."""
+    try:
+        rewritten = rewrite(pattern)
+        compiled = re2.compile(rewritten.pattern, _OPTIONS)
+    except GoSyntaxError as exc:
+        raise RegexError(f"error parsing regexp: {exc}") from None
+    except re2.error as exc:
+        raise RegexError(f"error parsing regexp: {_text(exc)}") from None
+    names = ("", *rewritten.names)
+    if len(names) != compiled.groups + 1:  # the scan and RE2 disagree: trust RE2's names
+        by_index = {index: name for name, index in compiled.groupindex.items()}
+        names = tuple(by_index.get(i, "") for i in range(compiled.groups + 1))
+    return Regexp(pattern, names, compiled)
+
+
+def _text(exc: Exception) -> str:
+    detail = exc.args[0] if exc.args else exc
+    return detail.decode("utf-8", "replace") if isinstance(detail, bytes) else str(detail)

@@ -1,4 +1,5 @@
-"""Is a workload's rollout finished, still going, or failed? Pure reads of its status."""
+"""Is a workload's rollout finished, still going, or failed? Pure reads of its status and of
+what its new pods did (``core.podhealth``)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from enum import StrEnum
 from typing import Any
 
 from imagedrift.core.conditions import parse_timestamp
+from imagedrift.core.podhealth import PodHealth
 
 
 class Phase(StrEnum):
@@ -22,6 +24,7 @@ class Phase(StrEnum):
 class Progress:
     phase: Phase
     reason: str
+    again_in: float | None = None  # look again this soon (seconds), e.g. when a window ends
 
 
 def _int(status: Mapping[str, Any], key: str) -> int:
@@ -106,12 +109,22 @@ def _daemonset(obj: Mapping[str, Any]) -> Progress:
 
 
 def progress(
-    kind: str, obj: Mapping[str, Any], started_at: datetime, now: datetime, timeout: float
+    kind: str,
+    obj: Mapping[str, Any],
+    started_at: datetime,
+    now: datetime,
+    timeout: float,
+    pods: PodHealth | None = None,
+    settle: float = 0.0,
 ) -> Progress:
     """Where the rollout of ``obj`` (just patched at ``started_at``) stands at ``now``.
 
-    A rollout still progressing after ``timeout`` seconds is failed: kwok-style clusters and
-    readiness gates that never pass would otherwise hold it forever.
+    ``pods``, when the workload's pods could be read, is what the pods running the target
+    did since the patch: a crash or a container that cannot start fails the rollout whatever
+    the workload's conditions say, and a rollout the conditions call complete is complete
+    only once every new pod has stayed Ready for ``settle`` seconds (a crash inside that
+    window still fails it). A rollout still progressing after ``timeout`` seconds is failed:
+    kwok-style clusters and readiness gates that never pass would otherwise hold it forever.
     """
     if kind == "CronJob":  # the new image takes effect at the next scheduled Job
         return Progress(
@@ -121,6 +134,31 @@ def progress(
         result = _deployment(obj, started_at)
     else:
         result = {"StatefulSet": _statefulset, "DaemonSet": _daemonset}[kind](obj)
+    if pods is not None and pods.failed:
+        also = f" ({result.reason})" if result.phase is Phase.FAILED else ""
+        return Progress(Phase.FAILED, pods.failed + also)
+    if result.phase is Phase.COMPLETE and pods is not None and settle > 0 and pods.pods:
+        result = _settling(result, pods, started_at, now, settle)
+    elif result.phase is Phase.PROGRESSING and pods is not None and pods.waiting:
+        result = Progress(result.phase, f"{result.reason}; {pods.waiting}")
     if result.phase is Phase.PROGRESSING and (now - started_at).total_seconds() > timeout:
         return Progress(Phase.FAILED, f"not available within {timeout:g}s: {result.reason}")
     return result
+
+
+def _settling(
+    done: Progress, pods: PodHealth, started_at: datetime, now: datetime, settle: float
+) -> Progress:
+    """Complete once the new pods stayed Ready for ``settle`` seconds; until then, going."""
+    if pods.ready_since is None:
+        return Progress(Phase.PROGRESSING, f"{done.reason}, but not every new pod is Ready", 1.0)
+    up = (now - max(pods.ready_since, started_at)).total_seconds()
+    if up < settle:
+        # No elapsed count in the reason: it is written to the workload, and a text that
+        # changed at every check would rewrite it at every check.
+        return Progress(
+            Phase.PROGRESSING,
+            f"{done.reason}; settling: the new pods must stay up {settle:g}s",
+            max(settle - up, 1.0),
+        )
+    return done

@@ -4,10 +4,11 @@ A pod template saying ``nginx:1.25`` names a tag, and the tag may have been re-p
 the pods pulled it. The kubelet reports what it pulled in
 ``status.containerStatuses[].imageID`` (containerd: ``docker.io/library/nginx@sha256:…``,
 Docker: ``docker-pullable://nginx@sha256:…``). imagedrift takes the digest most of the
-workload's running pods report for the container, among pods whose reported image is the
-template's reference (compared after normalising both sides, so ``nginx:1.25`` and
-``docker.io/library/nginx:1.25`` are the same); when no pod reports one, the digest
-recorded on the workload; only when neither is known, the tag's digest now.
+workload's running pods report for the container, among pods made from the template's
+reference (their spec's image, compared after normalising both sides, so ``nginx:1.25``
+and ``docker.io/library/nginx:1.25`` are the same; the status may name a mirror the node
+pulled through); when no pod reports one, the digest recorded on the workload; only when
+neither is known, the tag's digest now.
 
 Pure: pod bodies in, a digest out.
 """
@@ -70,11 +71,19 @@ def pulled_digest(pods: Iterable[Mapping[str, Any]], container: str, image: Imag
     for pod in pods:
         if (pod.get("metadata") or {}).get("deletionTimestamp"):
             continue
+        # The pod's own spec says which reference it was made from. The status may name
+        # another: a node that pulled the image through a mirror, or first under another
+        # name, reports that name, though the digest (content-addressed) is the same.
+        specified = {
+            str(c.get("name")): str(c.get("image") or "")
+            for c in (pod.get("spec") or {}).get("containers") or ()
+        }
         for status in (pod.get("status") or {}).get("containerStatuses") or ():
             if status.get("name") != container:
                 continue
+            made_from = specified.get(container) or str(status.get("image") or "")
             digest = digest_of_image_id(str(status.get("imageID") or ""))
-            if digest and same_image(str(status.get("image") or ""), image):
+            if digest and same_image(made_from, image):
                 seen[digest] += 1
     ranked = seen.most_common(2)
     if not ranked or (len(ranked) == 2 and ranked[0][1] == ranked[1][1]):

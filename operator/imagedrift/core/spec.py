@@ -12,6 +12,7 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from imagedrift.core import patchtags
+from imagedrift.core.rebuild import RebuildSpec, parse_rebuild
 from imagedrift.core.refs import ImageRef
 from imagedrift.errors import InvalidReference, InvalidSpec
 
@@ -108,6 +109,7 @@ class RolloutSpec:
     containers: tuple[str, ...] = ()
     suspend: bool = False
     verify_timeout: float = 600.0
+    settle_time: float = 30.0  # new pods stay Ready this long before a rollout is complete
     waves: tuple[Wave, ...] = ()
     pause_between_waves: float = 0.0
     maintenance_windows: tuple[MaintenanceWindow, ...] = ()
@@ -167,6 +169,7 @@ class PolicySpec:
     history_limit: int = 20
     raw_validation: Mapping[str, Any] = field(default_factory=dict)
     validation: ValidationSpec = field(default_factory=ValidationSpec)
+    rebuild: RebuildSpec | None = None  # triggers to fire when the base drifts
 
 
 def _selector(raw: Mapping[str, Any] | None, policy_name: str) -> LabelSelector:
@@ -304,17 +307,33 @@ def parse_policy(name: str, spec: Mapping[str, Any]) -> PolicySpec:
         containers=tuple(rollout_raw.get("containers") or ()),
         suspend=bool(rollout_raw.get("suspend", False)),
         verify_timeout=parse_duration(str(rollout_raw.get("verifyTimeout") or "10m")),
+        settle_time=parse_duration(str(rollout_raw.get("settleTime") or "30s")),
         waves=_waves(rollout_raw.get("waves") or ()),
         pause_between_waves=parse_duration(str(rollout_raw.get("pauseBetweenWaves") or "0s")),
         maintenance_windows=_windows(rollout_raw.get("maintenanceWindows") or ()),
         patch_gitops_managed=bool(rollout_raw.get("patchGitOpsManaged", False)),
         max_concurrent=int(rollout_raw.get("maxConcurrent") or 0),
     )
+    if rollout.settle_time >= rollout.verify_timeout:
+        raise InvalidSpec(
+            f"spec.rollout.settleTime ({rollout.settle_time:g}s) must be shorter than "
+            f"spec.rollout.verifyTimeout ({rollout.verify_timeout:g}s): a rollout could "
+            "never be complete in time"
+        )
+    rebuild = parse_rebuild(spec.get("rebuild"))
+    if rebuild is not None and rebuild.acr_task is not None:
+        identity = str(base.azure.get("identity") or base.azure.get("type") or "default")
+        if identity == "anonymous":
+            raise InvalidSpec(
+                "spec.rebuild.acrTask: spec.base.azure's anonymous identity cannot schedule "
+                "ACR Task runs; use an identity allowed to (registries/scheduleRun/action)"
+            )
     return PolicySpec(
         name=name,
         base=base,
         tags=tags,
         rollout=rollout,
+        rebuild=rebuild,
         max_candidates=int(app_raw.get("maxCandidates") or 10),
         exclusions=excluded,
         app_patches=app_patches,

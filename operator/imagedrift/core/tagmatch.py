@@ -1,7 +1,8 @@
 """Argo CD Image Updater's tag matchers: ``allowTags`` and ``ignoreTags``.
 
 - ``allowTags``: ``regexp:<expression>`` keeps only tags the expression matches somewhere
-  (Go ``regexp.MatchString``: unanchored, so anchor with ``^…$`` to match whole tags);
+  (Go ``regexp.MatchString``, by RE2 itself: unanchored, so anchor with ``^…$`` to match
+  whole tags);
   ``any`` (or no value) keeps every tag.
 - ``ignoreTags``: glob patterns matched against the whole tag with Go's
   ``path/filepath.Match``, as Argo CD does: ``*`` any run of characters, ``?`` one
@@ -23,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from functools import lru_cache
 from typing import Final
 
-from imagedrift.core.goregex import translate
+from imagedrift.core.goregex import RegexError, Regexp, compile_go
 from imagedrift.errors import InvalidReference
 
 __all__ = ["check_allow", "check_ignore", "split"]
@@ -33,7 +34,7 @@ ANY: Final = "any"
 MAX_IGNORE: Final = 25
 
 
-def _allow_pattern(allow: str) -> re.Pattern[str] | None:
+def _allow_pattern(allow: str) -> Regexp | None:
     if allow.lower() in ("", ANY):
         return None
     if not allow.lower().startswith(REGEXP_PREFIX):
@@ -42,8 +43,8 @@ def _allow_pattern(allow: str) -> re.Pattern[str] | None:
         )
     expression = allow[len(REGEXP_PREFIX) :]
     try:
-        return re.compile(translate(expression))
-    except re.error as exc:
+        return compile_go(expression)
+    except RegexError as exc:
         raise InvalidReference(f"{allow!r} does not compile: {exc}") from exc
 
 
@@ -126,7 +127,7 @@ def check_ignore(patterns: Sequence[str]) -> tuple[str, ...]:
 @lru_cache(maxsize=256)
 def _compiled(
     allow: str, ignore: tuple[str, ...]
-) -> tuple[re.Pattern[str] | None, tuple[tuple[str, re.Pattern[str]], ...]]:
+) -> tuple[Regexp | None, tuple[tuple[str, re.Pattern[str]], ...]]:
     return _allow_pattern(allow), tuple((p, _glob(p)) for p in ignore)
 
 
@@ -141,7 +142,7 @@ def split(
         glob = next((p for p, g in globs if g.fullmatch(tag)), None)
         if glob is not None:
             dropped.append((tag, True, f"matches ignoreTags {glob!r}"))
-        elif allowed is not None and not allowed.search(tag):
+        elif allowed is not None and not allowed.matches(tag):
             dropped.append((tag, False, f"not matched by allowTags {allow!r}"))
         else:
             kept.append(tag)

@@ -48,7 +48,13 @@ from typing import Final, Literal, Protocol, runtime_checkable
 
 import semver
 
-from imagedrift.core.goregex import expand_template, template_references, translate
+from imagedrift.core.goregex import (
+    RegexError,
+    Regexp,
+    compile_go,
+    expand_template,
+    template_references,
+)
 from imagedrift.errors import InvalidReference, TagPolicyFailed
 
 __all__ = [
@@ -466,11 +472,11 @@ class TagFilter:
     def __init__(self, pattern: str = "", extract: str = "", *, kind: str = "regex") -> None:
         if extract and not pattern:
             raise InvalidReference(f"{kind} extract {extract!r} needs a pattern to extract from")
-        compiled: re.Pattern[str] | None = None
+        compiled: Regexp | None = None
         if pattern:
             try:
-                compiled = re.compile(translate(pattern))
-            except re.error as exc:
+                compiled = compile_go(pattern)
+            except RegexError as exc:
                 raise InvalidReference(
                     f"{kind} pattern {pattern!r} does not compile: {exc}"
                 ) from exc
@@ -638,7 +644,7 @@ class RegexPolicy(NewestFirst):
         self.direction: Direction = "desc" if direction == "desc" else "asc"
 
     @property
-    def pattern(self) -> re.Pattern[str]:
+    def pattern(self) -> Regexp:
         assert self.filter.pattern is not None  # a regex policy always has one
         return self.filter.pattern
 

@@ -38,8 +38,9 @@ from imagedrift.core.gitops import describe_writer, image_managers, managed_by
 from imagedrift.core.images import ResolvedImage
 from imagedrift.core.lineage import BaseDigest, Lineage, built_on, remediated_in_place, trace
 from imagedrift.core.newestbuild import NewestBuildPolicy, build_time
+from imagedrift.core.podhealth import PodHealth, pod_health
 from imagedrift.core.refs import ImageRef, short_digest
-from imagedrift.core.rollout import Phase, progress
+from imagedrift.core.rollout import Phase, Progress, progress
 from imagedrift.core.running import pod_selector, pulled_digest, same_image
 from imagedrift.core.spec import BaseSpec, PolicySpec
 from imagedrift.core.status_size import fit
@@ -61,6 +62,8 @@ from imagedrift.core.workloads import (
 from imagedrift.engine.caches import BaseObservation, BaseWatcher, ImageCache, TtlCache
 from imagedrift.engine.gates import GateIO, Verdict, validate
 from imagedrift.engine.ports import Event, KubePort, PodReader, RegistryPort
+from imagedrift.engine.pulls import PullWatch
+from imagedrift.engine.shared_reads import SharedReads
 from imagedrift.errors import (
     InvalidReference,
     KubeConflict,
@@ -128,6 +131,11 @@ class CheckResult:
     counts: dict[str, int] = field(default_factory=dict)
     # (repository, running tag) -> what became of each listed tag (``imagedrift plan``).
     tags: dict[tuple[str, str], Search] = field(default_factory=dict)
+    # Every container still on an old base, from the decisions (the status lists at most
+    # MAX_ATTENTION and may be trimmed to fit): what a rebuild request names.
+    drifted: list[dict[str, str]] = field(default_factory=list)
+    # Why the check could not do its work ("" when it could): the controller backs off.
+    fault: str = ""
 
 
 @dataclass
@@ -264,12 +272,15 @@ class PolicyChecker:
         images: ImageCache,
         bases: BaseWatcher,
         searches: TtlCache | None = None,
+        pulls: PullWatch | None = None,
     ) -> None:
         self.registries = registries
         self.kube = kube
         self.images = images
         self.bases = bases
         self.searches = searches if searches is not None else TtlCache()
+        self.shared = SharedReads(self.searches)  # tag digests and tag lists, for everyone
+        self.pulls = pulls if pulls is not None else PullWatch()
 
     # -- detect -----------------------------------------------------------------------------
 
@@ -465,7 +476,7 @@ class PolicyChecker:
             started = _parse_time(
                 record.started_at if record.phase == Phase.PROGRESSING.value else record.finished_at
             )
-            result = progress(ref.kind, obj, started, ctx.now, ctx.policy.rollout.verify_timeout)
+            result = self._progress(ctx, w, record, started, governed)
             w.observation = WorkloadObservation(str(ref), (), state, paused(obj), result, **hands)
         else:
             try:
@@ -515,16 +526,22 @@ class PolicyChecker:
         tag = running.tag or w.state.tags.get(container, "")
         digest = running.digest
         if not digest:
-            # What a tag-referenced container runs: the digest its tag had when first seen
-            # (recorded on the workload). Re-resolving would be wrong once the pipeline
-            # re-publishes the tag: the pods still run what they pulled.
+            # What a tag-referenced container runs: the digest its pods pulled, recorded on
+            # the workload. Re-resolving the tag would be wrong once the pipeline re-publishes
+            # it: the pods still run what they pulled, until they are replaced and pull again,
+            # which moves the workload's resourceVersion (``engine.pulls``).
             known = detail.get(container) or {}
-            if same_image(known.get("image"), running) and known.get("digest"):
-                digest = str(known["digest"])
-            else:
-                digest = self._pulled(w, container, running) or self._tag_digest(
-                    ctx, client, running
-                )
+            recorded = (
+                str(known["digest"])
+                if same_image(known.get("image"), running) and known.get("digest")
+                else ""
+            )
+            version = str((w.obj.get("metadata") or {}).get("resourceVersion") or "")
+            pulled = ""
+            if not recorded or self.pulls.changed(str(w.ref), container, version):
+                pulled = self._pulled(w, container, running)
+                self.pulls.read(str(w.ref), container, version)
+            digest = pulled or recorded or self._tag_digest(ctx, client, running)
         app = self.images.get(client, running.with_digest(digest))
         lineage = self._trace(ctx, client, app)
         on_current, why, patched = self._on_base(ctx, lineage)
@@ -557,6 +574,44 @@ class PolicyChecker:
             patched=patched,
         )
 
+    def _progress(
+        self,
+        ctx: _Context,
+        w: _Workload,
+        record: RolloutRecord,
+        started: datetime,
+        governed: Mapping[str, str],
+    ) -> Progress:
+        """Where a followed rollout (or its rollback) stands: the workload's conditions and
+        what the pods running its template's images did since ``started``
+        (``core.podhealth``). The template holds what imagedrift wrote last: the candidate
+        while it rolls out, the restored images while it rolls back."""
+        rollout = ctx.policy.rollout
+        targets = {c: governed[c] for c in record.target if c in governed}
+        selector = pod_selector(w.obj)
+        health = None
+        if selector and isinstance(self.kube, PodReader) and w.ref.kind != "CronJob":
+            try:
+                pods = self.kube.list_pods(w.ref.namespace, selector)
+            except KubeError as exc:
+                # Not judged without its pods: read again at the next check (the verify
+                # timeout still bounds how long that may go on).
+                health = PodHealth(waiting=f"its pods could not be read ({exc})")
+                result = progress(w.ref.kind, w.obj, started, ctx.now, rollout.verify_timeout)
+                if result.phase is Phase.FAILED:
+                    return result
+                return Progress(Phase.PROGRESSING, f"{result.reason}; {health.waiting}")
+            health = pod_health(pods, targets, started)
+        return progress(
+            w.ref.kind,
+            w.obj,
+            started,
+            ctx.now,
+            rollout.verify_timeout,
+            health,
+            rollout.settle_time,
+        )
+
     def _pulled(self, w: _Workload, container: str, running: ImageRef) -> str:
         """The digest ``w``'s pods report for ``container`` (see ``core.running``); "" when
         pods cannot be read here or report none. Read once per image a container gets:
@@ -585,7 +640,7 @@ class PolicyChecker:
     def _tag_digest(self, ctx: _Context, client: RegistryClient, ref: ImageRef) -> str:
         key = f"{ref.name}:{ref.tag or 'latest'}"
         if key not in ctx.tag_digests:
-            ctx.tag_digests[key] = client.resolve_digest(ref)
+            ctx.tag_digests[key] = self.shared.tag_digest(client, ref, ctx.policy.base.interval)
         return ctx.tag_digests[key]
 
     def _trace(self, ctx: _Context, client: RegistryClient, app: ResolvedImage) -> Lineage:
@@ -646,8 +701,9 @@ class PolicyChecker:
             search.policy = policy.describe()
             if ctx.policy.app_patches:
                 original = patchtags.split(tag)[0]
+                listed_tags = self.shared.tags(client, running, ctx.policy.base.interval)
                 ordered = patchtags.with_patches(
-                    [original], _tags(client, running), ctx.policy.app_patches
+                    [original], tagselect.well_formed(listed_tags)[0], ctx.policy.app_patches
                 )
         else:
             policy = policy_from_spec(tags_spec)
@@ -656,7 +712,7 @@ class PolicyChecker:
                 return search.fail(
                     "running image has no tag: cannot prove a candidate is not a downgrade"
                 )
-            listed = client.list_tags(running)
+            listed = self.shared.tags(client, running, ctx.policy.base.interval)
             if isinstance(policy, NewestBuildPolicy):
                 kept, _ = tagselect.prefilter(listed, ctx.policy)
                 if len(kept) > newestbuild.MAX_TAGS:
@@ -1233,6 +1289,10 @@ class PolicyChecker:
             sooner(VALIDATING_INTERVAL)
         if rolling or rolling_back_now:
             sooner(min(ROLLING_INTERVAL, policy.rollout.verify_timeout, policy.base.interval))
+        for w in seen:  # a settling window ends: look then, not a whole interval later
+            again = w.observation.progress.again_in if w.observation.progress else None
+            if again is not None and w.decision.action is Action.NONE:
+                sooner(again)
         throttled = next(iter(ctx.throttled.values()), None)
         # A fault outranks progress: the SRE must see what cannot be checked.
         if throttled is not None:
@@ -1266,7 +1326,16 @@ class PolicyChecker:
                 "UpToDate",
                 f"{counts['upToDate']} workload(s) on base {short_digest(ctx.base.digest)}",
             )
-        return CheckResult(status, conditions, ctx.events, next_in, counts, ctx.searches)
+        drifted = [
+            {k: str(r.get(k, "")) for k in ("workload", "container", "image", "baseDigest")}
+            for mine in rows
+            for r in mine
+            if r["state"] in DRIFTED_STATES
+        ]
+        fault = "RegistryUnavailable" if errors and throttled is None else ""
+        return CheckResult(
+            status, conditions, ctx.events, next_in, counts, ctx.searches, drifted, fault
+        )
 
     def _failed(
         self,
@@ -1280,7 +1349,11 @@ class PolicyChecker:
         was = {c.get("type"): c for c in previous.get("conditions") or []}.get("Ready") or {}
         events = [] if was.get("reason") == reason else [Event(body, "Warning", reason, message)]
         return CheckResult(
-            status, cond.not_ready(reason, message), events, min(policy.base.interval, 30.0)
+            status,
+            cond.not_ready(reason, message),
+            events,
+            min(policy.base.interval, 30.0),
+            fault=reason,
         )
 
     def _newly(self, ctx: _Context, digest: str) -> bool:

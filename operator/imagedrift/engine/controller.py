@@ -43,6 +43,7 @@ from imagedrift.core.workloads import (
 )
 from imagedrift.engine.check import PolicyChecker
 from imagedrift.engine.ports import Event
+from imagedrift.engine.rebuild_step import RebuildStep
 from imagedrift.engine.workqueue import WorkQueue
 from imagedrift.errors import InvalidSpec, KubeError, RegistryError
 
@@ -91,6 +92,7 @@ class Controller:
         workloads: WorkloadSource,
         *,
         workers: int = 4,
+        rebuild: RebuildStep | None = None,
         observer: Observer | None = None,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
@@ -103,6 +105,7 @@ class Controller:
         self._writer = writer
         self._workloads = workloads
         self._workers = workers
+        self._rebuild = rebuild
         self._observer = observer
         self._clock = clock
         self._now = now
@@ -160,6 +163,8 @@ class Controller:
         with self._lock:
             self._policies.pop(name, None)
             self._written.pop(name, None)
+        if self._rebuild is not None:
+            self._rebuild.forget(name)
 
     @property
     def leading(self) -> bool:
@@ -368,9 +373,8 @@ class Controller:
         result = self.checker.check(
             spec, body, workloads, self._now(), self._clock(), conflicts=conflicts
         )
-        from imagedrift.rebuild.hook import after_check  # rebuild triggers, status.rebuild
-
-        after_check(self.checker, spec, body, result, self._now())
+        if self._rebuild is not None:  # rebuild triggers, status.rebuild
+            self._rebuild.apply(spec, body, result, self._now())
         # Keys a check does not compose (status.rebuild, written by the rebuild step only
         # when it fires) are kept as they are.
         status = {**previous, **result.status}
@@ -381,11 +385,8 @@ class Controller:
         self._post(body, result.events)
         if self._observer is not None:
             self._observer(name, previous, status, result.conditions, result.events)
-        ready = next((c for c in result.conditions if c.type == cond.READY), None)
-        failed = ready is not None and not ready.status
-        if failed and ready is not None and ready.reason in ("Throttled", "RolloutInProgress"):
-            failed = False  # not a fault: Retry-After, or a rollout to follow, sets the time
-        if failed:
+        # A fault backs off; Retry-After, or a rollout to follow, sets its own time.
+        if result.fault:
             self.queue.retry(key)  # per-key exponential backoff, capped
         else:
             self.queue.forget(key)
@@ -476,7 +477,10 @@ def _default_selector(spec: PolicySpec) -> bool:
 
 
 def _relevant(body: Mapping[str, Any]) -> tuple[Any, ...]:
-    """What of a workload its decision reads: the status only while a rollout runs."""
+    """What of a workload its decision reads: the whole status while a rollout runs;
+    otherwise only whether its pods have settled, because pods that were replaced (a
+    restart, an eviction) may have pulled a re-pushed tag, and the check that reads them
+    again (``engine.pulls``) should run once they are up, not at some later change."""
     meta = body.get("metadata") or {}
     annotations = meta.get("annotations") or {}
     record = WorkloadState.decode(body).rollout
@@ -486,8 +490,27 @@ def _relevant(body: Mapping[str, Any]) -> tuple[Any, ...]:
         annotations,
         meta.get("generation"),
         body.get("spec"),
-        body.get("status") if rolling else None,
+        body.get("status") if rolling else _settled(body),
     )
+
+
+def _settled(body: Mapping[str, Any]) -> bool:
+    """Are all of the workload's pods updated and available (for any kind's status)?"""
+    status = body.get("status") or {}
+    meta = body.get("metadata") or {}
+    if int(status.get("observedGeneration") or 0) < int(meta.get("generation") or 0):
+        return False
+    want = status.get("replicas", status.get("desiredNumberScheduled"))
+    counts = [
+        status.get(key)
+        for key in ("updatedReplicas", "availableReplicas", "readyReplicas")
+        if key in status
+    ] + [
+        status.get(key)
+        for key in ("updatedNumberScheduled", "numberAvailable", "numberReady")
+        if key in status
+    ]
+    return all(count == want for count in counts)
 
 
 def _steady(status: Mapping[str, Any]) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import re
 from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, field
@@ -27,8 +28,9 @@ from typing import Any
 
 from imagedrift.core import signatures as sig
 from imagedrift.core import vulns
-from imagedrift.core.conditions import timestamp
+from imagedrift.core.conditions import parse_timestamp, timestamp
 from imagedrift.core.lineage import Lineage
+from imagedrift.core.podhealth import job_pod_trouble
 from imagedrift.core.refs import ImageRef, short_digest
 from imagedrift.core.sandbox import Sandbox, refusals, sandboxed
 from imagedrift.core.spec import (
@@ -38,10 +40,12 @@ from imagedrift.core.spec import (
     SmokeTestGate,
     VulnerabilityGate,
 )
-from imagedrift.engine.ports import ValidationKube
-from imagedrift.errors import KubeConflict, NotFound
+from imagedrift.engine.ports import PodReader, ValidationKube
+from imagedrift.errors import KubeConflict, KubeError, NotFound
 from imagedrift.registry.base import RegistryClient
 from imagedrift.registry.referrers import Referrer, list_referrers
+
+log = logging.getLogger(__name__)
 
 NOTATION_ARTIFACT = "application/vnd.cncf.notary.signature"
 COSIGN_ARTIFACT = "application/vnd.dev.cosign.artifact.sig.v1+json"
@@ -315,6 +319,19 @@ def job_outcome(job: Mapping[str, Any]) -> tuple[str, str]:
     return "Running", "job running"
 
 
+def _job_pods(io: GateIO, namespace: str, job: str) -> tuple[str, str]:
+    """``core.podhealth.job_pod_trouble`` of the Job's pods; ("", "") when they cannot be
+    read (the Job's own outcome and deadline still decide)."""
+    if not isinstance(io.kube, PodReader):
+        return "", ""
+    try:
+        pods = io.kube.list_pods(namespace, f"job-name={job}")
+    except KubeError as exc:
+        log.info("%s/%s: smoke-test pods not read (%s)", namespace, job, exc)
+        return "", ""
+    return job_pod_trouble(pods)
+
+
 def _smoke_test(gate: SmokeTestGate, io: GateIO, policy: str, candidate: ImageRef) -> _Gate:
     record = io.smoke_tests.get(candidate.digest)
     if record and record.get("result") in ("Succeeded", "Failed"):
@@ -349,9 +366,17 @@ def _smoke_test(gate: SmokeTestGate, io: GateIO, policy: str, candidate: ImageRe
         result, why = "Failed", "job disappeared before it finished"
     else:
         result, why = job_outcome(job)
-    started = datetime.fromisoformat(str(record["startedAt"]).replace("Z", "+00:00"))
+    if result != "Succeeded":
+        # The Job's own words ("DeadlineExceeded") hide the cause; its pod's say it.
+        failed, waiting = _job_pods(io, namespace, name)
+        if failed:
+            result = "Failed"
+            why = f"{why}; {failed}" if why != "job running" else f"job failed: {failed}"
+        elif waiting:
+            why = f"{why}; {waiting}"
+    started = parse_timestamp(record["startedAt"]) or io.now
     if result == "Running" and (io.now - started).total_seconds() > gate.timeout:
-        result, why = "Failed", f"did not succeed within {gate.timeout:g}s"
+        result, why = "Failed", f"did not succeed within {gate.timeout:g}s ({why})"
     record.update(result=result, reason=why)
     if result == "Running":
         return _Gate(False, f"{namespace}/{name}: {why}", pending=True)

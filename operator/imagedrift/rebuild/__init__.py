@@ -1,14 +1,14 @@
-"""Rebuild triggers: when the base moved and workloads drifted, ask a build system (an ACR
-Task, or any CI behind a signed webhook) to rebuild, at most once per base digest."""
+"""Rebuild triggers, the adapters that ask a build system (an ACR Task, or any CI behind a
+signed webhook) to rebuild. When to ask is decided in ``core.rebuild``; the step that asks,
+after a check, is ``engine.rebuild_step``."""
 
-from imagedrift.rebuild.decision import (
+from imagedrift.core.rebuild import (
     MAX_ATTEMPTS,
     RebuildSpec,
     parse_rebuild,
     retry_delay,
     should_trigger,
 )
-from imagedrift.rebuild.hook import RebuildHook, after_check, install_hook
 from imagedrift.rebuild.triggers import (
     AcrTaskTrigger,
     RebuildRequest,
@@ -22,14 +22,11 @@ from imagedrift.rebuild.triggers import (
 __all__ = [
     "MAX_ATTEMPTS",
     "AcrTaskTrigger",
-    "RebuildHook",
     "RebuildRequest",
     "RebuildSpec",
     "Trigger",
     "TriggerResult",
     "WebhookTrigger",
-    "after_check",
-    "install_hook",
     "parse_rebuild",
     "retry_delay",
     "should_trigger",

@@ -27,7 +27,7 @@ import httpx
 from azure.core.credentials import TokenCredential
 from azure.core.exceptions import AzureError, HttpResponseError
 
-from imagedrift.rebuild.decision import FAILED, TRIGGERED
+from imagedrift.core.rebuild import FAILED, TRIGGERED
 
 log = logging.getLogger(__name__)
 ARM_PUBLIC: Final = "https://management.azure.com"

@@ -1,38 +1,33 @@
 """The rebuild step of a check: after ``PolicyChecker.check``, fire the policy's rebuild
-triggers when ``decision.should_trigger`` says so, and record ``status.rebuild`` and an
+triggers when ``core.rebuild.should_trigger`` says so, and record ``status.rebuild`` and an
 Event (``Normal RebuildTriggered`` / ``Warning RebuildFailed``).
 
-``after_check`` is what ``Runtime.tick`` calls; it keeps one ``RebuildHook`` per checker.
-Besides the status ledger, the hook remembers in memory what it fired per policy (by uid),
-so a status write that has not landed yet cannot cause a second run for one digest.
+The wiring builds one ``RebuildStep`` and hands it to the controller, which runs it after
+every check. Besides the status ledger, the step remembers in memory what it fired per
+policy (by uid), so a status write that has not landed yet cannot cause a second run for
+one digest; a deleted policy is forgotten, and the memory is bounded besides.
+
+The request names every container the check decided is still on an old base
+(``CheckResult.drifted``, from the decisions, not the status list, which is capped and may
+be trimmed to fit), at most ``MAX_LISTED_WORKLOADS``. A trigger's own timeouts bound how
+long it holds the worker (``rebuild.triggers``).
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
-import weakref
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from imagedrift.core import conditions as cond
 from imagedrift.core.conditions import timestamp
-
-# One set of drifted states: every workload still on the old base is one a rebuild serves.
-from imagedrift.core.decide import DRIFTED_STATES
+from imagedrift.core.rebuild import FAILED, TRIGGERED, RebuildSpec, should_trigger
 from imagedrift.core.spec import PolicySpec
 from imagedrift.engine.ports import Event
 from imagedrift.errors import ImageDriftError, InvalidSpec
-from imagedrift.rebuild.decision import (
-    FAILED,
-    TRIGGERED,
-    RebuildSpec,
-    parse_rebuild,
-    should_trigger,
-)
 from imagedrift.rebuild.triggers import (
     AcrTaskTrigger,
     RebuildRequest,
@@ -40,14 +35,13 @@ from imagedrift.rebuild.triggers import (
     TriggerResult,
     WebhookTrigger,
 )
-from imagedrift.registry.trust import with_system_roots
 
 if TYPE_CHECKING:
     from imagedrift.engine.check import CheckResult
 
 log = logging.getLogger(__name__)
 MAX_LISTED_WORKLOADS = 100
-MAX_REMEMBERED = 1000  # policies whose last trigger the hook remembers
+MAX_REMEMBERED = 1000  # policies whose last trigger the step remembers
 
 
 class SecretReader(Protocol):
@@ -57,7 +51,7 @@ class SecretReader(Protocol):
 TriggerFactory = Callable[[str, RebuildSpec, PolicySpec], Trigger]
 
 
-class RebuildHook:
+class RebuildStep:
     """Fires rebuild triggers for checks that call for one. Thread-safe.
 
     ``secrets`` reads Secrets in the operator's namespace (the webhook's HMAC key, a service
@@ -77,34 +71,29 @@ class RebuildHook:
         self._verify = verify
         self._make_trigger = make_trigger or self._default_trigger
         self._lock = threading.Lock()
-        # policy uid -> last ledger written, oldest first; it only bridges a status write
-        # in flight, so the oldest go first once there are more than ``max_remembered``
-        # (deleted policies are never forgotten otherwise).
-        self._fired: dict[str, dict[str, Any]] = {}
+        # policy uid -> (policy name, last ledger written), oldest first; it only bridges
+        # a status write in flight, so the oldest go first once there are more than
+        # ``max_remembered``, and a deleted policy's entry goes with it (``forget``).
+        self._fired: dict[str, tuple[str, dict[str, Any]]] = {}
         self._max_remembered = max_remembered
 
     def apply(
         self, policy: PolicySpec, body: Mapping[str, Any], result: CheckResult, now: datetime
     ) -> None:
         """Fire the triggers if this check calls for it; add ``rebuild`` to
-        ``result.status`` and an Event to ``result.events`` when it did."""
-        spec = body.get("spec") or {}
-        try:
-            rebuild = parse_rebuild(spec.get("rebuild"))
-        except InvalidSpec as exc:
-            log.warning("policy %s: %s", policy.name, exc)
-            return
+        ``result.status`` and an Event to ``result.events`` when it did. Never raises for a
+        trigger's failure: that is recorded in ``status.rebuild`` and a Warning Event."""
+        rebuild = policy.rebuild
         if rebuild is None:
             return
         if any(c.type == cond.READY and not c.status for c in result.conditions):
             return  # the check failed; it saw nothing to rebuild for
         digest = str((result.status.get("base") or {}).get("digest") or "")
-        counts = result.status.get("workloads") or {}
-        drifted = int(counts.get("drifted") or 0)
+        drifted = len(result.drifted)
         uid = str((body.get("metadata") or {}).get("uid") or policy.name)
         previous = dict(body.get("status") or {})
         with self._lock:
-            remembered = self._fired.get(uid)
+            remembered = self._fired.get(uid, ("", {}))[1]
         ledger = dict(previous.get("rebuild") or {})
         # The status may lag behind what this process fired (its patch is written after
         # the check returns); the newer of the two records is the ledger.
@@ -112,7 +101,7 @@ class RebuildHook:
             ledger.get("triggeredAt", "")
         ):
             ledger = dict(remembered)
-        if not should_trigger({"rebuild": ledger}, digest, spec, drifted=drifted, now=now):
+        if not should_trigger({"rebuild": ledger}, digest, rebuild, drifted=drifted, now=now):
             return
         same_digest = ledger.get("baseDigest") == digest
         succeeded = list(ledger.get("succeeded") or []) if same_digest else []
@@ -144,7 +133,7 @@ class RebuildHook:
         result.status["rebuild"] = entry
         with self._lock:
             self._fired.pop(uid, None)  # re-inserted as the newest
-            self._fired[uid] = dict(entry)
+            self._fired[uid] = (policy.name, dict(entry))
             while len(self._fired) > self._max_remembered:
                 del self._fired[next(iter(self._fired))]
         if failed:
@@ -159,9 +148,11 @@ class RebuildHook:
         with self._lock:
             return len(self._fired)
 
-    def forget(self, uid: str) -> None:
+    def forget(self, name: str) -> None:
+        """Policy ``name`` was deleted: nothing of it is kept."""
         with self._lock:
-            self._fired.pop(uid, None)
+            for uid in [u for u, (n, _) in self._fired.items() if n == name]:
+                del self._fired[uid]
 
     # -- internals -----------------------------------------------------------------------
 
@@ -173,19 +164,7 @@ class RebuildHook:
         old = str((previous.get("base") or {}).get("digest") or "")
         if old == digest:
             old = str(next(iter(base.get("previousDigests") or []), ""))
-        items: Sequence[Mapping[str, Any]] = (result.status.get("workloads") or {}).get(
-            "items"
-        ) or []
-        workloads = [
-            {
-                "workload": str(i.get("workload", "")),
-                "container": str(i.get("container", "")),
-                "image": str(i.get("image", "")),
-                "baseDigest": str(i.get("baseDigest", "")),
-            }
-            for i in items
-            if i.get("state") in DRIFTED_STATES
-        ][:MAX_LISTED_WORKLOADS]
+        workloads = [dict(w) for w in result.drifted[:MAX_LISTED_WORKLOADS]]
         image = str(base.get("image") or policy.base.image.name)
         tag = str(base.get("tag") or policy.base.tag)
         return RebuildRequest(
@@ -239,43 +218,3 @@ class RebuildHook:
                 connection_verify=self._verify,
             )
         raise InvalidSpec(f"unknown rebuild trigger {kind!r}")
-
-
-_HOOKS: weakref.WeakKeyDictionary[object, RebuildHook] = weakref.WeakKeyDictionary()
-_HOOKS_LOCK = threading.Lock()
-
-
-def hook_for(checker: object) -> RebuildHook:
-    """The hook of ``checker`` (a ``PolicyChecker``): its Kubernetes port reads Secrets,
-    ``IMAGEDRIFT_CA_BUNDLE`` (when set) is trusted for outgoing TLS."""
-    with _HOOKS_LOCK:
-        hook = _HOOKS.get(checker)
-        if hook is None:
-            secrets = getattr(checker, "kube", None)
-            reader = secrets if callable(getattr(secrets, "read_secret", None)) else None
-            verify = with_system_roots(os.environ.get("IMAGEDRIFT_CA_BUNDLE"))
-            hook = RebuildHook(reader, verify=verify)
-            _HOOKS[checker] = hook
-        return hook
-
-
-def install_hook(checker: object, hook: RebuildHook) -> None:
-    """Use ``hook`` for ``checker`` (tests, or a wiring that builds its own)."""
-    with _HOOKS_LOCK:
-        _HOOKS[checker] = hook
-
-
-def after_check(
-    checker: object,
-    policy: PolicySpec,
-    body: Mapping[str, Any],
-    result: CheckResult,
-    now: datetime,
-) -> None:
-    """The rebuild step of one check (see the module docstring). Never raises for a
-    trigger's failure: that is recorded in ``status.rebuild`` and a Warning Event; nor for
-    a fault of its own, which is logged (the check's result stands)."""
-    try:
-        hook_for(checker).apply(policy, body, result, now)
-    except Exception:
-        log.exception("policy %s: the rebuild step failed", policy.name)

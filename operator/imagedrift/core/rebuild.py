@@ -109,21 +109,18 @@ def retry_delay(attempts: int) -> float:
 def should_trigger(
     previous_status: Mapping[str, Any],
     new_base_digest: str,
-    spec: Mapping[str, Any],
+    rebuild: RebuildSpec | None,
     *,
     drifted: int,
     now: datetime,
 ) -> bool:
-    """Whether this check should fire the rebuild triggers of ``spec`` (the policy spec).
+    """Whether this check should fire the triggers of ``rebuild`` (the policy's parsed
+    ``spec.rebuild``, ``PolicySpec.rebuild``).
 
     ``previous_status`` is the policy's status as last written (``rebuild`` is the ledger),
     ``new_base_digest`` the base digest this check saw, ``drifted`` how many workloads run
     images not built on it, ``now`` the current time (aware). See the module docstring.
     """
-    try:
-        rebuild = parse_rebuild(spec.get("rebuild"))
-    except InvalidSpec:
-        return False
     if rebuild is None or not new_base_digest or drifted <= 0:
         return False
     ledger = previous_status.get("rebuild") or {}

@@ -1,0 +1,68 @@
+"""Registry reads every policy shares for an interval: a tag's digest and a repository's
+tag list.
+
+Tenants' policies over one app image (twenty namespaces, twenty policies, one
+``shop:1.4``) would each resolve the tag and list the repository in every check; the
+registry's answer is the same for all of them until the interval passes or a push event
+for the repository drops it (the entries live in the checker's ``TtlCache``, keyed by the
+repository first, which is what ``invalidate`` drops). One lookup answers everyone: workers
+asking at once wait for the one in flight, and a failure answers for a few seconds too, so
+a registry that is down is not asked once per policy.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TypeVar
+
+from imagedrift.core.refs import ImageRef
+from imagedrift.engine.caches import FAILURE_MEMORY, TtlCache
+from imagedrift.errors import RegistryError
+from imagedrift.registry.base import RegistryClient
+
+T = TypeVar("T")
+
+
+class SharedReads:
+    def __init__(self, cache: TtlCache) -> None:
+        self._cache = cache
+        self._flights: dict[tuple[str, ...], threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    def tag_digest(self, client: RegistryClient, ref: ImageRef, ttl: float) -> str:
+        """The digest ``ref``'s tag points at now (once per ``ttl`` for everyone)."""
+        key = (ref.name, "tag digest", ref.tag or "latest")
+        return self._read(key, ttl, lambda: client.resolve_digest(ref), str)
+
+    def tags(self, client: RegistryClient, ref: ImageRef, ttl: float) -> list[str]:
+        """The repository's tags as the registry lists them (once per ``ttl``)."""
+        key = (ref.name, "tag list")
+        return list(self._read(key, ttl, lambda: tuple(client.list_tags(ref)), tuple))
+
+    def _read(self, key: tuple[str, ...], ttl: float, fetch: Callable[[], T], kind: type[T]) -> T:
+        found = self._known(key, kind)
+        if found is not None:
+            return found
+        with self._guard:
+            flight = self._flights.setdefault(key, threading.Lock())
+        with flight:
+            found = self._known(key, kind)  # the one in flight may have answered
+            if found is not None:
+                return found
+            try:
+                value = fetch()
+            except RegistryError as exc:
+                self._cache.put(key, exc, min(ttl, FAILURE_MEMORY))
+                raise
+            finally:
+                with self._guard:
+                    self._flights.pop(key, None)
+            self._cache.put(key, value, ttl)
+            return value
+
+    def _known(self, key: tuple[str, ...], kind: type[T]) -> T | None:
+        cached = self._cache.get(key)
+        if isinstance(cached, RegistryError):
+            raise cached
+        return cached if isinstance(cached, kind) else None

@@ -1,0 +1,3 @@
+module imagedrift.test/oracle/goregexp
+
+go 1.26

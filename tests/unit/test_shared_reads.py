@@ -1,0 +1,106 @@
+"""Registry reads shared by every policy for an interval (``engine.shared_reads``): one
+lookup per tag and per tag list, however many policies ask, failures included, and a push
+event drops them."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+
+from imagedrift.core.refs import ImageRef
+from imagedrift.engine.caches import FAILURE_MEMORY, TtlCache
+from imagedrift.engine.shared_reads import SharedReads
+from imagedrift.errors import RegistryError
+
+REF = ImageRef.parse("reg.example/shop/web:1.4")
+
+
+class Registry:
+    """Counts what it is asked; answers or fails as told."""
+
+    def __init__(self) -> None:
+        self.asked: list[str] = []
+        self.fail = False
+        self.gate: threading.Event | None = None
+
+    def resolve_digest(self, ref: ImageRef) -> str:
+        self.asked.append(f"HEAD {ref}")
+        if self.gate is not None:
+            self.gate.wait(5)
+        if self.fail:
+            raise RegistryError("reg.example: 503 Service Unavailable")
+        return "sha256:" + "a" * 64
+
+    def list_tags(self, ref: ImageRef) -> list[str]:
+        self.asked.append(f"LIST {ref.name}")
+        return ["1.3", "1.4"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def shared() -> tuple[SharedReads, TtlCache, Registry, Clock]:
+    clock = Clock()
+    cache = TtlCache(clock=clock)
+    return SharedReads(cache), cache, Registry(), clock
+
+
+def test_twenty_policies_one_lookup_per_interval() -> None:
+    reads, _, registry, clock = shared()
+    client: Any = registry
+    for _ in range(20):
+        assert reads.tag_digest(client, REF, 60) == "sha256:" + "a" * 64
+        assert reads.tags(client, REF, 60) == ["1.3", "1.4"]
+    assert registry.asked == ["HEAD reg.example/shop/web:1.4", "LIST reg.example/shop/web"]
+    clock.now = 61
+    reads.tag_digest(client, REF, 60)
+    assert len(registry.asked) == 3, "asked again once the interval passed"
+
+
+def test_a_push_event_drops_them() -> None:
+    reads, cache, registry, _ = shared()
+    client: Any = registry
+    reads.tag_digest(client, REF, 60)
+    reads.tags(client, REF, 60)
+    assert cache.invalidate(REF.name) == 2
+    reads.tag_digest(client, REF, 60)
+    assert len(registry.asked) == 3
+
+
+def test_a_failure_answers_for_everyone_for_a_few_seconds() -> None:
+    reads, _, registry, clock = shared()
+    client: Any = registry
+    registry.fail = True
+    for _ in range(5):
+        with pytest.raises(RegistryError, match="503"):
+            reads.tag_digest(client, REF, 60)
+    assert len(registry.asked) == 1
+    clock.now = FAILURE_MEMORY
+    registry.fail = False
+    assert reads.tag_digest(client, REF, 60).startswith("sha256:")
+    assert len(registry.asked) == 2
+
+
+def test_workers_asking_at_once_wait_for_the_one_in_flight() -> None:
+    reads, _, registry, _ = shared()
+    client: Any = registry
+    registry.gate = threading.Event()
+    answers: list[str] = []
+    workers = [
+        threading.Thread(target=lambda: answers.append(reads.tag_digest(client, REF, 60)))
+        for _ in range(4)
+    ]
+    for worker in workers:
+        worker.start()
+    registry.gate.set()
+    for worker in workers:
+        worker.join(10)
+    assert len(answers) == 4 and len(set(answers)) == 1
+    assert len(registry.asked) == 1
