@@ -102,7 +102,9 @@ def test_failed_canary_is_rolled_back_and_stops_the_waves(
         what="a RollbackComplete Event on a0",
         timeout=30,
     )
-    assert rolled_out(world, "a0", ran)
+    # imagedrift's own record of the outcome bumps the generation: the controller observes
+    # it a moment later.
+    wait_for(lambda: rolled_out(world, "a0", ran), what="a0 back on what it ran", timeout=30)
     status = policy_status(world, policy)
     assert status["candidate"]["verdict"] == "Rejected"
     assert any("rollout: rolled back on" in r for r in status["candidate"]["reasons"])

@@ -1125,20 +1125,27 @@ class PolicyChecker:
         rows: list[dict[str, Any]] = []
         for row in w.decision.containers:
             seen = obs.get(row.name)
-            image = seen.image if seen else (record.target.get(row.name, "") if record else "")
+            target = record.target.get(row.name, "") if record else ""
             item: dict[str, Any] = {
                 "workload": str(w.ref),
                 "container": row.name,
-                "image": image,
+                "image": seen.image if seen else target,
                 "state": str(row.state),
                 "reason": row.reason[:MAX_REASON],
             }
-            if seen and seen.digest:
-                item["digest"] = seen.digest
-            if seen and seen.base_digest:
-                item["baseDigest"] = seen.base_digest
-            elif record and row.state is State.ROLLING_OUT:
+            rolled = row.state is State.ROLLING_OUT or (row.state is State.UP_TO_DATE and not seen)
+            if record and target and rolled:
+                # What the rollout writes: the same row at the patch, while it is followed
+                # and once it completed, so none of those checks rewrites the workload.
+                item["image"] = target
+                if row.state is State.UP_TO_DATE:
+                    item["digest"] = ImageRef.parse(target).digest
                 item["baseDigest"] = record.base_digest
+            else:
+                if seen and seen.digest:
+                    item["digest"] = seen.digest
+                if seen and seen.base_digest:
+                    item["baseDigest"] = seen.base_digest
             rows.append(item)
         return rows
 
@@ -1156,7 +1163,12 @@ class PolicyChecker:
         mine = [{k: v for k, v in r.items() if k != "workload"} for r in rows]
         wanted = workload_detail(ctx.policy.name, mine)
         current = status_annotation(w.obj)
-        if _gist(current) == _gist(wanted):
+        # While a rollout (or its rollback) is followed, its progress ("1 of 3 replicas
+        # updated") moves every few seconds; every annotation write bumps a Deployment's
+        # generation and is copied onto its ReplicaSets, so the progress is left to the
+        # policy's status and the workload is written when its record changes state.
+        moving = w.patch is None and followed(w.state.rollout)
+        if _gist(current, moving) == _gist(wanted, moving):
             return  # nothing an SRE would act on changed (an up-to-date reason's wording)
         remember = any(
             r.get("digest") and "@" not in str(r.get("image", "")) for r in mine
@@ -1431,11 +1443,16 @@ def _done_on(w: _Workload, base_digest: str) -> bool:
     )
 
 
-def _gist(detail: Mapping[str, Any]) -> Any:
+def _gist(detail: Mapping[str, Any], moving: bool = False) -> Any:
     """What of a status note is worth a write: every field, except the reason of an
-    up-to-date container (it only rewords why the container is fine)."""
+    up-to-date container (it only rewords why the container is fine), and, while a rollout
+    is ``moving``, any reason (its progress)."""
     rows = [
-        {k: v for k, v in r.items() if not (k == "reason" and r.get("state") == State.UP_TO_DATE)}
+        {
+            k: v
+            for k, v in r.items()
+            if not (k == "reason" and (moving or r.get("state") == State.UP_TO_DATE))
+        }
         for r in detail.get("containers") or []
     ]
     return (detail.get("policy"), rows)
