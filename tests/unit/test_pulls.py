@@ -31,10 +31,18 @@ def test_memory_is_bounded_oldest_first() -> None:
     assert watch.changed("c", "app", "2")
 
 
-def deployment(status: dict[str, Any], generation: int = 3) -> dict[str, Any]:
+def deployment(
+    status: dict[str, Any],
+    generation: int = 3,
+    image: str = "reg.example/shop/web:1.4",
+    replicas: int = 2,
+) -> dict[str, Any]:
     return {
         "metadata": {"labels": {"imagedrift.io/policy": "p"}, "generation": generation},
-        "spec": {"replicas": 2},
+        "spec": {
+            "replicas": replicas,
+            "template": {"spec": {"containers": [{"name": "app", "image": image}]}},
+        },
         "status": status,
     }
 
@@ -74,9 +82,20 @@ def test_status_queues_a_check_only_when_the_pods_settle_or_unsettle(
     assert (_relevant(deployment(before)) != _relevant(deployment(after))) is queued
 
 
+def test_only_pods_from_a_tag_are_worth_a_check_when_they_settle() -> None:
+    """Pinned by digest, or scaled to zero: nothing a re-pull could change."""
+    down = {**SETTLED, "availableReplicas": 1}
+    pinned = "reg.example/shop/web@sha256:" + "a" * 64
+    assert _relevant(deployment(SETTLED, image=pinned)) == _relevant(deployment(down, image=pinned))
+    assert _relevant(deployment(SETTLED, replicas=0)) == _relevant(
+        deployment({**SETTLED, "observedGeneration": 1}, replicas=0)
+    )
+
+
 def test_a_daemonset_status_settles_too() -> None:
-    ds = {
+    ds: dict[str, Any] = {
         "metadata": {"generation": 1},
+        "spec": {"template": {"spec": {"containers": [{"name": "a", "image": "nginx:1"}]}}},
         "status": {
             "observedGeneration": 1,
             "desiredNumberScheduled": 3,

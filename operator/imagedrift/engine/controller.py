@@ -490,8 +490,19 @@ def _relevant(body: Mapping[str, Any]) -> tuple[Any, ...]:
         annotations,
         meta.get("generation"),
         body.get("spec"),
-        body.get("status") if rolling else _settled(body),
+        body.get("status") if rolling else (_settled(body) if _pulls_tags(body) else None),
     )
+
+
+def _pulls_tags(body: Mapping[str, Any]) -> bool:
+    """Does the workload run pods from a tag (a reference without a digest)? Only then can
+    replaced pods have pulled something new; a workload scaled to zero, or pinned by
+    digest, queues nothing when its status moves (a fleet of new Deployments settling
+    would otherwise queue every policy again)."""
+    spec = body.get("spec") or {}
+    if "replicas" in spec and not int(spec.get("replicas") or 0):
+        return False
+    return any("@" not in image for image in containers(body).values())
 
 
 def _settled(body: Mapping[str, Any]) -> bool:
