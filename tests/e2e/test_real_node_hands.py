@@ -10,16 +10,16 @@ from typing import Any
 import pytest
 
 from imagedrift.core.workloads import STATE_ANNOTATION, STATUS_ANNOTATION
-from tests.e2e.scenario import World
-from tests.e2e.support import base_spec, checks_pass, rollouts
-from tests.e2e.test_hands import revision
-from tests.e2e.test_real_node_rollouts import (
+from tests.e2e.on_node import (
     SERVE,
     app_on,
     on_real_node,
     runnable_base,
     wait_running,
 )
+from tests.e2e.scenario import World
+from tests.e2e.support import base_spec, checks_pass, rollouts
+from tests.e2e.test_hands import revision
 from tests.harness.controlplane import ControlPlane
 from tests.harness.node import RealNode
 from tests.harness.operator import OperatorProcess

@@ -27,9 +27,9 @@ from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
 from imagedrift.registry.push import Layer, base_marks
+from tests.e2e.on_node import running_digests as pods_running
 from tests.e2e.scenario import World
 from tests.e2e.support import base_spec, rollouts
-from tests.e2e.test_real_node_rollouts import running_digests as pods_running
 from tests.harness.controlplane import ControlPlane, Kube
 from tests.harness.in_cluster import NAMESPACE, InClusterOperator, metrics_samples
 from tests.harness.node import NODE_NAME, TAINT_KEY, RealNode

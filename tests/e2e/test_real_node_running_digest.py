@@ -16,10 +16,7 @@ from typing import Any
 import pytest
 from kubernetes.client import V1Pod
 
-from tests.e2e.promised import detail_rows
-from tests.e2e.scenario import World
-from tests.e2e.support import base_spec, touched_checks
-from tests.e2e.test_real_node_rollouts import (
+from tests.e2e.on_node import (
     SERVE,
     app_on,
     on_real_node,
@@ -28,6 +25,9 @@ from tests.e2e.test_real_node_rollouts import (
     running_digests,
     wait_running,
 )
+from tests.e2e.promised import detail_rows
+from tests.e2e.scenario import World
+from tests.e2e.support import base_spec, touched_checks
 from tests.harness.node import NODE_NAME, TAINT_KEY, RealNode
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import wait_for

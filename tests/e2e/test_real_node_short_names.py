@@ -12,15 +12,15 @@ from collections.abc import Callable
 import pytest
 
 from imagedrift.registry.push import push
-from tests.e2e.scenario import World, rolled_out
-from tests.e2e.support import base_spec
-from tests.e2e.test_real_node_rollouts import (
+from tests.e2e.on_node import (
     SERVE,
     app_on,
     on_real_node,
     runnable_base,
     wait_running,
 )
+from tests.e2e.scenario import World, rolled_out
+from tests.e2e.support import base_spec
 from tests.harness.node import RealNode
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import wait_for

@@ -20,10 +20,7 @@ import pytest
 import yaml
 from kubernetes.client import BatchV1Api
 
-from tests.e2e.promised import as_dict
-from tests.e2e.scenario import World
-from tests.e2e.support import base_spec, checks_pass, policy_status
-from tests.e2e.test_real_node_rollouts import (
+from tests.e2e.on_node import (
     SERVE,
     app_on,
     on_real_node,
@@ -31,6 +28,9 @@ from tests.e2e.test_real_node_rollouts import (
     running_digests,
     wait_running,
 )
+from tests.e2e.promised import as_dict
+from tests.e2e.scenario import World
+from tests.e2e.support import base_spec, checks_pass, policy_status
 from tests.harness.node import NODE_NAME, TAINT_KEY, RealNode
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import wait_for

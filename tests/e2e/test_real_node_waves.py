@@ -13,15 +13,15 @@ import yaml
 
 from imagedrift.core.workloads import STATE_ANNOTATION
 from imagedrift.engine.controller import RETRY_CAP
-from tests.e2e.scenario import World, rolled_out
-from tests.e2e.support import base_spec, policy_status, rollouts
-from tests.e2e.test_real_node_rollouts import (
+from tests.e2e.on_node import (
     SERVE,
     app_on,
     on_real_node,
     runnable_base,
     wait_running,
 )
+from tests.e2e.scenario import World, rolled_out
+from tests.e2e.support import base_spec, policy_status, rollouts
 from tests.harness.controlplane import ControlPlane
 from tests.harness.node import RealNode
 from tests.harness.operator import OperatorProcess

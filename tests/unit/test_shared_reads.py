@@ -89,9 +89,19 @@ def test_a_failure_answers_for_everyone_for_a_few_seconds() -> None:
 
 
 def test_workers_asking_at_once_wait_for_the_one_in_flight() -> None:
+    """The registry answers only once all four workers have asked (each passed the first
+    cache look): without the single flight all four would be in the registry by then."""
     reads, _, registry, _ = shared()
     client: Any = registry
     registry.gate = threading.Event()
+    asked_by: set[int] = set()
+    known = reads._known
+
+    def counting(key: tuple[str, ...], kind: type[str]) -> str | None:
+        asked_by.add(threading.get_ident())
+        return known(key, kind)
+
+    reads._known = counting  # type: ignore[method-assign,assignment]
     answers: list[str] = []
     workers = [
         threading.Thread(target=lambda: answers.append(reads.tag_digest(client, REF, 60)))
@@ -99,8 +109,18 @@ def test_workers_asking_at_once_wait_for_the_one_in_flight() -> None:
     ]
     for worker in workers:
         worker.start()
+    wait_until(lambda: len(asked_by) == 4)
     registry.gate.set()
     for worker in workers:
         worker.join(10)
     assert len(answers) == 4 and len(set(answers)) == 1
     assert len(registry.asked) == 1
+
+
+def wait_until(condition: Any, timeout: float = 5.0) -> None:
+    done = threading.Event()
+    for _ in range(int(timeout / 0.01)):
+        if condition():
+            return
+        done.wait(0.01)
+    raise AssertionError("timed out")

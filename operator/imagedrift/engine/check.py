@@ -38,7 +38,7 @@ from imagedrift.core.gitops import describe_writer, image_managers, managed_by
 from imagedrift.core.images import ResolvedImage
 from imagedrift.core.lineage import BaseDigest, Lineage, built_on, remediated_in_place, trace
 from imagedrift.core.newestbuild import NewestBuildPolicy, build_time
-from imagedrift.core.podhealth import PodHealth, pod_health
+from imagedrift.core.podhealth import pod_health
 from imagedrift.core.refs import ImageRef, short_digest
 from imagedrift.core.rollout import Phase, Progress, progress
 from imagedrift.core.running import pod_selector, pulled_digest, same_image
@@ -251,6 +251,7 @@ class _Workload:
     before: tuple[WorkloadState, Decision] | None = None  # what it is if the patch fails
     landed: Callable[[], None] | None = None  # records what the patch did, once it landed
     failed: bool = False
+    pods: list[dict[str, Any]] | None = None  # its pods, once read in this check
 
 
 def workload_detail(policy: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
@@ -588,20 +589,20 @@ class PolicyChecker:
         while it rolls out, the restored images while it rolls back."""
         rollout = ctx.policy.rollout
         targets = {c: governed[c] for c in record.target if c in governed}
-        selector = pod_selector(w.obj)
         health = None
-        if selector and isinstance(self.kube, PodReader) and w.ref.kind != "CronJob":
+        if w.ref.kind != "CronJob":
             try:
-                pods = self.kube.list_pods(w.ref.namespace, selector)
+                pods = self._pods(w)
             except KubeError as exc:
                 # Not judged without its pods: read again at the next check (the verify
                 # timeout still bounds how long that may go on).
-                health = PodHealth(waiting=f"its pods could not be read ({exc})")
                 result = progress(w.ref.kind, w.obj, started, ctx.now, rollout.verify_timeout)
                 if result.phase is Phase.FAILED:
                     return result
-                return Progress(Phase.PROGRESSING, f"{result.reason}; {health.waiting}")
-            health = pod_health(pods, targets, started)
+                unread = f"its pods could not be read ({exc})"
+                return Progress(Phase.PROGRESSING, f"{result.reason}; {unread}")
+            if pods is not None:
+                health = pod_health(pods, targets, started)
         return progress(
             w.ref.kind,
             w.obj,
@@ -616,18 +617,26 @@ class PolicyChecker:
         """The digest ``w``'s pods report for ``container`` (see ``core.running``); "" when
         pods cannot be read here or report none. Read once per image a container gets:
         the result is recorded on the workload."""
-        selector = pod_selector(w.obj)
-        if not selector or not isinstance(self.kube, PodReader):
-            return ""
         status = w.obj.get("status") or {}
         if not int(status.get("replicas") or status.get("desiredNumberScheduled") or 0):
             return ""  # no pods (scaled to zero, or not created yet): nothing to read
         try:
-            pods = self.kube.list_pods(w.ref.namespace, selector)
+            pods = self._pods(w)
         except KubeError as exc:
             log.info("%s: pods not read (%s); using the tag's digest", w.ref, exc)
             return ""
-        return pulled_digest(pods, container, running)
+        return pulled_digest(pods or (), container, running)
+
+    def _pods(self, w: _Workload) -> list[dict[str, Any]] | None:
+        """The first page of ``w``'s pods, read at most once per check (each container,
+        and the rollout's verification, asks the same); None when they cannot be read here
+        (no selector imagedrift can express, or a port without pods). Raises KubeError."""
+        selector = pod_selector(w.obj)
+        if not selector or not isinstance(self.kube, PodReader):
+            return None
+        if w.pods is None:
+            w.pods = self.kube.list_pods(w.ref.namespace, selector)
+        return w.pods
 
     def _on_base(self, ctx: _Context, lineage: Lineage) -> tuple[bool, str, bool]:
         """(counts as on the current base, why, only because it was patched in place)."""

@@ -370,8 +370,8 @@ def _smoke_test(gate: SmokeTestGate, io: GateIO, policy: str, candidate: ImageRe
         # The Job's own words ("DeadlineExceeded") hide the cause; its pod's say it.
         failed, waiting = _job_pods(io, namespace, name)
         if failed:
+            why = f"job failed: {failed}" if result == "Running" else f"{why}; {failed}"
             result = "Failed"
-            why = f"{why}; {failed}" if why != "job running" else f"job failed: {failed}"
         elif waiting:
             why = f"{why}; {waiting}"
     started = parse_timestamp(record["startedAt"]) or io.now
