@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from imagedrift.core import history
+from imagedrift.core import history, records
 from imagedrift.core.conditions import parse_timestamp
 from imagedrift.core.images import ImageManifest, Platform, ResolvedImage
 from imagedrift.core.lineage import (
@@ -345,4 +345,5 @@ def test_the_candidate_is_read_back_from_the_lineage(base: str, expected: dict[s
             at="2026-01-01T00:00:00Z",
             limit=10,
         )
-    assert history.candidate_of(lineage, base) == expected
+    found = records.candidate_of(lineage, base)
+    assert (found.to_status() if found else {}) == expected

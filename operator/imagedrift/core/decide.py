@@ -52,7 +52,7 @@ class State(StrEnum):
 
 
 # The most pressing state names the workload when its containers differ.
-_PRIORITY = (
+PRIORITY = (
     State.ERROR,
     State.CONFLICT,
     State.OVERRIDDEN,
@@ -254,7 +254,7 @@ def _in_flight(
 
 
 def _worst(decisions: Sequence[ContainerDecision]) -> ContainerDecision | None:
-    return min(decisions, key=lambda d: _PRIORITY.index(d.state), default=None)
+    return min(decisions, key=lambda d: PRIORITY.index(d.state), default=None)
 
 
 def decide(obs: WorkloadObservation, policy: PolicyView) -> Decision:

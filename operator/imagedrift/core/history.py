@@ -9,7 +9,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from imagedrift.core.refs import ImageRef
+from imagedrift.core.rollout import Phase
+from imagedrift.core.workloads import RolloutRecord
+
 MAX_ROLLOUTS = 100
+RESTORED = "restored from the workload's rollout record"
 
 
 def _key(entry: Mapping[str, Any]) -> tuple[str, str]:
@@ -80,7 +85,7 @@ def record_rollout(
                 "appDigest": app_digest,
                 "tag": tag,
                 "verdict": "Passed",
-                "reasons": ["restored from the workload's rollout record"],
+                "reasons": [RESTORED],
                 "validatedAt": started_at,
                 "rollouts": [],
             },
@@ -116,30 +121,66 @@ def record_rollout(
     return entries
 
 
-def candidate_status(
-    app: str, digest: str, tag: str, verdict: str, reasons: Sequence[str]
-) -> dict[str, Any]:
-    """``status.candidate``: the candidate ``app:tag`` (``digest``) and how it was judged."""
-    return {
-        "image": f"{app}:{tag}",
-        "digest": digest,
-        "tag": tag,
-        "verdict": verdict,
-        "reasons": list(reasons),
-    }
+def newly_rejected(history: Sequence[Mapping[str, Any]], base_digest: str, digest: str) -> bool:
+    """Is no entry yet saying ``digest`` is rejected on ``base_digest`` (an Event goes once)?"""
+    return not any(
+        _key(e) == (base_digest, digest) and e.get("verdict") == "Rejected" for e in history
+    )
 
 
-def candidate_of(history: Sequence[Mapping[str, Any]], base_digest: str) -> dict[str, Any]:
-    """``status.candidate`` as the lineage remembers it: the newest entry on ``base_digest``
-    ({} when none). A check that searched for no candidate (every workload already on the
-    base) still says which one was chosen and how it was judged, instead of emptying it."""
-    for entry in history:
-        if entry.get("baseDigest") == base_digest:
-            return candidate_status(
-                str(entry.get("app", "")),
-                str(entry.get("appDigest", "")),
-                str(entry.get("tag", "")),
-                str(entry.get("verdict", "")),
-                entry.get("reasons") or [],
-            )
-    return {}
+def reject(
+    history: Sequence[Mapping[str, Any]], base_digest: str, digest: str, why: str
+) -> list[dict[str, Any]]:
+    """The entry of a candidate whose rollout failed (``why``) says so."""
+    entries = [dict(e) for e in history]
+    for entry in entries:
+        if _key(entry) == (base_digest, digest):
+            entry["verdict"] = "Rejected"
+            entry["reasons"] = [*(entry.get("reasons") or []), f"rollout: {why}"]
+    return entries
+
+
+def sync_rollout(
+    history: Sequence[Mapping[str, Any]], workload: str, record: RolloutRecord, base_digest: str
+) -> list[dict[str, Any]]:
+    """The lineage says of ``workload``'s rollout what its own ``record`` says.
+
+    The only way rollouts enter the lineage: after a check's patches landed, and after a
+    lost status write, when the next check restores the rollout from the record (never
+    half-recorded). An entry of an older base that the limit dropped is not brought back.
+    """
+    entries: Sequence[Mapping[str, Any]] = history
+    for container, image in record.target.items():
+        digest = image.rpartition("@")[2]
+        key = (record.base_digest, digest)
+        entry = next((e for e in entries if _key(e) == key), None)
+        if entry is None and record.base_digest != base_digest:
+            continue
+        row: Mapping[str, Any] = next(
+            (
+                r
+                for r in (entry or {}).get("rollouts") or []
+                if (r.get("workload"), r.get("container"), r.get("startedAt"))
+                == (workload, container, record.started_at)
+            ),
+            {},
+        )
+        if row.get("result") == record.phase and row.get("rollback", "") == record.rollback:
+            continue
+        entries = record_rollout(
+            entries,
+            base_digest=record.base_digest,
+            app_digest=digest,
+            workload=workload,
+            container=container,
+            previous_image=record.previous.get(container, ""),
+            result=record.phase,
+            reason=record.reason
+            or ("patched" if record.phase == Phase.PROGRESSING.value else RESTORED),
+            started_at=record.started_at,
+            finished_at=record.finished_at,
+            app=ImageRef.parse(image).name,
+            tag=record.tags.get(container, ""),
+            rollback=record.rollback,
+        )
+    return [dict(e) for e in entries]

@@ -104,6 +104,10 @@ class RolloutRecord:
     rollback_reason: str = ""
     rollback_at: str = ""  # when its outcome was recorded
 
+    def digests(self) -> dict[str, str]:
+        """container -> the app digest this rollout put there: the one place that knows."""
+        return {c: image.rpartition("@")[2] for c, image in self.target.items()}
+
 
 @dataclass(frozen=True)
 class WorkloadState:

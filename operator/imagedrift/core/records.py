@@ -1,0 +1,87 @@
+"""What a check remembers between checks, as values: rejections and the candidate status.
+
+Both are written into the policy's status (``status.waves.rejected``, ``status.candidate``)
+and read back from it; the dict shapes there are the API and stay as they are.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A candidate rejected for the current base because its rollout failed somewhere."""
+
+    digest: str
+    image: str
+    workload: str
+    reason: str
+    at: str
+
+    @classmethod
+    def from_status(cls, row: Mapping[str, Any]) -> Rejection:
+        return cls(
+            str(row.get("digest", "")),
+            str(row.get("image", "")),
+            str(row.get("workload", "")),
+            str(row.get("reason", "rolled back")),
+            str(row.get("at", "")),
+        )
+
+    def to_status(self) -> dict[str, str]:
+        return {
+            "digest": self.digest,
+            "image": self.image,
+            "workload": self.workload,
+            "reason": self.reason,
+            "at": self.at,
+        }
+
+
+@dataclass(frozen=True)
+class CandidateStatus:
+    """``status.candidate``: the candidate ``app:tag`` (``digest``) and how it was judged."""
+
+    app: str
+    digest: str
+    tag: str
+    verdict: str
+    reasons: tuple[str, ...]
+
+    @classmethod
+    def of(
+        cls, app: str, digest: str, tag: str, verdict: str, reasons: Sequence[str]
+    ) -> CandidateStatus:
+        return cls(app, digest, tag, verdict, tuple(reasons))
+
+    def rejected(self, why: str) -> CandidateStatus:
+        """The same candidate once its rollout failed (``why``)."""
+        return replace(self, verdict="Rejected", reasons=(*self.reasons, f"rollout: {why}"))
+
+    def to_status(self) -> dict[str, Any]:
+        return {
+            "image": f"{self.app}:{self.tag}",
+            "digest": self.digest,
+            "tag": self.tag,
+            "verdict": self.verdict,
+            "reasons": list(self.reasons),
+        }
+
+
+def candidate_of(history: Sequence[Mapping[str, Any]], base_digest: str) -> CandidateStatus | None:
+    """The candidate as the lineage remembers it: the newest entry on ``base_digest``. A check
+    that searched for no candidate (every workload already on the base) still says which one
+    was chosen and how it was judged, instead of emptying ``status.candidate``."""
+    for entry in history:
+        if entry.get("baseDigest") == base_digest:
+            return CandidateStatus.of(
+                str(entry.get("app", "")),
+                str(entry.get("appDigest", "")),
+                str(entry.get("tag", "")),
+                str(entry.get("verdict", "")),
+                entry.get("reasons") or [],
+            )
+    return None
