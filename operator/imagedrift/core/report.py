@@ -14,7 +14,7 @@ from typing import Any
 from imagedrift.core import conditions as cond
 from imagedrift.core import waves
 from imagedrift.core.conditions import Condition, parse_timestamp, timestamp
-from imagedrift.core.decide import DRIFTED_STATES, Action, State
+from imagedrift.core.decide import DRIFTED_STATES, PRIORITY, Action, State
 from imagedrift.core.images import ResolvedImage
 from imagedrift.core.notices import Notice
 from imagedrift.core.plan import PolicyOutcome, PolicyPlan, Step
@@ -146,7 +146,7 @@ def compose(
     rows = [r for s in steps for r in s.rows]
     attention = sorted(
         (r for r in rows if r["state"] != State.UP_TO_DATE),
-        key=lambda r: (_ATTENTION_ORDER.get(r["state"], 9), r["workload"], r["container"]),
+        key=lambda r: (PRIORITY.index(State(r["state"])), r["workload"], r["container"]),
     )
     done = [s for s in steps if _done_on(s, base_digest)]
     plan: waves.Plan = planned.waves
@@ -238,14 +238,3 @@ def compose(
     ]
     fault = "RegistryUnavailable" if errors and registry_wait is None else ""
     return Report(status, conditions, next_in, counts, drifted, fault)
-
-_ATTENTION_ORDER = {
-    State.ERROR: 0,
-    State.ROLLING_OUT: 1,
-    State.ROLLED_BACK: 2,
-    State.WAITING: 3,
-    State.DRIFTED: 4,
-    State.PAUSED: 5,
-    State.SUSPENDED: 6,
-    State.UNKNOWN: 7,
-}
