@@ -1,5 +1,5 @@
 """Table tests of how a workload's record moves (imagedrift.core.transitions): every
-transition as it lands, and every transition × a write that fails (409 or another fault)."""
+transition as it lands, and every transition with a write that fails (409 or another fault)."""
 
 from __future__ import annotations
 
