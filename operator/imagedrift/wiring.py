@@ -45,7 +45,7 @@ from imagedrift.core.conditions import Condition
 from imagedrift.core.lease import LeaseSettings
 from imagedrift.core.mirrors import parse_mirrors
 from imagedrift.core.sandbox import Sandbox
-from imagedrift.engine.caches import BaseWatcher, ImageCache
+from imagedrift.engine.caches import BaseWatcher, ImageCache, TtlCache
 from imagedrift.engine.check import PolicyChecker
 from imagedrift.engine.controller import Controller
 from imagedrift.engine.leadership import Elector
@@ -128,7 +128,10 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         secret_ttl=float(os.environ.get("IMAGEDRIFT_SECRET_TTL", "60")),
         limits=ReadLimits.from_env(os.environ),
     )
-    checker = PolicyChecker(STATE.pool, kube, ImageCache(), BaseWatcher())
+    # The checker fills these caches; the controller invalidates them on a push and reads
+    # when a base was last looked up, so both are handed the same objects.
+    bases, searches = BaseWatcher(), TtlCache()
+    checker = PolicyChecker(STATE.pool, kube, ImageCache(), bases=bases, searches=searches)
     workloads = WorkloadCache(
         api, lambda ref, old, new: _controller().workload_changed(ref, old, new)
     )
@@ -136,6 +139,8 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         checker,
         kube,
         workloads,
+        bases=bases,
+        searches=searches,
         workers=int(os.environ.get("IMAGEDRIFT_WORKERS", "4")),
         # Triggers read their Secrets in the operator's namespace and trust what the
         # registries trust.

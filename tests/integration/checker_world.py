@@ -545,13 +545,10 @@ class CheckerWorld:
         self.clock = CLOCK_START
         self.kube = FakeKube(lambda: self.now, self.resolve)
         self.pool = RegistryPool(NoSecrets(), namespace=OPERATOR_NAMESPACE, verify=True)
-        self.checker = PolicyChecker(
-            self.pool,
-            self.kube,
-            ImageCache(),
-            BaseWatcher(clock=lambda: self.clock),
-            TtlCache(clock=lambda: self.clock),
-        )
+        # The caches the checker is given, as the wiring gives them to the controller too.
+        self.bases = BaseWatcher(clock=lambda: self.clock)
+        self.searches = TtlCache(clock=lambda: self.clock)
+        self.checker = PolicyChecker(self.pool, self.kube, ImageCache(), self.bases, self.searches)
         self.policy_name = "chk-" + scenario.replace("_", "-")
         self.raw_spec: dict[str, Any] = {}
         self.spec: PolicySpec | None = None
@@ -607,8 +604,8 @@ class CheckerWorld:
             if pushed.name == base.image.name and (
                 not pushed.tag or not base.tag or pushed.tag == base.tag
             ):
-                self.checker.bases.invalidate(base.key)
-        self.checker.searches.invalidate(pushed.name)
+                self.bases.invalidate(base.key)
+        self.searches.invalidate(pushed.name)
 
     def resolve(self, image: str) -> str:
         ref = ImageRef.parse(image)

@@ -15,6 +15,7 @@ import pytest
 from imagedrift.core import conditions as cond
 from imagedrift.core.images import ResolvedImage
 from imagedrift.core.refs import ImageRef
+from imagedrift.core.spec import parse_policy
 from imagedrift.core.workloads import WorkloadRef
 from imagedrift.engine.caches import BaseObservation, BaseWatcher, TtlCache
 from imagedrift.engine.check import CheckResult
@@ -29,9 +30,9 @@ CLOCK = [1000.0]
 
 
 class FakeChecker:
-    def __init__(self) -> None:
-        self.bases = BaseWatcher(clock=lambda: CLOCK[0])
-        self.searches = TtlCache()
+    def __init__(self, bases: BaseWatcher, searches: TtlCache) -> None:
+        self.bases = bases
+        self.searches = searches
         self.digest = "sha256:" + "1" * 64
         self.lookups = 0
         self.fail = False
@@ -112,12 +113,19 @@ def policy_body(name: str, interval: str = "60s", generation: int = 1) -> dict[s
     }
 
 
+BASE_KEY = ("base", parse_policy("p", policy_body("p")["spec"]).base.key)  # any policy's here
+
+
 def make() -> tuple[Controller, FakeChecker, FakeWriter, FakeWorkloads]:
-    checker, writer, workloads = FakeChecker(), FakeWriter(), FakeWorkloads()
+    # The checker's caches, handed to the controller as the wiring does.
+    bases, searches = BaseWatcher(clock=lambda: CLOCK[0]), TtlCache()
+    checker, writer, workloads = FakeChecker(bases, searches), FakeWriter(), FakeWorkloads()
     controller = Controller(
         checker,  # type: ignore[arg-type]
         writer,
         workloads,
+        bases=bases,
+        searches=searches,
         now=lambda: NOW,
         clock=lambda: CLOCK[0],
     )
@@ -157,7 +165,7 @@ def test_losing_the_lead_stops_work_and_forgets_what_was_written() -> None:
     assert controller._written == {}, "the next leader may write: our copy is stale"
     checker.checked.clear()
     controller.queue.add(("policy", "p"))
-    controller.queue.add(("base", controller._policies["p"].spec.base.key))  # type: ignore[union-attr]
+    controller.queue.add(BASE_KEY)
     drain(controller)
     assert checker.checked == [] and len(writer.statuses) == 1
     controller.lead()
@@ -183,7 +191,7 @@ def test_a_base_that_did_not_move_queues_no_policy_and_one_that_moved_queues_its
         controller.policy_seen(policy_body(name))
         controller.lead()
     drain(controller)
-    key = next(iter({("base", p.spec.base.key) for p in controller._policies.values() if p.spec}))
+    key = BASE_KEY
     checker.checked.clear()
     lookups = checker.lookups
     CLOCK[0] += 61  # the interval passed
@@ -250,20 +258,24 @@ def test_a_failing_base_backs_off_and_its_followers_see_the_fault() -> None:
     controller.policy_seen(policy_body("p"))
     controller.lead()
     drain(controller)
-    key = ("base", controller._policies["p"].spec.base.key)  # type: ignore[union-attr]
+    key = BASE_KEY
     assert controller.queue.failures(key) >= 1
 
 
 def test_a_push_of_the_base_re_resolves_it_and_a_push_of_an_app_wakes_its_policies() -> None:
-    controller, _checker, _, workloads = make()
+    controller, checker, _, workloads = make()
     controller.policy_seen(policy_body("p"))
     controller.lead()
     ref, body = workloads.put("web", "p", image="r.io/team/app:1.0.0")
     controller.workload_changed(ref, None, body)
     drain(controller)
+    lookups = checker.lookups
     assert controller.wake_for_image(f"{BASE}:3.12") == ["p"]
-    assert ("base", controller._policies["p"].spec.base.key) in drain(controller)  # type: ignore[union-attr]
+    assert BASE_KEY in drain(controller)
+    assert checker.lookups == lookups + 1, "the checker's own base lookup was invalidated"
+    checker.searches.put(("r.io/team/app", "semver"), ["1.0.0"], 60.0)
     assert controller.wake_for_image("r.io/team/app:1.0.1") == ["p"]
+    assert len(checker.searches) == 0, "the checker's own searches were dropped"
     assert drain(controller) == [("policy", "p")]
     assert controller.wake_for_image("r.io/other/thing:1") == []
 

@@ -1,5 +1,5 @@
 """When the pods of a tag-referenced container are read again (``engine.pulls``), and which
-workload changes queue the check that reads them (``controller._relevant``)."""
+workload changes queue the check that reads them (``core.workload_changes.relevant``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from imagedrift.engine.controller import _relevant
+from imagedrift.core.workload_changes import relevant
 from imagedrift.engine.pulls import PullWatch
 
 
@@ -79,15 +79,15 @@ SETTLED = {
 def test_status_queues_a_check_only_when_the_pods_settle_or_unsettle(
     label: str, before: dict[str, Any], after: dict[str, Any], queued: bool
 ) -> None:
-    assert (_relevant(deployment(before)) != _relevant(deployment(after))) is queued
+    assert (relevant(deployment(before)) != relevant(deployment(after))) is queued
 
 
 def test_only_pods_from_a_tag_are_worth_a_check_when_they_settle() -> None:
     """Pinned by digest, or scaled to zero: nothing a re-pull could change."""
     down = {**SETTLED, "availableReplicas": 1}
     pinned = "reg.example/shop/web@sha256:" + "a" * 64
-    assert _relevant(deployment(SETTLED, image=pinned)) == _relevant(deployment(down, image=pinned))
-    assert _relevant(deployment(SETTLED, replicas=0)) == _relevant(
+    assert relevant(deployment(SETTLED, image=pinned)) == relevant(deployment(down, image=pinned))
+    assert relevant(deployment(SETTLED, replicas=0)) == relevant(
         deployment({**SETTLED, "observedGeneration": 1}, replicas=0)
     )
 
@@ -105,4 +105,4 @@ def test_a_daemonset_status_settles_too() -> None:
         },
     }
     down = {**ds, "status": {**ds["status"], "numberAvailable": 2}}
-    assert _relevant(ds) != _relevant(down)
+    assert relevant(ds) != relevant(down)

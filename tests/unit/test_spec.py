@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from imagedrift.core.spec import parse_duration, parse_policy
+from imagedrift.core.durations import parse_duration
+from imagedrift.core.spec import parse_policy
 from imagedrift.errors import InvalidSpec
 
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from imagedrift.core.spec import IgnoredFinding
+from imagedrift.core.validation_spec import IgnoredFinding
 from imagedrift.core.vulns import (
     Finding,
     Report,

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from imagedrift.core.spec import LabelSelector, MaintenanceWindow, RolloutSpec, Wave
+from imagedrift.core.rollout_spec import LabelSelector, MaintenanceWindow, RolloutSpec, Wave
 from imagedrift.core.waves import in_window, plan, wave_sizes
 
 NOW = datetime(2024, 6, 1, 12, 0, tzinfo=UTC)

@@ -83,8 +83,7 @@ class PolicyChecker:
     ) -> None:
         self.kube = kube
         cache = searches if searches is not None else TtlCache()
-        self.bases, self.searches = bases, cache  # the caches it was given (and shares)
-        reads = LineageReads(registries, images, SharedReads(cache))
+        reads = LineageReads(registries, images, SharedReads(cache, images))
         self.base = BaseLookup(registries, images, bases)
         self.observer = Observer(
             reads,
