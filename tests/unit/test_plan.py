@@ -200,3 +200,24 @@ def test_ten_workloads_waiting_on_one_smoke_test_are_one_candidate_validating() 
     assert planned.validating == frozenset({A2})
     assert all(s.decision.state is State.WAITING for s in planned.steps)
     assert planned.candidate is not None and planned.candidate.verdict == "Pending"
+
+
+def up_to_date(name: str, idle: bool) -> WorkloadFacts:
+    """A tag-referenced workload on the current base (its digest resolved from the tag)."""
+    container = ContainerObservation("app", OLD, A2, True, "on the current base", BASE_V2)
+    ref = WorkloadRef("Deployment", "shop", name)
+    observation = WorkloadObservation(str(ref), (container,), images={"app": OLD})
+    return WorkloadFacts(ref, "7", WorkloadState(), observation, {"app": OLD}, idle=idle)
+
+
+def test_a_running_digest_is_kept_only_where_pods_run_it() -> None:
+    """Scaled to zero, nothing runs what the tag meant: no note, no write (a fleet of new
+    Deployments at replicas 0 would otherwise be written once each at first sight)."""
+    planned = plan(
+        policy(), BASE_V2, Memory(), [up_to_date("idle", True), up_to_date("busy", False)], [], NOW
+    )
+    idle, busy = planned.steps
+    assert idle.patch is None
+    assert (
+        busy.patch is not None and "imagedrift.io/status" in busy.patch["metadata"]["annotations"]
+    )

@@ -8,7 +8,13 @@ import pytest
 
 from imagedrift.core.mirrors import Mirror, parse_mirrors
 from imagedrift.core.refs import ImageRef
-from imagedrift.core.running import digest_of_image_id, pod_selector, pulled_digest, same_image
+from imagedrift.core.running import (
+    digest_of_image_id,
+    pod_selector,
+    pulled_digest,
+    runs_no_pods,
+    same_image,
+)
 from imagedrift.errors import InvalidReference
 
 A, B = "sha256:" + "a" * 64, "sha256:" + "b" * 64
@@ -119,3 +125,22 @@ def test_mirrors() -> None:
     for bad in ("docker.io", "docker.io=", "=x", "docker.io=ftp://x", "a=b,a=c"):
         with pytest.raises(InvalidReference, match="registry mirror"):
             parse_mirrors(bad)
+
+
+@pytest.mark.parametrize(
+    ("label", "body", "expected"),
+    [
+        ("scaled to zero, no pod left", {"spec": {"replicas": 0}, "status": {}}, True),
+        (
+            "scaled to zero, pods still going",
+            {"spec": {"replicas": 0}, "status": {"replicas": 2}},
+            False,
+        ),
+        ("one replica", {"spec": {"replicas": 1}, "status": {"replicas": 1}}, False),
+        ("replicas unset means one", {"spec": {}, "status": {}}, False),
+        ("a DaemonSet has no replicas", {"kind": "DaemonSet", "spec": {}}, False),
+        ("a CronJob pulls at every run", {"kind": "CronJob", "spec": {"replicas": 0}}, False),
+    ],
+)
+def test_runs_no_pods(label: str, body: dict[str, Any], expected: bool) -> None:
+    assert runs_no_pods(body) is expected

@@ -9,8 +9,9 @@ from typing import Any
 
 import pytest
 
+from imagedrift.core.images import ResolvedImage
 from imagedrift.core.refs import ImageRef
-from imagedrift.engine.caches import FAILURE_MEMORY, TtlCache
+from imagedrift.engine.caches import FAILURE_MEMORY, ImageCache, TtlCache
 from imagedrift.engine.shared_reads import SharedReads
 from imagedrift.errors import RegistryError
 
@@ -124,3 +125,29 @@ def wait_until(condition: Any, timeout: float = 5.0) -> None:
             return
         done.wait(0.01)
     raise AssertionError("timed out")
+
+
+class ImageRegistry(Registry):
+    """Also serves images (the manifest read by tag names its digest)."""
+
+    def get_image(self, ref: ImageRef) -> ResolvedImage:
+        self.asked.append(f"GET {ref}")
+        digest = "sha256:" + "a" * 64
+        return ResolvedImage(ref.with_digest(digest), digest, "application/json", ())
+
+    def get_manifest(self, ref: ImageRef) -> Any:
+        raise AssertionError(f"the image of {ref} was read twice")
+
+
+def test_a_tag_first_seen_is_read_by_its_manifest_and_the_image_kept() -> None:
+    clock = Clock()
+    images = ImageCache()
+    reads, registry = SharedReads(TtlCache(clock=clock), images), ImageRegistry()
+    client: Any = registry
+    digest = reads.tag_digest(client, REF, 60)
+    # The image behind the digest is known without asking again: 1 request, not 2.
+    assert images.get(client, REF.with_digest(digest)).digest == digest
+    assert registry.asked == ["GET reg.example/shop/web:1.4"]
+    clock.now = 61
+    assert reads.tag_digest(client, REF, 60) == digest
+    assert registry.asked[1:] == ["HEAD reg.example/shop/web:1.4"], "known tags: a HEAD"

@@ -47,6 +47,7 @@ class WorkloadFacts:
     observation: WorkloadObservation
     running: Mapping[str, str] = field(default_factory=dict)  # container -> image as parsed
     note: Mapping[str, Any] = field(default_factory=dict)  # its imagedrift.io/status now
+    idle: bool = False  # scaled to zero: no pod runs what a tag meant when it was pulled
 
     @property
     def key(self) -> str:
@@ -182,8 +183,10 @@ def _step(
 ) -> Step:
     mine = detail.rows(f.key, f.observation, state.rollout, decision)
     patch = image_patch(f.ref.kind, t.images, state, f.version) if t is not None else None
-    # A tag-referenced container's running digest is kept in the note.
-    remember = any(r.get("digest") and "@" not in str(r.get("image", "")) for r in mine)
+    # A tag-referenced container's running digest is kept in the note (while pods run it).
+    remember = not f.idle and any(
+        r.get("digest") and "@" not in str(r.get("image", "")) for r in mine
+    )
     note = detail.note(
         policy, mine, decision, f.note, patch is not None, followed(state.rollout), remember
     )

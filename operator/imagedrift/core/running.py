@@ -89,3 +89,18 @@ def pulled_digest(pods: Iterable[Mapping[str, Any]], container: str, image: Imag
     if not ranked or (len(ranked) == 2 and ranked[0][1] == ranked[1][1]):
         return ""
     return ranked[0][0]
+
+
+def runs_no_pods(workload: Mapping[str, Any]) -> bool:
+    """Is the workload scaled to zero, with no pod left? Then nothing runs that a tag was
+    pulled for: what the tag means now is what a scale-up would pull, and there is no
+    running digest to keep (a scale-up moves the workload, and its pods are read then)."""
+    if workload.get("kind") == "CronJob":
+        return False
+    spec = workload.get("spec") or {}
+    status = workload.get("status") or {}
+    return (
+        "replicas" in spec
+        and not int(spec.get("replicas") or 0)
+        and not int(status.get("replicas") or 0)
+    )

@@ -22,7 +22,7 @@ from imagedrift.core.plan import WorkloadFacts
 from imagedrift.core.podhealth import pod_health
 from imagedrift.core.refs import ImageRef
 from imagedrift.core.rollout import Phase, Progress, progress
-from imagedrift.core.running import pod_selector, pulled_digest, same_image
+from imagedrift.core.running import pod_selector, pulled_digest, runs_no_pods, same_image
 from imagedrift.core.workloads import (
     RolloutRecord,
     WorkloadState,
@@ -104,6 +104,7 @@ class Observer:
             observation,
             running,
             status_annotation(obj),
+            runs_no_pods(obj),
         )
 
     def _observe(

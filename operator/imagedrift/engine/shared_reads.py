@@ -8,32 +8,55 @@ for the repository drops it (the entries live in the checker's ``TtlCache``, key
 repository first, which is what ``invalidate`` drops). One lookup answers everyone: workers
 asking at once wait for the one in flight, and a failure answers for a few seconds too, so
 a registry that is down is not asked once per policy.
+
+The first time a tag is resolved, its manifest is read by the tag itself (the answer
+names the digest) and the image goes into the ``ImageCache``: resolving the tag and then
+fetching the image by digest would cost one request more per app image. Later
+resolutions are HEADs: the image behind an unchanged digest is cached already.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TypeVar
 
 from imagedrift.core.refs import ImageRef
-from imagedrift.engine.caches import FAILURE_MEMORY, TtlCache
+from imagedrift.engine.caches import FAILURE_MEMORY, ImageCache, TtlCache
 from imagedrift.errors import RegistryError
 from imagedrift.registry.base import RegistryClient
 
 T = TypeVar("T")
 
 
+MAX_TAGS_SEEN = 100_000  # tags resolved before (their image is likely cached): HEAD them
+
+
 class SharedReads:
-    def __init__(self, cache: TtlCache) -> None:
+    def __init__(self, cache: TtlCache, images: ImageCache | None = None) -> None:
         self._cache = cache
+        self._images = images
+        self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._flights: dict[tuple[str, ...], threading.Lock] = {}
         self._guard = threading.Lock()
 
     def tag_digest(self, client: RegistryClient, ref: ImageRef, ttl: float) -> str:
         """The digest ``ref``'s tag points at now (once per ``ttl`` for everyone)."""
         key = (ref.name, "tag digest", ref.tag or "latest")
-        return self._read(key, ttl, lambda: client.resolve_digest(ref), str)
+        return self._read(key, ttl, lambda: self._resolve(client, ref), str)
+
+    def _resolve(self, client: RegistryClient, ref: ImageRef) -> str:
+        tag = (ref.name, ref.tag or "latest")
+        with self._guard:
+            seen = tag in self._seen
+            self._seen[tag] = None
+            self._seen.move_to_end(tag)
+            while len(self._seen) > MAX_TAGS_SEEN:
+                self._seen.popitem(last=False)
+        if seen or self._images is None:
+            return client.resolve_digest(ref)
+        return self._images.put(client.get_image(ref)).digest
 
     def tags(self, client: RegistryClient, ref: ImageRef, ttl: float) -> list[str]:
         """The repository's tags as the registry lists them (once per ``ttl``)."""
