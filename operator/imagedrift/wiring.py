@@ -142,9 +142,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         bases=bases,
         searches=searches,
         workers=int(os.environ.get("IMAGEDRIFT_WORKERS", "4")),
-        # Triggers read their Secrets in the operator's namespace and trust what the
-        # registries trust.
-        rebuild=RebuildStep(kube, verify=with_system_roots(os.environ.get("IMAGEDRIFT_CA_BUNDLE"))),
+        # Triggers read their Secrets in the operator's namespace, trust what the registries
+        # trust, and fire on threads of their own (never holding a worker).
+        rebuild=RebuildStep(
+            kube, verify=with_system_roots(os.environ.get("IMAGEDRIFT_CA_BUNDLE")), workers=2
+        ),
         observer=_observe,
     )
     STATE.controller, STATE.workloads = controller, workloads

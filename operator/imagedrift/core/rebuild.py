@@ -10,7 +10,10 @@ A rebuild is asked for at most once per base digest:
 - a failed attempt is retried with exponential backoff (``RETRY_BASE`` seconds, doubling,
   at most ``RETRY_MAX`` apart), at most ``MAX_ATTEMPTS`` times in all for one digest, and
   only the triggers that failed are fired again (an ACR Task that did start is not started
-  twice). The retry happens on the first check after the backoff has passed.
+  twice). The retry happens on the first check after the backoff has passed;
+- triggers fire off the controller's workers: the ledger says ``Triggering`` until they
+  answered. One that never answers (the operator restarted while it ran) counts as failed
+  once ``STALE_TRIGGERING`` has passed, and is retried like a failure.
 """
 
 from __future__ import annotations
@@ -25,6 +28,8 @@ from imagedrift.errors import InvalidSpec
 
 TRIGGERED: Final = "Triggered"
 FAILED: Final = "Failed"
+TRIGGERING: Final = "Triggering"  # fired, not answered yet
+STALE_TRIGGERING: Final = 600.0  # seconds: a trigger's own timeouts are far shorter
 MAX_ATTEMPTS: Final = 5
 RETRY_BASE: Final = 60.0
 RETRY_MAX: Final = 3600.0
@@ -126,11 +131,16 @@ def should_trigger(
     ledger = previous_status.get("rebuild") or {}
     if ledger.get("baseDigest") != new_base_digest:
         return True  # the base moved since the last rebuild was asked for (or never was)
-    if ledger.get("outcome") != FAILED:
+    last = parse_timestamp(str(ledger.get("triggeredAt") or ""))
+    outcome = ledger.get("outcome")
+    if outcome == TRIGGERING:
+        # Still firing; or fired by a process that died before it could record the answer.
+        if last is not None and now < last + timedelta(seconds=STALE_TRIGGERING):
+            return False
+    elif outcome != FAILED:
         return False
     pending = [k for k in rebuild.kinds if k not in (ledger.get("succeeded") or [])]
     attempts = int(ledger.get("attempts") or 1)
     if not pending or attempts >= MAX_ATTEMPTS:
         return False
-    last = parse_timestamp(str(ledger.get("triggeredAt") or ""))
     return last is None or now >= last + timedelta(seconds=retry_delay(attempts))

@@ -100,6 +100,8 @@ class Controller:
         self._workloads = workloads
         self._workers = workers
         self._rebuild = rebuild
+        if rebuild is not None:  # triggers that answered in the background: check again
+            rebuild.on_done = lambda name: self.queue.add(("policy", name))
         self._observer = observer
         self._clock = clock
         self._now = now
@@ -198,6 +200,8 @@ class Controller:
         finalizes can abort the process (SIGABRT instead of exit 0)."""
         self._stop.set()
         self.queue.shutdown()
+        if self._rebuild is not None:
+            self._rebuild.close()
         deadline = time.monotonic() + timeout
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
