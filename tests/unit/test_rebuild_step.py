@@ -54,6 +54,8 @@ def test_when_to_fire(label: str, status: dict[str, Any], expected: bool) -> Non
 class SlowTrigger:
     """A trigger that answers only when told to (an ACR Task run scheduling slowly)."""
 
+    name = "webhook"
+
     def __init__(self) -> None:
         self.release = threading.Event()
         self.fired = 0

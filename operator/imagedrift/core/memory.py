@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from imagedrift.core.decide import State
-from imagedrift.core.records import Rejection
+from imagedrift.core.records import Rejection, SmokeRecord
 from imagedrift.core.rollout import Phase
 from imagedrift.core.workloads import RolloutRecord, WorkloadState
 
@@ -31,7 +31,7 @@ class Rolled:
 class Memory:
     rejected: Mapping[str, Rejection] = field(default_factory=dict)  # app digest -> why
     rolled: Mapping[str, Rolled] = field(default_factory=dict)  # workload key -> from lineage
-    smoke_tests: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # by digest
+    smoke_tests: Mapping[str, SmokeRecord] = field(default_factory=dict)  # by digest
 
 
 def rolled(lineage: Iterable[Mapping[str, Any]]) -> dict[str, Rolled]:
@@ -108,6 +108,8 @@ def recall(
                     ),
                 )
     smoke = {
-        str(t.get("digest")): dict(t) for t in status.get("smokeTests") or [] if t.get("digest")
+        str(t.get("digest")): SmokeRecord.from_status(t)
+        for t in status.get("smokeTests") or []
+        if t.get("digest")
     }
     return Memory(rejected, rolled(status.get("lineage") or []), smoke)

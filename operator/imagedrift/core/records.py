@@ -1,7 +1,8 @@
-"""What a check remembers between checks, as values: rejections and the candidate status.
+"""What a check remembers between checks, as values: rejections, smoke tests, the candidate.
 
-Both are written into the policy's status (``status.waves.rejected``, ``status.candidate``)
-and read back from it; the dict shapes there are the API and stay as they are.
+Each is written into the policy's status (``status.waves.rejected``, ``status.smokeTests``,
+``status.candidate``) and read back from it; the dict shapes there are the API and stay as
+they are.
 """
 
 from __future__ import annotations
@@ -39,6 +40,48 @@ class Rejection:
             "reason": self.reason,
             "at": self.at,
         }
+
+
+@dataclass(frozen=True)
+class SmokeRecord:
+    """The smoke-test Job run for one candidate digest (at most one per digest, ever)."""
+
+    digest: str
+    job: str
+    namespace: str
+    result: str  # Running | Succeeded | Failed
+    reason: str
+    started_at: str
+    finished_at: str = ""
+
+    @property
+    def finished(self) -> bool:
+        return self.result in ("Succeeded", "Failed")
+
+    @classmethod
+    def from_status(cls, row: Mapping[str, Any]) -> SmokeRecord:
+        return cls(
+            str(row.get("digest", "")),
+            str(row.get("job", "")),
+            str(row.get("namespace", "")),
+            str(row.get("result", "")),
+            str(row.get("reason", "")),
+            str(row.get("startedAt", "")),
+            str(row.get("finishedAt", "")),
+        )
+
+    def to_status(self) -> dict[str, str]:
+        row = {
+            "digest": self.digest,
+            "job": self.job,
+            "namespace": self.namespace,
+            "result": self.result,
+            "reason": self.reason,
+            "startedAt": self.started_at,
+        }
+        if self.finished_at:
+            row["finishedAt"] = self.finished_at
+        return row
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from imagedrift.core.decide import DRIFTED_STATES, PRIORITY, Action, State
 from imagedrift.core.images import ResolvedImage
 from imagedrift.core.notices import Notice
 from imagedrift.core.plan import PolicyOutcome, PolicyPlan, Step
-from imagedrift.core.records import candidate_of
+from imagedrift.core.records import SmokeRecord, candidate_of
 from imagedrift.core.refs import ImageRef, short_digest
 from imagedrift.core.spec import PolicySpec
 from imagedrift.core.status_size import fit
@@ -125,7 +125,7 @@ def compose(
     base: dict[str, Any],
     planned: PolicyPlan,
     outcome: PolicyOutcome,
-    smoke_tests: Sequence[Mapping[str, Any]],
+    smoke_tests: Sequence[SmokeRecord],
     generation: int,
     now: datetime,
     registry_wait: RegistryThrottled | None = None,
@@ -173,8 +173,9 @@ def compose(
             "message": plan.message,
             "rejected": [r.to_status() for r in planned.rejected.values()][-MAX_REJECTED:],
         },
-        "smokeTests": sorted(smoke_tests, key=lambda t: str(t.get("startedAt", "")), reverse=True)[
-            :MAX_SMOKE_TESTS
+        "smokeTests": [
+            t.to_status()
+            for t in sorted(smoke_tests, key=lambda t: t.started_at, reverse=True)[:MAX_SMOKE_TESTS]
         ],
     }
     finished = [

@@ -140,7 +140,7 @@ class PolicyChecker:
             base,
             prior,
             build_time(observed.image),
-            smoke_tests={d: dict(t) for d, t in memory.smoke_tests.items()},
+            smoke_tests=dict(memory.smoke_tests),
         )
         conflicts = conflicts or {}
         facts = [

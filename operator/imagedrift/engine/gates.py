@@ -22,7 +22,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -31,6 +31,7 @@ from imagedrift.core import vulns
 from imagedrift.core.conditions import parse_timestamp, timestamp
 from imagedrift.core.lineage import Lineage
 from imagedrift.core.podhealth import job_pod_trouble
+from imagedrift.core.records import SmokeRecord
 from imagedrift.core.refs import ImageRef, short_digest
 from imagedrift.core.sandbox import Sandbox, refusals, sandboxed
 from imagedrift.core.spec import (
@@ -76,7 +77,7 @@ class GateIO:
     client: RegistryClient
     kube: object  # a KubePort; ValidationKube abilities are used when present
     now: datetime
-    smoke_tests: MutableMapping[str, dict[str, Any]] = field(default_factory=dict)  # by digest
+    smoke_tests: MutableMapping[str, SmokeRecord] = field(default_factory=dict)  # by digest
 
 
 @dataclass(frozen=True)
@@ -334,11 +335,11 @@ def _job_pods(io: GateIO, namespace: str, job: str) -> tuple[str, str]:
 
 def _smoke_test(gate: SmokeTestGate, io: GateIO, policy: str, candidate: ImageRef) -> _Gate:
     record = io.smoke_tests.get(candidate.digest)
-    if record and record.get("result") in ("Succeeded", "Failed"):
-        where = f"{record.get('namespace')}/{record.get('job')}"
+    if record and record.finished:
         return _Gate(
-            record["result"] == "Succeeded",
-            f"{where}: {record.get('reason', '')} (ran once for this digest; not repeated)",
+            record.result == "Succeeded",
+            f"{record.namespace}/{record.job}: {record.reason} (ran once for this digest; "
+            "not repeated)",
         )
     if not isinstance(io.kube, ValidationKube):
         return _Gate(False, "this operator's Kubernetes port cannot run Jobs")
@@ -352,14 +353,9 @@ def _smoke_test(gate: SmokeTestGate, io: GateIO, policy: str, candidate: ImageRe
         # A conflict: an earlier run made it and its status write was lost; follow that Job.
         with contextlib.suppress(KubeConflict):
             io.kube.create_job(namespace, smoke_job(gate, policy, candidate, sandbox))
-        record = {
-            "digest": candidate.digest,
-            "job": name,
-            "namespace": namespace,
-            "result": "Running",
-            "reason": "job created",
-            "startedAt": timestamp(io.now),
-        }
+        record = SmokeRecord(
+            candidate.digest, name, namespace, "Running", "job created", timestamp(io.now)
+        )
         io.smoke_tests[candidate.digest] = record
     job = io.kube.get_job(namespace, name)
     if job is None:
@@ -374,11 +370,13 @@ def _smoke_test(gate: SmokeTestGate, io: GateIO, policy: str, candidate: ImageRe
             result = "Failed"
         elif waiting:
             why = f"{why}; {waiting}"
-    started = parse_timestamp(record["startedAt"]) or io.now
+    started = parse_timestamp(record.started_at) or io.now
     if result == "Running" and (io.now - started).total_seconds() > gate.timeout:
         result, why = "Failed", f"did not succeed within {gate.timeout:g}s ({why})"
-    record.update(result=result, reason=why)
+    finished = "" if result == "Running" else timestamp(io.now)
+    io.smoke_tests[candidate.digest] = replace(
+        record, result=result, reason=why, finished_at=finished
+    )
     if result == "Running":
         return _Gate(False, f"{namespace}/{name}: {why}", pending=True)
-    record["finishedAt"] = timestamp(io.now)
     return _Gate(result == "Succeeded", f"{namespace}/{name}: {why}")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from imagedrift.core.images import ResolvedImage
 from imagedrift.core.lineage import BaseDigest, Lineage, built_on, remediated_in_place, trace
+from imagedrift.core.records import SmokeRecord
 from imagedrift.core.refs import ImageRef
 from imagedrift.core.spec import PolicySpec
 from imagedrift.engine.caches import ImageCache
@@ -34,7 +35,7 @@ class Look:
     previous_bases: list[str]  # older base digests, newest first (to name an old base)
     base_changed_at: datetime | None  # the current base's creation (dates Copa patches)
     # Smoke-test records by candidate digest: the gates start Jobs and note them here.
-    smoke_tests: dict[str, dict[str, Any]] = field(default_factory=dict)
+    smoke_tests: dict[str, SmokeRecord] = field(default_factory=dict)
     tag_digests: dict[str, str] = field(default_factory=dict)
     throttled: dict[str, RegistryThrottled] = field(default_factory=dict)  # by registry host
     pods: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # by workload key
