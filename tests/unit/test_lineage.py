@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from imagedrift.core import history, records
+from imagedrift.core import history
 from imagedrift.core.conditions import parse_timestamp
 from imagedrift.core.images import ImageManifest, Platform, ResolvedImage
 from imagedrift.core.lineage import (
@@ -200,39 +200,26 @@ def test_built_on(
 
 
 def test_rollout_record_restores_a_missing_lineage_entry() -> None:
-    from imagedrift.core.history import record_rollout, record_verdict
+    from imagedrift.core.history import RolloutRow, record_rollout, record_verdict
 
+    done = RolloutRow("deployment/ns/web", "app", "r/app:1", "Complete", "done", "t0", "t1")
     restored = record_rollout(
-        [],
-        base_digest=d(2),
-        app_digest=d(7),
-        workload="deployment/ns/web",
-        container="app",
-        previous_image="r/app:1",
-        result="Complete",
-        reason="done",
-        started_at="t0",
-        finished_at="t1",
-        app="r/app",
-        tag="1.0.1",
+        [], base_digest=d(2), app_digest=d(7), row=done, app="r/app", tag="1.0.1"
     )
-    assert restored[0]["appDigest"] == d(7) and restored[0]["verdict"] == "Passed"
-    assert restored[0]["rollouts"][0]["result"] == "Complete"
+    assert restored[0].app_digest == d(7) and restored[0].verdict == "Passed"
+    assert restored[0].rollouts[0].result == "Complete"
+    assert history.to_status(restored)[0]["rollouts"][0] == {
+        "workload": "deployment/ns/web",
+        "container": "app",
+        "previousImage": "r/app:1",
+        "result": "Complete",
+        "reason": "done",
+        "startedAt": "t0",
+        "finishedAt": "t1",
+    }
     # Without the app it stays as it was (nothing to name the entry by).
-    assert (
-        record_rollout(
-            [],
-            base_digest=d(2),
-            app_digest=d(7),
-            workload="w",
-            container="c",
-            previous_image="",
-            result="Complete",
-            reason="",
-            started_at="t0",
-        )
-        == []
-    )
+    bare = RolloutRow("w", "c", "", "Complete", "", "t0")
+    assert record_rollout([], base_digest=d(2), app_digest=d(7), row=bare) == ()
     # An existing entry is updated in place, not duplicated.
     existing = record_verdict(
         [],
@@ -245,19 +232,10 @@ def test_rollout_record_restores_a_missing_lineage_entry() -> None:
         at="t0",
         limit=5,
     )
-    again = record_rollout(
-        existing,
-        base_digest=d(2),
-        app_digest=d(7),
-        workload="w",
-        container="c",
-        previous_image="",
-        result="Complete",
-        reason="",
-        started_at="t0",
-        app="r/app",
-    )
-    assert len(again) == 1 and again[0]["reasons"] == ["lineage"]
+    again = record_rollout(existing, base_digest=d(2), app_digest=d(7), row=bare, app="r/app")
+    assert len(again) == 1 and again[0].reasons == ("lineage",)
+    # The status shape round-trips.
+    assert history.from_status(history.to_status(again)) == again
 
 
 # -- Copa: patched in place, never built on the new base -----------------------------------
@@ -328,7 +306,7 @@ def test_a_patched_image_counts_only_when_accepted_and_newer_than_the_base_chang
     ],
 )
 def test_the_candidate_is_read_back_from_the_lineage(base: str, expected: dict[str, Any]) -> None:
-    lineage: list[dict[str, Any]] = []
+    lineage: history.Lineage = ()
     for base_digest, digest, tag, verdict, reasons in [
         ("sha256:b1", "sha256:a1", "1.0.1", "Passed", []),
         ("sha256:b2", "sha256:a3", "1.0.3", "Passed", []),
@@ -345,5 +323,5 @@ def test_the_candidate_is_read_back_from_the_lineage(base: str, expected: dict[s
             at="2026-01-01T00:00:00Z",
             limit=10,
         )
-    found = records.candidate_of(lineage, base)
+    found = history.candidate_of(lineage, base)
     assert (found.to_status() if found else {}) == expected

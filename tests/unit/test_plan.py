@@ -96,14 +96,14 @@ def test_a_409_on_the_outcome_keeps_the_workload_rolling_out() -> None:
     assert step.state.rollout is not None and step.state.rollout.phase == "Progressing"
     assert outcome.notices == ()  # RolloutComplete is posted once it is recorded
     # The lineage still says Progressing: never half-recorded.
-    assert [r["result"] for e in outcome.history for r in e["rollouts"]] == ["Progressing"]
+    assert [r.result for e in outcome.history for r in e.rollouts] == ["Progressing"]
 
 
 def test_a_409_on_the_rollout_patch_starts_nothing() -> None:
     planned = plan(policy(), BASE_V2, Memory(), [drifted("a")], [], NOW)
     outcome = settle(planned, {"deployment/shop/a": WriteResult(Applied.CONFLICTED)}, BASE_V2)
     assert outcome.steps[0].state.rollout is None
-    assert outcome.history == [] or all(not e["rollouts"] for e in outcome.history)
+    assert all(not e.rollouts for e in outcome.history)
     assert outcome.notices == ()
 
 
@@ -111,7 +111,7 @@ def test_a_landed_outcome_is_recorded_and_announced() -> None:
     planned = plan(policy(), BASE_V2, Memory(), [rolling("a", Phase.COMPLETE)], [], NOW)
     outcome = settle(planned, {"deployment/shop/a": WriteResult(Applied.LANDED)}, BASE_V2)
     assert [n.reason for n in outcome.notices] == ["RolloutComplete"]
-    assert [r["result"] for e in outcome.history for r in e["rollouts"]] == ["Complete"]
+    assert [r.result for e in outcome.history for r in e.rollouts] == ["Complete"]
     patch = planned.steps[0].patch
     assert patch is not None and STATE_ANNOTATION in patch["metadata"]["annotations"]
 
@@ -148,7 +148,7 @@ def test_a_lost_annotation_is_rebuilt_from_the_lineage() -> None:
         undone.key, undone.observation.containers, state, images={"app": OLD}
     )
     facts = [WorkloadFacts(undone.ref, "7", state, observation, {"app": OLD})]
-    planned = plan(policy(), BASE_V2, memory, facts, lineage, NOW)
+    planned = plan(policy(), BASE_V2, memory, facts, memory.lineage, NOW)
     step = planned.steps[0]
     assert step.decision.action is Action.YIELD and step.decision.state is State.OVERRIDDEN
     assert step.patch is not None and "spec" not in step.patch  # the record only
@@ -160,11 +160,11 @@ def test_a_lost_status_write_is_restored_from_the_workloads_record() -> None:
     planned = plan(policy(), BASE_V2, Memory(), [rolling("a", Phase.PROGRESSING)], [], NOW)
     outcome = settle(planned, {}, BASE_V2)
     (entry,) = outcome.history
-    assert (entry["appDigest"], entry["reasons"]) == (
+    assert (entry.app_digest, entry.reasons) == (
         A2,
-        ["restored from the workload's rollout record"],
+        ("restored from the workload's rollout record",),
     )
-    assert [r["result"] for r in entry["rollouts"]] == ["Progressing"]
+    assert [r.result for r in entry.rollouts] == ["Progressing"]
 
 
 def test_a_rejection_recorded_on_a_workload_survives_a_lost_status() -> None:

@@ -1,14 +1,19 @@
-"""The lineage record in ``status.lineage``: base digest -> app digest -> verdict -> rollouts.
+"""The lineage in ``status.lineage``: base digest -> app digest -> verdict -> rollouts.
 
-Bounded: at most ``limit`` entries (newest first) and ``MAX_ROLLOUTS`` rollouts each, so
-status never outgrows etcd's object size however long a policy lives.
+Entries are frozen values (``LineageEntry`` with its ``RolloutRow``s), newest first; every
+function returns a new lineage. ``from_status`` and ``to_status`` translate the status's
+list of dicts, whose shape is the API. Bounded: at most ``limit`` entries and
+``MAX_ROLLOUTS`` rollouts each, so status never outgrows etcd's object size however long a
+policy lives.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
+from imagedrift.core.records import CandidateStatus
 from imagedrift.core.refs import ImageRef
 from imagedrift.core.rollout import Phase
 from imagedrift.core.workloads import RolloutRecord
@@ -17,12 +22,108 @@ MAX_ROLLOUTS = 100
 RESTORED = "restored from the workload's rollout record"
 
 
-def _key(entry: Mapping[str, Any]) -> tuple[str, str]:
-    return str(entry.get("baseDigest", "")), str(entry.get("appDigest", ""))
+@dataclass(frozen=True)
+class RolloutRow:
+    """One rollout of the entry's app digest on one workload's container."""
+
+    workload: str
+    container: str
+    previous_image: str
+    result: str  # a core.rollout.Phase value, or Overridden / RolledBack
+    reason: str
+    started_at: str
+    finished_at: str = ""
+    rollback: str = ""  # a RolledBack rollout's rollback: its phase
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return self.workload, self.container, self.started_at
+
+    @classmethod
+    def from_status(cls, row: Mapping[str, Any]) -> RolloutRow:
+        return cls(
+            str(row.get("workload", "")),
+            str(row.get("container", "")),
+            str(row.get("previousImage", "")),
+            str(row.get("result", "")),
+            str(row.get("reason", "")),
+            str(row.get("startedAt", "")),
+            str(row.get("finishedAt", "")),
+            str(row.get("rollback", "")),
+        )
+
+    def to_status(self) -> dict[str, str]:
+        row = {
+            "workload": self.workload,
+            "container": self.container,
+            "previousImage": self.previous_image,
+            "result": self.result,
+            "reason": self.reason,
+            "startedAt": self.started_at,
+        }
+        if self.finished_at:
+            row["finishedAt"] = self.finished_at
+        if self.rollback:
+            row["rollback"] = self.rollback
+        return row
+
+
+@dataclass(frozen=True)
+class LineageEntry:
+    """A candidate app digest on a base digest: how it was judged, where it was rolled."""
+
+    base_digest: str
+    app: str
+    app_digest: str
+    tag: str
+    verdict: str  # Passed | Rejected | Pending
+    reasons: tuple[str, ...]
+    validated_at: str
+    rollouts: tuple[RolloutRow, ...] = ()
+
+    @property
+    def key(self) -> tuple[str, str]:
+        return self.base_digest, self.app_digest
+
+    @classmethod
+    def from_status(cls, entry: Mapping[str, Any]) -> LineageEntry:
+        return cls(
+            str(entry.get("baseDigest", "")),
+            str(entry.get("app", "")),
+            str(entry.get("appDigest", "")),
+            str(entry.get("tag", "")),
+            str(entry.get("verdict", "")),
+            tuple(str(r) for r in entry.get("reasons") or ()),
+            str(entry.get("validatedAt", "")),
+            tuple(RolloutRow.from_status(r) for r in entry.get("rollouts") or ()),
+        )
+
+    def to_status(self) -> dict[str, Any]:
+        return {
+            "baseDigest": self.base_digest,
+            "app": self.app,
+            "appDigest": self.app_digest,
+            "tag": self.tag,
+            "verdict": self.verdict,
+            "reasons": list(self.reasons),
+            "validatedAt": self.validated_at,
+            "rollouts": [r.to_status() for r in self.rollouts],
+        }
+
+
+Lineage = tuple[LineageEntry, ...]
+
+
+def from_status(entries: Sequence[Mapping[str, Any]]) -> Lineage:
+    return tuple(LineageEntry.from_status(e) for e in entries)
+
+
+def to_status(lineage: Sequence[LineageEntry]) -> list[dict[str, Any]]:
+    return [e.to_status() for e in lineage]
 
 
 def record_verdict(
-    history: Sequence[Mapping[str, Any]],
+    lineage: Sequence[LineageEntry],
     *,
     base_digest: str,
     app: str,
@@ -32,155 +133,114 @@ def record_verdict(
     reasons: Sequence[str],
     at: str,
     limit: int,
-) -> list[dict[str, Any]]:
+) -> Lineage:
     """Add or refresh the entry for (base_digest, app_digest); keeps its rollouts."""
-    entries = [dict(e) for e in history]
-    for entry in entries:
-        if _key(entry) == (base_digest, app_digest):
-            if entry.get("verdict") != verdict or list(entry.get("reasons") or []) != list(reasons):
-                entry.update(verdict=verdict, reasons=list(reasons), validatedAt=at)
-            return entries[:limit]
-    entry = {
-        "baseDigest": base_digest,
-        "app": app,
-        "appDigest": app_digest,
-        "tag": tag,
-        "verdict": verdict,
-        "reasons": list(reasons),
-        "validatedAt": at,
-        "rollouts": [],
-    }
-    return [entry, *entries][:limit]
+    for i, entry in enumerate(lineage):
+        if entry.key == (base_digest, app_digest):
+            if entry.verdict != verdict or entry.reasons != tuple(reasons):
+                entry = replace(entry, verdict=verdict, reasons=tuple(reasons), validated_at=at)
+            return (*lineage[:i], entry, *lineage[i + 1 :])[:limit]
+    added = LineageEntry(base_digest, app, app_digest, tag, verdict, tuple(reasons), at)
+    return (added, *lineage)[:limit]
 
 
 def record_rollout(
-    history: Sequence[Mapping[str, Any]],
+    lineage: Sequence[LineageEntry],
     *,
     base_digest: str,
     app_digest: str,
-    workload: str,
-    container: str,
-    previous_image: str,
-    result: str,
-    reason: str,
-    started_at: str,
-    finished_at: str = "",
+    row: RolloutRow,
     app: str = "",
     tag: str = "",
-    rollback: str = "",
-) -> list[dict[str, Any]]:
-    """Insert or update the rollout of ``workload``/``container`` under its lineage entry.
+) -> Lineage:
+    """Insert or update ``row`` (by workload, container and start) under its entry.
 
     When the entry is missing and ``app`` is given, it is restored from the workload's own
     rollout record: an operator that died after patching but before writing status must
     not leave the rollout out of the lineage. (A rolled-out candidate had passed its gates.)
     """
-    entries = [dict(e) for e in history]
-    if app and not any(_key(e) == (base_digest, app_digest) for e in entries):
-        entries.insert(
-            0,
-            {
-                "baseDigest": base_digest,
-                "app": app,
-                "appDigest": app_digest,
-                "tag": tag,
-                "verdict": "Passed",
-                "reasons": [RESTORED],
-                "validatedAt": started_at,
-                "rollouts": [],
-            },
+    entries = tuple(lineage)
+    if app and not any(e.key == (base_digest, app_digest) for e in entries):
+        restored = LineageEntry(
+            base_digest, app, app_digest, tag, "Passed", (RESTORED,), row.started_at
         )
-    for entry in entries:
-        if _key(entry) != (base_digest, app_digest):
+        entries = (restored, *entries)
+    for i, entry in enumerate(entries):
+        if entry.key != (base_digest, app_digest):
             continue
-        rollouts = [dict(r) for r in entry.get("rollouts") or []]
-        row = {
-            "workload": workload,
-            "container": container,
-            "previousImage": previous_image,
-            "result": result,
-            "reason": reason,
-            "startedAt": started_at,
-        }
-        if finished_at:
-            row["finishedAt"] = finished_at
-        if rollback:
-            row["rollback"] = rollback  # the rolled-back rollout's rollback: its phase
-        for i, existing in enumerate(rollouts):
-            if (existing.get("workload"), existing.get("container"), existing.get("startedAt")) == (
-                workload,
-                container,
-                started_at,
-            ):
-                rollouts[i] = row
+        rows = list(entry.rollouts)
+        for j, existing in enumerate(rows):
+            if existing.key == row.key:
+                rows[j] = row
                 break
         else:
-            rollouts.append(row)
-        entry["rollouts"] = rollouts[-MAX_ROLLOUTS:]
-        break
+            rows.append(row)
+        entry = replace(entry, rollouts=tuple(rows[-MAX_ROLLOUTS:]))
+        return (*entries[:i], entry, *entries[i + 1 :])
     return entries
 
 
-def newly_rejected(history: Sequence[Mapping[str, Any]], base_digest: str, digest: str) -> bool:
+def newly_rejected(lineage: Sequence[LineageEntry], base_digest: str, digest: str) -> bool:
     """Is no entry yet saying ``digest`` is rejected on ``base_digest`` (an Event goes once)?"""
-    return not any(
-        _key(e) == (base_digest, digest) and e.get("verdict") == "Rejected" for e in history
+    return not any(e.key == (base_digest, digest) and e.verdict == "Rejected" for e in lineage)
+
+
+def reject(lineage: Sequence[LineageEntry], base_digest: str, digest: str, why: str) -> Lineage:
+    """The entry of a candidate whose rollout failed (``why``) says so."""
+    return tuple(
+        replace(e, verdict="Rejected", reasons=(*e.reasons, f"rollout: {why}"))
+        if e.key == (base_digest, digest)
+        else e
+        for e in lineage
     )
 
 
-def reject(
-    history: Sequence[Mapping[str, Any]], base_digest: str, digest: str, why: str
-) -> list[dict[str, Any]]:
-    """The entry of a candidate whose rollout failed (``why``) says so."""
-    entries = [dict(e) for e in history]
-    for entry in entries:
-        if _key(entry) == (base_digest, digest):
-            entry["verdict"] = "Rejected"
-            entry["reasons"] = [*(entry.get("reasons") or []), f"rollout: {why}"]
-    return entries
-
-
 def sync_rollout(
-    history: Sequence[Mapping[str, Any]], workload: str, record: RolloutRecord, base_digest: str
-) -> list[dict[str, Any]]:
+    lineage: Sequence[LineageEntry], workload: str, record: RolloutRecord, base_digest: str
+) -> Lineage:
     """The lineage says of ``workload``'s rollout what its own ``record`` says.
 
     The only way rollouts enter the lineage: after a check's patches landed, and after a
     lost status write, when the next check restores the rollout from the record (never
     half-recorded). An entry of an older base that the limit dropped is not brought back.
     """
-    entries: Sequence[Mapping[str, Any]] = history
+    entries = tuple(lineage)
     for container, image in record.target.items():
         digest = image.rpartition("@")[2]
-        key = (record.base_digest, digest)
-        entry = next((e for e in entries if _key(e) == key), None)
+        entry = next((e for e in entries if e.key == (record.base_digest, digest)), None)
         if entry is None and record.base_digest != base_digest:
             continue
-        row: Mapping[str, Any] = next(
-            (
-                r
-                for r in (entry or {}).get("rollouts") or []
-                if (r.get("workload"), r.get("container"), r.get("startedAt"))
-                == (workload, container, record.started_at)
-            ),
-            {},
-        )
-        if row.get("result") == record.phase and row.get("rollback", "") == record.rollback:
+        key = (workload, container, record.started_at)
+        now = next((r for r in (entry.rollouts if entry else ()) if r.key == key), None)
+        if now is not None and (now.result, now.rollback) == (record.phase, record.rollback):
             continue
+        running = record.phase == Phase.PROGRESSING.value
+        row = RolloutRow(
+            workload,
+            container,
+            record.previous.get(container, ""),
+            record.phase,
+            record.reason or ("patched" if running else RESTORED),
+            record.started_at,
+            record.finished_at,
+            record.rollback,
+        )
         entries = record_rollout(
             entries,
             base_digest=record.base_digest,
             app_digest=digest,
-            workload=workload,
-            container=container,
-            previous_image=record.previous.get(container, ""),
-            result=record.phase,
-            reason=record.reason
-            or ("patched" if record.phase == Phase.PROGRESSING.value else RESTORED),
-            started_at=record.started_at,
-            finished_at=record.finished_at,
+            row=row,
             app=ImageRef.parse(image).name,
             tag=record.tags.get(container, ""),
-            rollback=record.rollback,
         )
-    return [dict(e) for e in entries]
+    return entries
+
+
+def candidate_of(lineage: Sequence[LineageEntry], base_digest: str) -> CandidateStatus | None:
+    """The candidate as the lineage remembers it: the newest entry on ``base_digest``. A check
+    that searched for no candidate (every workload already on the base) still says which one
+    was chosen and how it was judged, instead of emptying ``status.candidate``."""
+    for e in lineage:
+        if e.base_digest == base_digest:
+            return CandidateStatus(e.app, e.app_digest, e.tag, e.verdict, e.reasons)
+    return None

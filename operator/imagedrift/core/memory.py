@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from imagedrift.core.decide import State
+from imagedrift.core.history import Lineage, LineageEntry, from_status
 from imagedrift.core.records import Rejection, SmokeRecord
 from imagedrift.core.rollout import Phase
 from imagedrift.core.workloads import RolloutRecord, WorkloadState
@@ -29,36 +30,36 @@ class Rolled:
 
 @dataclass(frozen=True)
 class Memory:
+    lineage: Lineage = ()  # status.lineage, as values
     rejected: Mapping[str, Rejection] = field(default_factory=dict)  # app digest -> why
     rolled: Mapping[str, Rolled] = field(default_factory=dict)  # workload key -> from lineage
     smoke_tests: Mapping[str, SmokeRecord] = field(default_factory=dict)  # by digest
 
 
-def rolled(lineage: Iterable[Mapping[str, Any]]) -> dict[str, Rolled]:
+def rolled(lineage: Iterable[LineageEntry]) -> dict[str, Rolled]:
     """workload -> what the lineage remembers of imagedrift's rollouts on it."""
     newest: dict[str, tuple[str, RolloutRecord]] = {}
     overridden: dict[str, list[str]] = {}
     for entry in lineage:
-        target = f"{entry.get('app', '')}@{entry.get('appDigest', '')}"
-        for row in entry.get("rollouts") or []:
-            workload, container = str(row.get("workload", "")), str(row.get("container", ""))
-            result, started = str(row.get("result", "")), str(row.get("startedAt", ""))
-            if result == State.OVERRIDDEN.value:
-                overridden.setdefault(workload, []).append(str(entry.get("appDigest", "")))
-            if result not in (Phase.COMPLETE.value, Phase.PROGRESSING.value):
+        target = f"{entry.app}@{entry.app_digest}"
+        for row in entry.rollouts:
+            workload, started = row.workload, row.started_at
+            if row.result == State.OVERRIDDEN.value:
+                overridden.setdefault(workload, []).append(entry.app_digest)
+            if row.result not in (Phase.COMPLETE.value, Phase.PROGRESSING.value):
                 continue
             if workload in newest and newest[workload][0] >= started:
                 continue
             record = RolloutRecord(
-                id=f"{entry.get('baseDigest', '')}|{entry.get('appDigest', '')}",
-                base_digest=str(entry.get("baseDigest", "")),
-                target={container: target},
-                previous={container: str(row.get("previousImage", ""))},
-                tags={container: str(entry.get("tag", ""))},
+                id=f"{entry.base_digest}|{entry.app_digest}",
+                base_digest=entry.base_digest,
+                target={row.container: target},
+                previous={row.container: row.previous_image},
+                tags={row.container: entry.tag},
                 started_at=started,
                 phase=Phase.COMPLETE.value,  # only its target matters: what should be there
-                reason=str(row.get("reason", "")),
-                finished_at=str(row.get("finishedAt", "")),
+                reason=row.reason,
+                finished_at=row.finished_at,
             )
             newest[workload] = (started, record)
     names = newest.keys() | overridden.keys()
@@ -112,4 +113,5 @@ def recall(
         for t in status.get("smokeTests") or []
         if t.get("digest")
     }
-    return Memory(rejected, rolled(status.get("lineage") or []), smoke)
+    lineage = from_status(status.get("lineage") or [])
+    return Memory(lineage, rejected, rolled(lineage), smoke)

@@ -71,7 +71,7 @@ class Step:
 class PolicyPlan:
     steps: tuple[Step, ...]
     waves: waves.Plan
-    history: list[dict[str, Any]]
+    history: history.Lineage
     candidate: CandidateStatus | None
     rejected: Mapping[str, Rejection]  # app digest -> why, for this base
     validating: frozenset[str]  # digests of candidates whose verdict is pending
@@ -93,7 +93,7 @@ class WriteResult:
 @dataclass(frozen=True)
 class PolicyOutcome:
     steps: tuple[Step, ...]  # as they stand after the writes
-    history: list[dict[str, Any]]
+    history: history.Lineage
     notices: tuple[Notice, ...]
 
 
@@ -117,13 +117,13 @@ def plan(
     base_digest: str,
     memory: Memory,
     facts: Sequence[WorkloadFacts],
-    lineage: Sequence[Mapping[str, Any]],
+    lineage: Sequence[history.LineageEntry],
     now: datetime,
 ) -> PolicyPlan:
     """Every workload's decision and write for one check (see the module's docstring)."""
     rejected = dict(memory.rejected)
     decisions = [decide(f.observation, view(policy, base_digest, rejected)) for f in facts]
-    notes = _Verdicts(policy, base_digest, rejected, [dict(e) for e in lineage], now)
+    notes = _Verdicts(policy, base_digest, rejected, tuple(lineage), now)
     for f in facts:
         notes.record(f.observation)
     states = [f.state for f in facts]
@@ -266,7 +266,7 @@ class _Verdicts:
     policy: PolicySpec
     base_digest: str
     rejected: dict[str, Rejection]
-    history: list[dict[str, Any]]
+    history: history.Lineage
     now: datetime
     candidate: CandidateStatus | None = None
     validating: set[str] = field(default_factory=set)

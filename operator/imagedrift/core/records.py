@@ -112,19 +112,3 @@ class CandidateStatus:
             "verdict": self.verdict,
             "reasons": list(self.reasons),
         }
-
-
-def candidate_of(history: Sequence[Mapping[str, Any]], base_digest: str) -> CandidateStatus | None:
-    """The candidate as the lineage remembers it: the newest entry on ``base_digest``. A check
-    that searched for no candidate (every workload already on the base) still says which one
-    was chosen and how it was judged, instead of emptying ``status.candidate``."""
-    for entry in history:
-        if entry.get("baseDigest") == base_digest:
-            return CandidateStatus.of(
-                str(entry.get("app", "")),
-                str(entry.get("appDigest", "")),
-                str(entry.get("tag", "")),
-                str(entry.get("verdict", "")),
-                entry.get("reasons") or [],
-            )
-    return None

@@ -12,13 +12,13 @@ from datetime import datetime
 from typing import Any
 
 from imagedrift.core import conditions as cond
-from imagedrift.core import waves
+from imagedrift.core import history, waves
 from imagedrift.core.conditions import Condition, parse_timestamp, timestamp
 from imagedrift.core.decide import DRIFTED_STATES, PRIORITY, Action, State
 from imagedrift.core.images import ResolvedImage
 from imagedrift.core.notices import Notice
 from imagedrift.core.plan import PolicyOutcome, PolicyPlan, Step
-from imagedrift.core.records import SmokeRecord, candidate_of
+from imagedrift.core.records import SmokeRecord
 from imagedrift.core.refs import ImageRef, short_digest
 from imagedrift.core.spec import PolicySpec
 from imagedrift.core.status_size import fit
@@ -150,7 +150,7 @@ def compose(
     )
     done = [s for s in steps if _done_on(s, base_digest)]
     plan: waves.Plan = planned.waves
-    candidate = planned.candidate or candidate_of(outcome.history, base_digest)
+    candidate = planned.candidate or history.candidate_of(outcome.history, base_digest)
     status: dict[str, Any] = {
         "observedGeneration": generation,
         "base": base,
@@ -160,7 +160,7 @@ def compose(
             "items": attention[:MAX_ATTENTION],
             "unlisted": max(len(attention) - MAX_ATTENTION, 0),
         },
-        "lineage": outcome.history[: policy.history_limit],
+        "lineage": history.to_status(outcome.history[: policy.history_limit]),
         "candidate": candidate.to_status() if candidate else {},
         "lastError": errors[0].decision.reason if errors else "",
         "waves": {

@@ -147,7 +147,7 @@ class PolicyChecker:
             self.observer.facts(look, obj, tuple(conflicts.get(k, ())), memory.rolled.get(k))
             for k, obj in zip(keys, governed, strict=True)
         ]
-        planned = plan(policy, base.digest, memory, facts, previous.get("lineage") or [], now)
+        planned = plan(policy, base.digest, memory, facts, memory.lineage, now)
         applied = self.apply(planned)
         outcome = settle(planned, applied, base.digest)
         composed = report.compose(
