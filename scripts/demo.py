@@ -210,6 +210,12 @@ def main() -> int:
         show(f"{registry.host}/team/shop:1.0.1 -> {short_digest(rebuilt)}")
         target = f"{registry.host}/team/shop@{rebuilt}"
         wait_for(lambda: image(cp) == target, what="the operator to patch shop", timeout=120)
+        # The check patches the workload first and writes the policy's status after it.
+        wait_for(
+            lambda: (status(cp).get("candidate") or {}).get("digest") == rebuilt,
+            what="the policy's status to name the candidate",
+            timeout=30,
+        )
         show(f"candidate chosen and validated: {json.dumps(status(cp).get('candidate'), indent=2)}")
         kubectl("-n", NS, "rollout", "status", "deployment/shop", "--timeout=120s")
         wait_ready(cp, "UpToDate")
