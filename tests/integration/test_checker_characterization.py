@@ -16,10 +16,11 @@ right. When a change is intended, rewrite them and review the diff::
     UPDATE_GOLDEN=1 .venv/bin/pytest tests/integration/test_checker_characterization.py
 
 Modelled, not run: the Deployment controller (the scenario moves a workload's status),
-the push receiver (a publish drops the cached base lookup and searches as
-the controller's push fan-out (``engine.fanout``) does), a conflicting writer (a 409 on a patch with a
-resourceVersion precondition). Not covered: the rebuild step (``RebuildStep.apply``), StatefulSet,
-DaemonSet and CronJob rollouts, maintenance windows, registry faults and throttling.
+the push receiver (a publish drops the cached base lookup and searches as the
+controller's push fan-out, ``engine.fanout``, does), a conflicting writer (a 409 on a
+patch with a resourceVersion precondition). Not covered: the rebuild step
+(``RebuildStep.apply``), StatefulSet, DaemonSet and CronJob rollouts, maintenance windows,
+registry faults and throttling.
 
 Normalised, because it legitimately differs between runs: the registry's ``host:port``
 (``<registry>``) and digests (each is named after what the scenario published, e.g.
