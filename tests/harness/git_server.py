@@ -1,0 +1,546 @@
+"""A real git server on 127.0.0.1 for GitOps tests: git's own ``git http-backend`` behind a
+small threaded CGI bridge, speaking smart HTTP with basic auth.
+
+``GitServer(root)`` serves the bare repositories under ``root`` (``<name>.git``) on a free
+loopback port once ``start()``-ed. Every request needs the server's basic credentials
+(``401`` with ``WWW-Authenticate`` otherwise, also for wrong ones); push is allowed (each
+repository has ``http.receivepack true`` and the backend gets ``REMOTE_USER``). Request
+bodies may be chunked and gzip-encoded, as git and go-git send them.
+
+Every request is logged (``requests``: method, path, repository, service, status, user,
+user agent) so tests can count what a client fetched. ``create_repo`` makes a repository
+with one commit; ``commit`` changes files as an outside writer does: a clone over HTTP,
+a commit, a push. ``files`` and ``log`` read a branch straight from the bare repository.
+
+Credentials never appear in a process's arguments or in a URL: git gets them as an
+``http.extraHeader`` through ``GIT_CONFIG_*`` environment variables.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import secrets
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Final
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from tests.harness import leaks
+from tests.harness.procs import LOOPBACK, HarnessError
+
+REALM: Final = "imagedrift-test-git"
+DEFAULT_USER: Final = "git-writer"
+BACKEND_TIMEOUT: Final = 60.0
+GIT_TIMEOUT: Final = 60.0
+# The outside writer's identity in the commits it makes.
+WRITER_NAME: Final = "Outside Writer"
+WRITER_EMAIL: Final = "writer@example.invalid"
+SERVICES: Final = ("git-upload-pack", "git-receive-pack")
+FLUSH_PKT: Final = b"0000"
+
+
+@dataclass(frozen=True)
+class GitRequest:
+    method: str
+    path: str  # without the query string
+    repository: str  # "<name>" of "/<name>.git/...", "" when the path names none
+    service: str  # "git-upload-pack", "git-receive-pack" or "" (dumb or unknown requests)
+    status: int
+    user: str  # the authenticated user, "" when refused
+    user_agent: str
+    received: float  # time.monotonic() when the request's head was read
+    body_bytes: int = 0  # the request body's length as sent (after dechunking)
+    chunked: bool = False  # the body came with Transfer-Encoding: chunked
+    content_encoding: str = ""  # e.g. "gzip"
+
+    @property
+    def advertisement(self) -> bool:
+        """``GET .../info/refs?service=...``: how every fetch, clone and push starts."""
+        return self.method == "GET" and self.path.endswith("/info/refs")
+
+
+@dataclass(frozen=True)
+class Commit:
+    sha: str
+    subject: str
+    author: str  # "Name <email>"
+
+
+class GitServer:
+    """Smart-HTTP git server for the bare repositories under ``root``; see the module doc."""
+
+    def __init__(
+        self, root: Path, *, user: str = DEFAULT_USER, password: str | None = None
+    ) -> None:
+        self.root = Path(root)
+        self.user = user
+        self.password = password or secrets.token_urlsafe(18)
+        leaks.remember(self.password, f"git server password of {user}")
+        leaks.remember(_basic(user, self.password), "git server basic auth")
+        self.backend = Path(_git_exec_path()) / "git-http-backend"
+        self.backend_log = self.root / "http-backend.log"
+        self.port = 0
+        self._lock = threading.Lock()
+        self._requests: list[GitRequest] = []
+        self._server: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+        self._scratch: Path | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> GitServer:
+        """Listen on a free 127.0.0.1 port; idempotent."""
+        if self._server is not None:
+            return self
+        if not os.access(self.backend, os.X_OK):
+            raise HarnessError(f"git http-backend not found at {self.backend}")
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._scratch = Path(tempfile.mkdtemp(prefix="scratch-", dir=self.root))
+        owner = self
+
+        class Handler(_Handler):
+            server_owner = owner
+
+        server = ThreadingHTTPServer((LOOPBACK, 0), Handler)
+        server.daemon_threads = True
+        self._server = server
+        self.port = int(server.server_address[1])
+        self._thread = threading.Thread(
+            target=server.serve_forever, name=f"git-server-{self.port}", daemon=True
+        )
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop listening (the repositories stay under ``root``); idempotent."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+
+    def __enter__(self) -> GitServer:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    # -- addresses and credentials ----------------------------------------------------------
+
+    @property
+    def base_url(self) -> str:
+        if not self.port:
+            raise HarnessError("the git server is not started")
+        return f"http://{LOOPBACK}:{self.port}"
+
+    def url(self, name: str) -> str:
+        return f"{self.base_url}/{name}.git"
+
+    @property
+    def credentials(self) -> tuple[str, str]:
+        return self.user, self.password
+
+    def git_env(self, credentials: tuple[str, str] | None = None) -> dict[str, str]:
+        """Environment for a git client of this server: no user or system configuration,
+        no prompt, no proxy, and (unless ``credentials`` is ``("", "")``) an Authorization
+        header from the environment, never from the command line."""
+        user, password = credentials if credentials is not None else self.credentials
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if not k.startswith("GIT_") and k.lower() not in ("http_proxy", "https_proxy")
+        }
+        env.update(
+            {
+                "GIT_CONFIG_NOSYSTEM": "1",
+                "GIT_CONFIG_GLOBAL": os.devnull,
+                "GIT_TERMINAL_PROMPT": "0",
+                "GIT_ASKPASS": "true",  # a 401 fails at once instead of asking
+                "NO_PROXY": LOOPBACK,
+                "no_proxy": LOOPBACK,
+                "GIT_AUTHOR_NAME": WRITER_NAME,
+                "GIT_AUTHOR_EMAIL": WRITER_EMAIL,
+                "GIT_COMMITTER_NAME": WRITER_NAME,
+                "GIT_COMMITTER_EMAIL": WRITER_EMAIL,
+            }
+        )
+        if user or password:
+            env.update(
+                {
+                    "GIT_CONFIG_COUNT": "1",
+                    "GIT_CONFIG_KEY_0": "http.extraHeader",
+                    "GIT_CONFIG_VALUE_0": f"Authorization: Basic {_basic(user, password)}",
+                }
+            )
+        return env
+
+    def git(
+        self,
+        *args: str,
+        cwd: Path | None = None,
+        credentials: tuple[str, str] | None = None,
+        check: bool = True,
+    ) -> subprocess.CompletedProcess[str]:
+        """Run a git command as a client of this server (see ``git_env``)."""
+        result = subprocess.run(
+            ["git", *args],
+            cwd=cwd,
+            env=self.git_env(credentials),
+            capture_output=True,
+            text=True,
+            timeout=GIT_TIMEOUT,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise HarnessError(
+                f"git {' '.join(args)} failed with code {result.returncode}:\n"
+                f"{result.stderr.strip()}"
+            )
+        return result
+
+    # -- repositories ---------------------------------------------------------------------
+
+    def create_repo(self, name: str, files: Mapping[str, str], *, branch: str = "main") -> str:
+        """A new bare repository ``<name>.git`` whose ``branch`` has one commit holding
+        ``files`` (path -> text); returns its URL. Made on disk, so no request is logged."""
+        bare = self._bare(name)
+        if bare.exists():
+            raise HarnessError(f"repository {name} exists already")
+        bare.parent.mkdir(parents=True, exist_ok=True)
+        self._local_git("init", "--quiet", "--bare", f"--initial-branch={branch}", str(bare))
+        self._local_git("config", "http.receivepack", "true", cwd=bare)
+        work = Path(tempfile.mkdtemp(prefix="create-", dir=self._require_scratch()))
+        try:
+            self._local_git("init", "--quiet", f"--initial-branch={branch}", str(work))
+            _write_files(work, files)
+            self._local_git("add", "--all", cwd=work)
+            self._local_git("commit", "--quiet", "--message", f"Create {name}", cwd=work)
+            self._local_git("push", "--quiet", str(bare), f"HEAD:refs/heads/{branch}", cwd=work)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return self.url(name)
+
+    def commit(
+        self,
+        name: str,
+        files: Mapping[str, str | None],
+        *,
+        message: str = "Change files",
+        branch: str = "main",
+    ) -> str:
+        """As an outside writer: clone ``branch`` over HTTP, write ``files`` (``None``
+        deletes a path), commit and push; returns the new commit's sha."""
+        work = Path(tempfile.mkdtemp(prefix="writer-", dir=self._require_scratch()))
+        try:
+            self.git(
+                "clone",
+                "--quiet",
+                "--branch",
+                branch,
+                "--single-branch",
+                self.url(name),
+                str(work),
+            )
+            _write_files(work, files)
+            self.git("add", "--all", cwd=work)
+            self.git("commit", "--quiet", "--allow-empty", "--message", message, cwd=work)
+            self.git("push", "--quiet", "origin", f"HEAD:refs/heads/{branch}", cwd=work)
+            return self.git("rev-parse", "HEAD", cwd=work).stdout.strip()
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
+    def head(self, name: str, *, branch: str = "main") -> str:
+        """The sha ``branch`` points at, read from the bare repository."""
+        return self._local_git("rev-parse", f"refs/heads/{branch}", cwd=self._bare(name)).strip()
+
+    def files(self, name: str, *, branch: str = "main") -> dict[str, str]:
+        """Every file on ``branch`` (path -> text), read from the bare repository."""
+        bare = self._bare(name)
+        listing = self._local_git(
+            "ls-tree", "-r", "-z", "--name-only", f"refs/heads/{branch}", cwd=bare
+        )
+        return {
+            path: self._local_git("show", f"refs/heads/{branch}:{path}", cwd=bare)
+            for path in listing.split("\0")
+            if path
+        }
+
+    def log(self, name: str, *, branch: str = "main") -> list[Commit]:
+        """The commits of ``branch``, newest first."""
+        out = self._local_git(
+            "log",
+            "-z",
+            "--format=%H%x1f%s%x1f%an <%ae>",
+            f"refs/heads/{branch}",
+            cwd=self._bare(name),
+        )
+        commits = []
+        for record in out.split("\0"):
+            if record.strip():
+                sha, subject, author = record.strip("\n").split("\x1f")
+                commits.append(Commit(sha, subject, author))
+        return commits
+
+    # -- the request log --------------------------------------------------------------------
+
+    @property
+    def requests(self) -> list[GitRequest]:
+        with self._lock:
+            return list(self._requests)
+
+    def requests_for(
+        self,
+        name: str,
+        *,
+        service: str | None = None,
+        status: int | None = None,
+        since: float | None = None,
+    ) -> list[GitRequest]:
+        """Logged requests for repository ``name`` (optionally one service, one status,
+        received at or after the ``time.monotonic()`` value ``since``)."""
+        return [
+            r
+            for r in self.requests
+            if r.repository == name
+            and (service is None or r.service == service)
+            and (status is None or r.status == status)
+            and (since is None or r.received >= since)
+        ]
+
+    def fetches(self, name: str, *, since: float | None = None) -> int:
+        """How many times a client was shown ``name``'s refs for fetching (successful
+        ``info/refs?service=git-upload-pack``): once per clone, fetch or ls-remote, whether
+        or not it then downloaded anything."""
+        return sum(
+            1
+            for r in self.requests_for(name, service="git-upload-pack", status=200, since=since)
+            if r.advertisement
+        )
+
+    def pushes(self, name: str, *, since: float | None = None) -> int:
+        """Successful pushes (``POST .../git-receive-pack``) to ``name``. Before a body
+        larger than its post buffer git sends a probe, a lone flush packet: not counted."""
+        return sum(
+            1
+            for r in self.requests_for(name, service="git-receive-pack", status=200, since=since)
+            if r.method == "POST" and r.body_bytes > len(FLUSH_PKT)
+        )
+
+    def reset_requests(self) -> None:
+        with self._lock:
+            self._requests.clear()
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _bare(self, name: str) -> Path:
+        if not name or name.startswith(("/", ".")) or ".." in name.split("/"):
+            raise HarnessError(f"not a repository name: {name!r}")
+        return self.root / f"{name}.git"
+
+    def _require_scratch(self) -> Path:
+        if self._scratch is None:
+            raise HarnessError("the git server is not started")
+        return self._scratch
+
+    def _local_git(self, *args: str, cwd: Path | None = None) -> str:
+        return self.git(*args, cwd=cwd, credentials=("", "")).stdout
+
+    def _record(self, request: GitRequest) -> None:
+        with self._lock:
+            self._requests.append(request)
+
+    def _check_auth(self, authorization: str) -> str | None:
+        """The user name when ``authorization`` carries this server's basic credentials."""
+        scheme, _, encoded = authorization.partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            user, _, password = base64.b64decode(encoded.strip()).decode().partition(":")
+        except (ValueError, UnicodeDecodeError):
+            return None
+        ok = secrets.compare_digest(user.encode(), self.user.encode()) and secrets.compare_digest(
+            password.encode(), self.password.encode()
+        )
+        return user if ok else None
+
+    def _run_backend(
+        self, handler: _Handler, path: str, query: str, user: str, body: bytes
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """One CGI request to git http-backend: (status, headers, body)."""
+        headers = handler.headers
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "GIT_PROJECT_ROOT": str(self.root),
+            "GIT_HTTP_EXPORT_ALL": "1",
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "GATEWAY_INTERFACE": "CGI/1.1",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "REQUEST_METHOD": handler.command,
+            "PATH_INFO": path,
+            "QUERY_STRING": query,
+            "CONTENT_TYPE": headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)),
+            "REMOTE_USER": user,
+            "REMOTE_ADDR": handler.client_address[0],
+        }
+        # The backend inflates gzip bodies itself and speaks protocol v2 when asked.
+        if headers.get("Content-Encoding"):
+            env["HTTP_CONTENT_ENCODING"] = headers["Content-Encoding"]
+        if headers.get("Git-Protocol"):
+            env["GIT_PROTOCOL"] = headers["Git-Protocol"]
+        try:
+            result = subprocess.run(
+                [str(self.backend)],
+                input=body,
+                env=env,
+                capture_output=True,
+                timeout=BACKEND_TIMEOUT,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            return 504, [("Content-Type", "text/plain")], b"git http-backend timed out\n"
+        if result.stderr:
+            with self._lock, self.backend_log.open("ab") as log:
+                log.write(f"{handler.command} {path}: ".encode() + result.stderr)
+        return _parse_cgi(result.stdout)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server_owner: GitServer
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # the tests read GitServer.requests instead
+
+    def _handle(self) -> None:
+        received = time.monotonic()
+        owner = self.server_owner
+        parts = urlsplit(self.path)
+        path = unquote(parts.path)
+        repository, service = _classify(path, parts.query)
+        chunked = "chunked" in self.headers.get("Transfer-Encoding", "").lower()
+        body = self._read_body(chunked)
+        user = owner._check_auth(self.headers.get("Authorization", ""))
+        if user is None:
+            status, headers, data = (
+                401,
+                [
+                    ("WWW-Authenticate", f'Basic realm="{REALM}"'),
+                    ("Content-Type", "text/plain"),
+                ],
+                b"authentication required\n",
+            )
+        else:
+            status, headers, data = owner._run_backend(self, path, parts.query, user, body)
+        # Logged before answering: a client that has its answer finds it counted.
+        owner._record(
+            GitRequest(
+                self.command,
+                path,
+                repository,
+                service,
+                status,
+                user or "",
+                self.headers.get("User-Agent", ""),
+                received,
+                body_bytes=len(body),
+                chunked=chunked,
+                content_encoding=self.headers.get("Content-Encoding", ""),
+            )
+        )
+        self.send_response(status)
+        for name, value in headers:
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(data)
+
+    def _read_body(self, chunked: bool) -> bytes:
+        if chunked:
+            chunks: list[bytes] = []
+            while True:
+                size_line = self.rfile.readline()
+                size = int(size_line.split(b";", 1)[0].strip() or b"0", 16)
+                if size == 0:
+                    # Trailer lines, if any, end with an empty line.
+                    while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                        pass
+                    return b"".join(chunks)
+                chunks.append(self.rfile.read(size))
+                self.rfile.readline()  # the CRLF after each chunk
+        length = int(self.headers.get("Content-Length") or 0)
+        return self.rfile.read(length) if length else b""
+
+    do_GET = do_POST = do_HEAD = _handle
+
+
+def _classify(path: str, query: str) -> tuple[str, str]:
+    """(repository name, service) of a smart-HTTP request path."""
+    repository = path.lstrip("/").split(".git/", 1)[0] if ".git/" in path else ""
+    service = ""
+    if path.endswith("/info/refs"):
+        service = parse_qs(query).get("service", [""])[0]
+    else:
+        for candidate in SERVICES:
+            if path.endswith(f"/{candidate}"):
+                service = candidate
+    return repository, service
+
+
+def _parse_cgi(output: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
+    """A CGI response (header lines, an empty line, the body) as (status, headers, body)."""
+    for separator in (b"\r\n\r\n", b"\n\n"):
+        head, found, body = output.partition(separator)
+        if found:
+            break
+    else:
+        return 502, [("Content-Type", "text/plain")], b"malformed CGI response\n"
+    status = 200
+    headers: list[tuple[str, str]] = []
+    for line in head.decode("latin-1").splitlines():
+        name, _, value = line.partition(":")
+        if name.strip().lower() == "status":
+            status = int(value.strip().split(" ", 1)[0])
+        elif name.strip():
+            headers.append((name.strip(), value.strip()))
+    return status, headers, body
+
+
+def _write_files(work: Path, files: Mapping[str, str | None]) -> None:
+    for relative, text in files.items():
+        target = work / relative
+        if text is None:
+            target.unlink(missing_ok=True)
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(text)
+
+
+def _basic(user: str, password: str) -> str:
+    return base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def _git_exec_path() -> str:
+    try:
+        return subprocess.run(
+            ["git", "--exec-path"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise HarnessError(f"git is required for the git server: {exc}") from exc
+
+
+__all__ = ["Commit", "GitRequest", "GitServer"]
