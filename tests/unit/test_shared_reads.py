@@ -13,7 +13,7 @@ from imagedrift.core.images import ResolvedImage
 from imagedrift.core.refs import ImageRef
 from imagedrift.engine.caches import FAILURE_MEMORY, ImageCache, TtlCache
 from imagedrift.engine.shared_reads import SharedReads
-from imagedrift.errors import RegistryError
+from imagedrift.errors import RegistryError, RegistryThrottled, RequestBudgetSpent
 
 REF = ImageRef.parse("reg.example/shop/web:1.4")
 
@@ -24,6 +24,7 @@ class Registry:
     def __init__(self) -> None:
         self.asked: list[str] = []
         self.fail = False
+        self.refuse: RegistryError | None = None  # raised instead of answering
         self.gate: threading.Event | None = None
 
     def resolve_digest(self, ref: ImageRef) -> str:
@@ -32,6 +33,8 @@ class Registry:
             self.gate.wait(5)
         if self.fail:
             raise RegistryError("reg.example: 503 Service Unavailable")
+        if self.refuse is not None:
+            raise self.refuse
         return "sha256:" + "a" * 64
 
     def list_tags(self, ref: ImageRef) -> list[str]:
@@ -87,6 +90,32 @@ def test_a_failure_answers_for_everyone_for_a_few_seconds() -> None:
     registry.fail = False
     assert reads.tag_digest(client, REF, 60).startswith("sha256:")
     assert len(registry.asked) == 2
+
+
+def test_our_own_budget_refusing_is_not_an_answer_to_remember() -> None:
+    """Nothing was sent: the next policy asking may find a token and must try."""
+    reads, _, registry, _ = shared()
+    client: Any = registry
+    registry.refuse = RequestBudgetSpent("reg.example: budget spent", retry_after=0.4)
+    with pytest.raises(RequestBudgetSpent):
+        reads.tag_digest(client, REF, 60)
+    registry.refuse = None
+    assert reads.tag_digest(client, REF, 60).startswith("sha256:")
+    assert len(registry.asked) == 2
+
+
+def test_a_429_is_remembered_as_long_as_the_registry_asked() -> None:
+    reads, _, registry, clock = shared()
+    client: Any = registry
+    registry.refuse = RegistryThrottled("reg.example: 429", retry_after=2.0)
+    for _ in range(3):
+        with pytest.raises(RegistryThrottled):
+            reads.tag_digest(client, REF, 60)
+    assert len(registry.asked) == 1, "everyone waits, as asked"
+    registry.refuse = None
+    clock.now = 2.0
+    assert reads.tag_digest(client, REF, 60).startswith("sha256:")
+    assert len(registry.asked) == 2, "and no longer than asked"
 
 
 def test_workers_asking_at_once_wait_for_the_one_in_flight() -> None:

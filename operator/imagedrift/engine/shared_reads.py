@@ -7,7 +7,9 @@ registry's answer is the same for all of them until the interval passes or a pus
 for the repository drops it (the entries live in the checker's ``TtlCache``, keyed by the
 repository first, which is what ``invalidate`` drops). One lookup answers everyone: workers
 asking at once wait for the one in flight, and a failure answers for a few seconds too, so
-a registry that is down is not asked once per policy.
+a registry that is down is not asked once per policy. A refusal of our own request budget
+is no answer of the registry's (nothing was sent) and is never remembered; a 429 is
+remembered for as long as the registry asked to wait.
 
 The first time a tag is resolved, its manifest is read by the tag itself (the answer
 names the digest) and the image goes into the ``ImageCache``: resolving the tag and then
@@ -24,7 +26,7 @@ from typing import TypeVar
 
 from imagedrift.core.refs import ImageRef
 from imagedrift.engine.caches import FAILURE_MEMORY, ImageCache, TtlCache
-from imagedrift.errors import RegistryError
+from imagedrift.errors import RegistryError, RegistryThrottled, RequestBudgetSpent
 from imagedrift.registry.base import RegistryClient
 
 T = TypeVar("T")
@@ -50,13 +52,16 @@ class SharedReads:
         tag = (ref.name, ref.tag or "latest")
         with self._guard:
             seen = tag in self._seen
+        if seen or self._images is None:
+            digest = client.resolve_digest(ref)
+        else:
+            digest = self._images.put(client.get_image(ref)).digest
+        with self._guard:  # only once it was read: a failed first read is a first read again
             self._seen[tag] = None
             self._seen.move_to_end(tag)
             while len(self._seen) > MAX_TAGS_SEEN:
                 self._seen.popitem(last=False)
-        if seen or self._images is None:
-            return client.resolve_digest(ref)
-        return self._images.put(client.get_image(ref)).digest
+        return digest
 
     def tags(self, client: RegistryClient, ref: ImageRef, ttl: float) -> list[str]:
         """The repository's tags as the registry lists them (once per ``ttl``)."""
@@ -75,6 +80,12 @@ class SharedReads:
                 return found
             try:
                 value = fetch()
+            except RequestBudgetSpent:
+                raise  # our own budget refused it: nothing was asked, nothing to remember
+            except RegistryThrottled as exc:
+                # The registry's own 429: everyone waits as long as it asked, no longer.
+                self._cache.put(key, exc, min(ttl, FAILURE_MEMORY, max(exc.retry_after, 0.0)))
+                raise
             except RegistryError as exc:
                 self._cache.put(key, exc, min(ttl, FAILURE_MEMORY))
                 raise
