@@ -10,6 +10,9 @@
         │   └── RequestBudgetSpent   our own per-registry budget refused it (nothing was sent)
         ├── RegistryAuthError    401/403 or a credential that cannot get a token; names the identity
         └── NotFound             the repository, tag, manifest or blob does not exist
+    └── GitError                 a git server could not be read or written: retry with backoff
+        ├── GitAuthError         the server refused the credentials
+        └── GitConflict          someone changed what imagedrift meant to change: not retried
 
 The Kubernetes adapter raises ``KubeConflict`` (a 409 on an optimistic patch) and
 ``KubeError`` for everything else it cannot do.
@@ -78,3 +81,15 @@ class KubeError(ImageDriftError):
 
 class KubeConflict(KubeError):
     """An optimistic write lost a race (HTTP 409); re-read and decide again."""
+
+
+class GitError(ImageDriftError):
+    """A git server could not be read or written (down, timed out, pushes kept failing)."""
+
+
+class GitAuthError(GitError):
+    """The git server refused the credentials (or asked for some and none were given)."""
+
+
+class GitConflict(GitError):
+    """Someone else changed the value imagedrift meant to change: not retried blindly."""

@@ -1,0 +1,270 @@
+"""One git repository branch the operator commits to: a shallow clone cached on disk, one
+commit per change set, and a push that survives a concurrent writer.
+
+git itself does the work (the ``git`` program, as Flux's and Argo CD's users already trust
+it); credentials reach it only through the environment of each call (an HTTP header, or an
+SSH key and pinned known hosts in files only this process can read), never in an argument
+or a URL, so no process listing, log line or error message can show them.
+
+A push another writer got in first is answered by fetching their commit and applying the
+edit again to what is there now: the edit is a function of the files, so it re-reads the
+values it replaces, and one that no longer finds them raises ``GitConflict`` instead of
+overwriting a human's change. Retries are bounded in count and spaced by a short backoff.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from imagedrift.errors import GitAuthError, GitConflict, GitError
+
+TIMEOUT = 60.0  # seconds for one git call (a fetch of a shallow clone, a push)
+MAX_ATTEMPTS = 5  # pushes of one change set, including the first
+BACKOFF = 0.2  # seconds before the second attempt, doubling
+YAML = (".yaml", ".yml")
+
+# files at the branch's head (relative path -> text) -> the files to write ({} : nothing)
+Edit = Callable[[Mapping[str, str]], Mapping[str, str]]
+
+
+@dataclass(frozen=True)
+class GitCredentials:
+    """HTTPS basic auth (a token is a password) or an SSH key with its pinned host keys."""
+
+    username: str = ""
+    password: str = ""
+    ssh_key: bytes = b""
+    known_hosts: bytes = b""
+
+    def __repr__(self) -> str:  # never print a secret, whatever logs a value
+        kind = "ssh" if self.ssh_key else "basic" if self.password else "none"
+        return f"GitCredentials({kind})"
+
+
+@dataclass(frozen=True)
+class Author:
+    name: str = "imagedrift"
+    email: str = "imagedrift@users.noreply.localhost"
+
+
+@dataclass(frozen=True)
+class Pushed:
+    sha: str  # the commit now at the branch's head
+    retries: int  # pushes refused because another writer got in first
+    files: tuple[str, ...]  # what the commit changed
+
+
+class Repository:
+    """A branch of one repository, cloned shallow under ``root``. Thread-safe: one commit
+    at a time per branch (pushes to one branch are serialised inside the operator)."""
+
+    def __init__(
+        self,
+        url: str,
+        branch: str,
+        root: Path,
+        credentials: GitCredentials | None = None,
+        *,
+        author: Author | None = None,
+        timeout: float = TIMEOUT,
+        max_attempts: int = MAX_ATTEMPTS,
+        backoff: float = BACKOFF,
+    ) -> None:
+        if "@" in url.split("://", 1)[-1].split("/", 1)[0]:
+            raise GitError("credentials in a repository URL are refused: use a Secret")
+        self.url = url
+        self.branch = branch
+        self.root = root
+        self.credentials = credentials or GitCredentials()
+        self.author = author or Author()
+        self.timeout = timeout
+        self.max_attempts = max_attempts
+        self.backoff = backoff
+        self.lock = threading.Lock()
+        self.fetches = 0  # how many times the server was asked (benchmarks, tests)
+
+    # -- reading --------------------------------------------------------------------------
+
+    def fetch(self) -> str:
+        """The branch's head from the server, checked out in the cache; its commit id."""
+        with self._env() as env:
+            return self._fetch(env)
+
+    def files(self, path: str = "") -> dict[str, str]:
+        """The YAML files under ``path`` at the checked-out head (relative to the root)."""
+        base = self._inside(path)
+        out: dict[str, str] = {}
+        for file in sorted(base.rglob("*")) if base.is_dir() else [base]:
+            if file.is_file() and file.suffix in YAML and ".git" not in file.parts:
+                rel = file.relative_to(self.root).as_posix()
+                out[rel] = file.read_bytes().decode("utf-8", errors="surrogateescape")
+        return out
+
+    # -- writing --------------------------------------------------------------------------
+
+    def commit(self, edit: Edit, message: str, path: str = "") -> Pushed | None:
+        """Fetch, apply ``edit`` to the files under ``path``, commit and push; on a refused
+        push (another writer first) fetch and apply it again. None when the edit changes
+        nothing (no commit on an empty diff). Raises GitConflict, GitAuthError, GitError."""
+        with self.lock, self._env() as env:
+            retries = 0
+            for attempt in range(self.max_attempts):
+                self._fetch(env)
+                changed = {p: t for p, t in edit(self.files(path)).items()}
+                changed = {p: t for p, t in changed.items() if self._differs(p, t)}
+                if not changed:
+                    return None
+                for rel, text in changed.items():
+                    target = self._inside(rel)
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    target.write_bytes(text.encode("utf-8", errors="surrogateescape"))
+                self._git(env, "add", "--", *changed)
+                self._git(
+                    env,
+                    "-c",
+                    f"user.name={self.author.name}",
+                    "-c",
+                    f"user.email={self.author.email}",
+                    "commit",
+                    "--quiet",
+                    "--no-verify",
+                    "-F",
+                    "-",
+                    stdin=message,
+                )
+                sha = self._git(env, "rev-parse", "HEAD").strip()
+                try:
+                    self._git(env, "push", "--quiet", "origin", f"HEAD:refs/heads/{self.branch}")
+                except _Rejected:
+                    retries += 1
+                    if attempt + 1 < self.max_attempts:
+                        time.sleep(min(self.backoff * 2**attempt, 5.0))
+                    continue
+                return Pushed(sha, retries, tuple(sorted(changed)))
+            raise GitError(
+                f"push to {self.url} branch {self.branch} refused {retries} times "
+                "(other writers kept getting in first)"
+            )
+
+    # -- internals ------------------------------------------------------------------------
+
+    def _differs(self, rel: str, text: str) -> bool:
+        target = self._inside(rel)
+        return not target.is_file() or target.read_bytes() != text.encode(
+            "utf-8", errors="surrogateescape"
+        )
+
+    def _inside(self, rel: str) -> Path:
+        """``rel`` under the clone; never outside it (a path from a spec or a file)."""
+        target = (self.root / rel.lstrip("/")).resolve()
+        root = self.root.resolve()
+        if target != root and root not in target.parents:
+            raise GitConflict(f"path {rel!r} leaves the repository")
+        return target
+
+    def _fetch(self, env: dict[str, str]) -> str:
+        if not (self.root / ".git").is_dir():
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._git(env, "init", "--quiet")
+            self._git(env, "remote", "add", "origin", self.url)
+        remote = f"refs/remotes/origin/{self.branch}"
+        self.fetches += 1
+        self._git(
+            env, "fetch", "--quiet", "--depth", "1", "origin", f"+refs/heads/{self.branch}:{remote}"
+        )
+        self._git(env, "checkout", "--quiet", "--force", "--detach", remote)
+        self._git(env, "clean", "--quiet", "-d", "--force")
+        return self._git(env, "rev-parse", "HEAD").strip()
+
+    def _git(self, env: dict[str, str], *args: str, stdin: str | None = None) -> str:
+        try:
+            done = subprocess.run(
+                ["git", *args],
+                cwd=self.root,
+                env=env,
+                input=stdin,
+                capture_output=True,
+                text=True,
+                timeout=self.timeout,
+                check=False,
+            )
+        except subprocess.TimeoutExpired:
+            raise GitError(
+                f"git {args[0]} on {self.url} took longer than {self.timeout:g}s"
+            ) from None
+        if done.returncode == 0:
+            return done.stdout
+        said = (done.stderr or done.stdout).strip().splitlines()
+        last = said[-1] if said else f"exit code {done.returncode}"
+        if (
+            args
+            and args[0] == "push"
+            and any(w in done.stderr for w in ("[rejected]", "fetch first", "non-fast-forward"))
+        ):
+            raise _Rejected(last)
+        if any(w in done.stderr for w in _AUTH_WORDS):
+            raise GitAuthError(f"{self.url}: the server refused the credentials ({last})")
+        raise GitError(f"git {args[0]} on {self.url}: {last}")
+
+    @contextmanager
+    def _env(self) -> Iterator[dict[str, str]]:
+        """The environment of every git call: no user or system config, no prompt, and the
+        credentials; an SSH key lives in a private directory for as long as the calls."""
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.root),
+            "GIT_CONFIG_NOSYSTEM": "1",
+            "GIT_CONFIG_GLOBAL": os.devnull,
+            "GIT_TERMINAL_PROMPT": "0",
+            "GIT_ASKPASS": "true",  # a server that asks for credentials gets none: refused
+            "LC_ALL": "C",  # error words are matched in English
+        }
+        creds = self.credentials
+        keys: list[tuple[str, str]] = []
+        scratch = None
+        try:
+            if creds.password:
+                token = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
+                keys.append(("http.extraHeader", f"Authorization: Basic {token}"))
+            if creds.ssh_key:
+                scratch = Path(tempfile.mkdtemp(prefix="imagedrift-ssh-"))
+                key, hosts = scratch / "key", scratch / "known_hosts"
+                key.write_bytes(creds.ssh_key)
+                hosts.write_bytes(creds.known_hosts)
+                key.chmod(0o600)
+                env["GIT_SSH_COMMAND"] = (
+                    f"ssh -i {key} -o IdentitiesOnly=yes -o UserKnownHostsFile={hosts} "
+                    "-o StrictHostKeyChecking=yes -o BatchMode=yes"
+                )
+            env["GIT_CONFIG_COUNT"] = str(len(keys))
+            for i, (name, value) in enumerate(keys):
+                env[f"GIT_CONFIG_KEY_{i}"], env[f"GIT_CONFIG_VALUE_{i}"] = name, value
+            yield env
+        finally:
+            if scratch is not None:
+                shutil.rmtree(scratch, ignore_errors=True)
+
+
+class _Rejected(GitError):
+    """The server refused a push because the branch moved (another writer first)."""
+
+
+_AUTH_WORDS = (
+    "Authentication failed",
+    "could not read Username",
+    "could not read Password",
+    "Permission denied",
+    "401",
+    "403",
+    "terminal prompts disabled",
+)
