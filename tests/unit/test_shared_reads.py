@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
-from imagedrift.core.images import ResolvedImage
 from imagedrift.core.refs import ImageRef
-from imagedrift.engine.caches import FAILURE_MEMORY, ImageCache, TtlCache
+from imagedrift.engine.caches import FAILURE_MEMORY, TtlCache
 from imagedrift.engine.shared_reads import SharedReads
 from imagedrift.errors import RegistryError, RegistryThrottled, RequestBudgetSpent
+from imagedrift.registry.manifests import Documents
 
 REF = ImageRef.parse("reg.example/shop/web:1.4")
 
@@ -156,27 +156,28 @@ def wait_until(condition: Any, timeout: float = 5.0) -> None:
     raise AssertionError("timed out")
 
 
-class ImageRegistry(Registry):
-    """Also serves images (the manifest read by tag names its digest)."""
+class ManifestRegistry(Registry):
+    """Also serves manifests (read by tag, the answer names the digest)."""
 
-    def get_image(self, ref: ImageRef) -> ResolvedImage:
+    host = "reg.example"
+
+    def get_manifest(self, ref: ImageRef) -> tuple[bytes, str, str]:
         self.asked.append(f"GET {ref}")
-        digest = "sha256:" + "a" * 64
-        return ResolvedImage(ref.with_digest(digest), digest, "application/json", ())
-
-    def get_manifest(self, ref: ImageRef) -> Any:
-        raise AssertionError(f"the image of {ref} was read twice")
+        return b"{}", "application/vnd.oci.image.manifest.v1+json", "sha256:" + "a" * 64
 
 
-def test_a_tag_first_seen_is_read_by_its_manifest_and_the_image_kept() -> None:
+def test_a_tag_first_seen_is_read_by_its_manifest_and_the_manifest_kept() -> None:
     clock = Clock()
-    images = ImageCache()
-    reads, registry = SharedReads(TtlCache(clock=clock), images), ImageRegistry()
+    documents = Documents()
+    reads, registry = SharedReads(TtlCache(clock=clock), documents), ManifestRegistry()
     client: Any = registry
     digest = reads.tag_digest(client, REF, 60)
-    # The image behind the digest is known without asking again: 1 request, not 2.
-    assert images.get(client, REF.with_digest(digest)).digest == digest
     assert registry.asked == ["GET reg.example/shop/web:1.4"]
+    # The image behind the digest starts from the kept manifest: 1 request, not 2.
+    read = documents.manifest(
+        lambda ref: (_ for _ in ()).throw(AssertionError("read again")), "reg.example"
+    )
+    assert read(REF.with_digest(digest))[2] == digest
     clock.now = 61
     assert reads.tag_digest(client, REF, 60) == digest
     assert registry.asked[1:] == ["HEAD reg.example/shop/web:1.4"], "known tags: a HEAD"

@@ -54,16 +54,6 @@ class ImageCache:
                     self._flights.pop(key, None)
             return image
 
-    def put(self, image: ResolvedImage) -> ResolvedImage:
-        """Keep ``image`` (read some other way, e.g. by its tag) under its digest."""
-        key = (image.ref.registry, image.ref.repository, image.digest)
-        with self._lock:
-            self._items[key] = image
-            self._items.move_to_end(key)
-            while len(self._items) > self._max:
-                self._items.popitem(last=False)
-        return image
-
 
 @dataclass(frozen=True)
 class BaseObservation:

@@ -49,6 +49,7 @@ from imagedrift.errors import (
     RegistryError,
     RegistryThrottled,
 )
+from imagedrift.registry.manifests import DOCUMENTS
 
 __all__ = ["MAX_ATTENTION", "STATUS_BUDGET", "CheckResult", "PolicyChecker", "Search"]
 
@@ -83,7 +84,7 @@ class PolicyChecker:
     ) -> None:
         self.kube = kube
         cache = searches if searches is not None else TtlCache()
-        reads = LineageReads(registries, images, SharedReads(cache, images))
+        reads = LineageReads(registries, images, SharedReads(cache, DOCUMENTS))
         self.base = BaseLookup(registries, images, bases)
         self.observer = Observer(
             reads,

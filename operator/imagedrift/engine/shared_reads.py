@@ -12,8 +12,10 @@ is no answer of the registry's (nothing was sent) and is never remembered; a 429
 remembered for as long as the registry asked to wait.
 
 The first time a tag is resolved, its manifest is read by the tag itself (the answer
-names the digest) and the image goes into the ``ImageCache``: resolving the tag and then
-fetching the image by digest would cost one request more per app image. Later
+names the digest) and kept with the documents read by digest
+(``registry.manifests.DOCUMENTS``): resolving the tag with a HEAD and then reading the
+manifest by digest would cost one request more per app image, and a config read refused
+afterwards (a budget spent) is retried without reading the manifest again. Later
 resolutions are HEADs: the image behind an unchanged digest is cached already.
 """
 
@@ -25,9 +27,10 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from imagedrift.core.refs import ImageRef
-from imagedrift.engine.caches import FAILURE_MEMORY, ImageCache, TtlCache
+from imagedrift.engine.caches import FAILURE_MEMORY, TtlCache
 from imagedrift.errors import RegistryError, RegistryThrottled, RequestBudgetSpent
 from imagedrift.registry.base import RegistryClient
+from imagedrift.registry.manifests import Documents
 
 T = TypeVar("T")
 
@@ -36,9 +39,9 @@ MAX_TAGS_SEEN = 100_000  # tags resolved before (their image is likely cached): 
 
 
 class SharedReads:
-    def __init__(self, cache: TtlCache, images: ImageCache | None = None) -> None:
+    def __init__(self, cache: TtlCache, documents: Documents | None = None) -> None:
         self._cache = cache
-        self._images = images
+        self._documents = documents
         self._seen: OrderedDict[tuple[str, str], None] = OrderedDict()
         self._flights: dict[tuple[str, ...], threading.Lock] = {}
         self._guard = threading.Lock()
@@ -52,10 +55,11 @@ class SharedReads:
         tag = (ref.name, ref.tag or "latest")
         with self._guard:
             seen = tag in self._seen
-        if seen or self._images is None:
+        if seen or self._documents is None:
             digest = client.resolve_digest(ref)
         else:
-            digest = self._images.put(client.get_image(ref)).digest
+            data, media_type, digest = client.get_manifest(ref)
+            self._documents.keep_manifest(client.host, ref.repository, digest, data, media_type)
         with self._guard:  # only once it was read: a failed first read is a first read again
             self._seen[tag] = None
             self._seen.move_to_end(tag)

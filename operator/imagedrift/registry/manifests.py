@@ -106,7 +106,7 @@ def image_manifest(
     )
 
 
-class _Documents:
+class Documents:
     """Documents read by digest (manifests, configs), kept briefly across attempts.
 
     They are content-addressed, so any copy is as good as a fresh read. It matters when a
@@ -150,6 +150,12 @@ class _Documents:
 
         return read
 
+    def keep_manifest(
+        self, host: str, repository: str, digest: str, data: bytes, media_type: str
+    ) -> None:
+        """A manifest read some other way (by its tag), verified against ``digest``."""
+        self._keep((host, repository, digest), data, media_type)
+
     def _keep(self, key: tuple[str, str, str], data: bytes, media_type: str) -> None:
         with self._lock:
             if key in self._items:
@@ -161,7 +167,7 @@ class _Documents:
                 self._bytes -= len(old)
 
 
-DOCUMENTS = _Documents()
+DOCUMENTS = Documents()
 
 
 def resolve_image(
