@@ -17,6 +17,7 @@ import logging
 import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -228,6 +229,7 @@ class Informer:
         """List every opted-in workload (paged); replace the cache; the list's version."""
         fresh: dict[WorkloadRef, dict[str, Any]] = {}
         token = ""
+        started = time.monotonic()
         while True:
             params: dict[str, Any] = {"limit": PAGE}
             if token:
@@ -253,6 +255,8 @@ class Informer:
             before = old.get(ref)
             if before != body:
                 self._on_change(ref, before, body)
+        if not self.synced.is_set():  # the first list holds every check back: say how long
+            log.info("listed %d %s(s) in %.1fs", len(fresh), self.kind, time.monotonic() - started)
         self.synced.set()
         return version
 
