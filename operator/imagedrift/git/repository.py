@@ -21,7 +21,7 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +32,7 @@ TIMEOUT = 60.0  # seconds for one git call (a fetch of a shallow clone, a push)
 MAX_ATTEMPTS = 5  # pushes of one change set, including the first
 BACKOFF = 0.2  # seconds before the second attempt, doubling
 YAML = (".yaml", ".yml")
+NAMES = ("Kustomization",)  # YAML files without the suffix
 
 # files at the branch's head (relative path -> text) -> the files to write ({} : nothing)
 Edit = Callable[[Mapping[str, str]], Mapping[str, str]]
@@ -100,19 +101,27 @@ class Repository:
         with self._env() as env:
             return self._fetch(env)
 
-    def files(self, path: str = "") -> dict[str, str]:
-        """The YAML files under ``path`` at the checked-out head (relative to the root)."""
-        base = self._inside(path)
+    def files(self, path: str | Sequence[str] = "") -> dict[str, str]:
+        """The YAML files under ``path`` (or each of several) at the checked-out head,
+        relative to the repository's root."""
+        out: dict[str, str] = {}
+        for one in [path] if isinstance(path, str) else path:
+            out.update(self._files(one))
+        return out
+
+    def _files(self, path: str) -> dict[str, str]:
+        base, root = self._inside(path), self.root.resolve()
         out: dict[str, str] = {}
         for file in sorted(base.rglob("*")) if base.is_dir() else [base]:
-            if file.is_file() and file.suffix in YAML and ".git" not in file.parts:
-                rel = file.relative_to(self.root).as_posix()
-                out[rel] = file.read_bytes().decode("utf-8", errors="surrogateescape")
+            rel = file.relative_to(root)
+            yaml = file.suffix in YAML or file.name in NAMES
+            if file.is_file() and yaml and ".git" not in rel.parts:
+                out[rel.as_posix()] = file.read_bytes().decode("utf-8", errors="surrogateescape")
         return out
 
     # -- writing --------------------------------------------------------------------------
 
-    def commit(self, edit: Edit, message: str, path: str = "") -> Pushed | None:
+    def commit(self, edit: Edit, message: str, path: str | Sequence[str] = "") -> Pushed | None:
         """Fetch, apply ``edit`` to the files under ``path``, commit and push; on a refused
         push (another writer first) fetch and apply it again. None when the edit changes
         nothing (no commit on an empty diff). Raises GitConflict, GitAuthError, GitError."""

@@ -1,0 +1,154 @@
+"""GitOps write-back, the write: one commit per repository and branch for every workload
+of a check that goes there, through the YAML setters, pushed once.
+
+Workloads are grouped by (repository, branch); each group is one ``Repository.commit``,
+fetched once (again only when another writer pushed first), whose edit plans every
+workload of the group on the files as they are at the branch's head, each on the output
+of the one before (two workloads in one file make one commit). What cannot be written is
+that workload's reason, never the group's: a Flux marker on one workload's value refuses
+that one, and the others are committed. A server fault is the reason of every workload of
+its group, and the other groups go on. Clones are kept for the repositories in use, at
+most ``max_repositories``, the least recently used removed from disk first.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+from urllib.parse import quote
+
+from imagedrift.core import setters
+from imagedrift.core.gitops_source import GitSource
+from imagedrift.errors import GitAuthError, GitConflict, GitError
+from imagedrift.git.repository import Author, GitCredentials, Pushed, Repository
+
+MAX_REPOSITORIES = 50
+
+
+class Written(StrEnum):
+    COMMITTED = "Committed"  # in the commit pushed (``sha``)
+    UP_TO_DATE = "UpToDate"  # the files already say the new image: nothing to commit
+    REFUSED = "Refused"  # a place must not be edited (a Flux marker, an alias, ...)
+    NOT_FOUND = "NotFound"  # nothing in the files sets this image
+    FAILED = "Failed"  # the repository could not be read or written (retry with backoff)
+
+
+@dataclass(frozen=True)
+class GitWrite:
+    """Set one workload's container to ``change.new_image`` in the files under ``source``."""
+
+    key: str  # the workload's key
+    source: GitSource
+    change: setters.ImageChange
+    layout: setters.Layout = field(default_factory=setters.Layout)
+
+
+@dataclass(frozen=True)
+class GitWritten:
+    key: str
+    outcome: Written
+    reason: str
+    sha: str = ""  # the commit that holds it
+    files: tuple[str, ...] = ()  # repository-relative paths this workload's edit changed
+    retries: int = 0  # pushes another writer beat first
+
+
+class GitWriter:
+    def __init__(
+        self,
+        root: Path,
+        credentials: Callable[[str], GitCredentials | None],
+        *,
+        author: Author | None = None,
+        max_repositories: int = MAX_REPOSITORIES,
+        make_repository: Callable[..., Repository] = Repository,
+    ) -> None:
+        self.root = root
+        self._credentials = credentials
+        self._author = author
+        self._max = max_repositories
+        self._make = make_repository
+        self._repos: OrderedDict[tuple[str, str], Repository] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def write(self, writes: Sequence[GitWrite], message: str) -> dict[str, GitWritten]:
+        """Commit ``writes`` (one commit per repository and branch, ``message`` each);
+        what became of each, by workload key. Never raises for a repository's fault."""
+        groups: dict[tuple[str, str], list[GitWrite]] = {}
+        for w in writes:
+            groups.setdefault((w.source.url, w.source.branch), []).append(w)
+        out: dict[str, GitWritten] = {}
+        for (url, branch), group in groups.items():
+            out.update(self._write_group(url, branch, group, message))
+        return out
+
+    def _write_group(
+        self, url: str, branch: str, group: Sequence[GitWrite], message: str
+    ) -> dict[str, GitWritten]:
+        planned: dict[str, GitWritten] = {}
+
+        def edit(files: Mapping[str, str]) -> dict[str, str]:
+            planned.clear()  # planned again on every attempt, on the files as they are now
+            current, changed = dict(files), {}
+            for w in group:
+                planned[w.key], texts = _plan(w, current)
+                current.update(texts)
+                changed.update(texts)
+            return changed
+
+        try:
+            repo = self._repository(url, branch)
+            pushed = repo.commit(edit, message, sorted({w.source.path for w in group}))
+        except (GitAuthError, GitConflict, GitError) as exc:
+            return {w.key: GitWritten(w.key, Written.FAILED, str(exc)) for w in group}
+        return {key: _pushed(result, pushed) for key, result in planned.items()}
+
+    def _repository(self, url: str, branch: str) -> Repository:
+        key = (url, branch)
+        with self._lock:
+            repo = self._repos.get(key)
+            if repo is None:
+                where = self.root / quote(f"{url}#{branch}", safe="")
+                repo = self._make(url, branch, where, self._credentials(url), author=self._author)
+                self._repos[key] = repo
+            self._repos.move_to_end(key)
+            evicted = []
+            while len(self._repos) > self._max:
+                evicted.append(self._repos.popitem(last=False)[1])
+        for old in evicted:
+            with old.lock:  # not while a commit runs in it
+                shutil.rmtree(old.root, ignore_errors=True)
+        return repo
+
+
+def _plan(w: GitWrite, files: Mapping[str, str]) -> tuple[GitWritten, dict[str, str]]:
+    """What the setters say of ``w`` on ``files`` (repository-relative), and the new texts
+    of the files it changes."""
+    prefix = f"{w.source.path}/" if w.source.path else ""
+    mine = {p[len(prefix) :]: t for p, t in files.items() if p.startswith(prefix)}
+    plan = setters.plan_write_back(mine, w.change, w.layout)
+    texts = {prefix + f.path: f.text for f in plan.files}
+    outcome = _OUTCOMES[plan.outcome]
+    return GitWritten(w.key, outcome, plan.reason, files=tuple(sorted(texts))), texts
+
+
+_OUTCOMES = {
+    setters.Outcome.WRITE: Written.COMMITTED,
+    setters.Outcome.UP_TO_DATE: Written.UP_TO_DATE,
+    setters.Outcome.REFUSED: Written.REFUSED,
+    setters.Outcome.NOT_FOUND: Written.NOT_FOUND,
+}
+
+
+def _pushed(result: GitWritten, pushed: Pushed | None) -> GitWritten:
+    """A planned write once the commit was pushed (None: nothing was to be committed)."""
+    if result.outcome is not Written.COMMITTED:
+        return result
+    if pushed is None:  # every file already as planned: someone wrote the same meanwhile
+        return replace(result, outcome=Written.UP_TO_DATE, files=())
+    return replace(result, sha=pushed.sha, retries=pushed.retries)
