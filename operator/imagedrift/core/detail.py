@@ -55,7 +55,7 @@ def rows(
             # and once it completed, so none of those checks rewrites the workload.
             item["image"] = target
             if row.state is State.UP_TO_DATE:
-                item["digest"] = target.rpartition("@")[2]
+                item["digest"] = record.digests()[row.name]
             item["baseDigest"] = record.base_digest
         else:
             if seen and seen.digest:

@@ -114,6 +114,13 @@ class LineageEntry:
 Lineage = tuple[LineageEntry, ...]
 
 
+def verdict_word(passed: bool, pending: bool) -> str:
+    """A candidate's verdict as the lineage, ``status.candidate`` and ``plan`` say it."""
+    if pending:
+        return "Pending"
+    return "Passed" if passed else "Rejected"
+
+
 def from_status(entries: Sequence[Mapping[str, Any]]) -> Lineage:
     return tuple(LineageEntry.from_status(e) for e in entries)
 
@@ -205,8 +212,9 @@ def sync_rollout(
     half-recorded). An entry of an older base that the limit dropped is not brought back.
     """
     entries = tuple(lineage)
+    digests = record.digests()
     for container, image in record.target.items():
-        digest = image.rpartition("@")[2]
+        digest = digests[container]
         entry = next((e for e in entries if e.key == (record.base_digest, digest)), None)
         if entry is None and record.base_digest != base_digest:
             continue

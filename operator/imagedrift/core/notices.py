@@ -19,7 +19,3 @@ class Notice:
     @property
     def on_workload(self) -> str:
         return self.workload_message or self.message
-
-
-def paired(type_: str, reason: str, workload: str, message: str, own: str = "") -> Notice:
-    return Notice(type_, reason, message, workload, own)

@@ -106,12 +106,6 @@ def view(policy: PolicySpec, base_digest: str, rejected: Mapping[str, Rejection]
     )
 
 
-def verdict_word(passed: bool, pending: bool) -> str:
-    if pending:
-        return "Pending"
-    return "Passed" if passed else "Rejected"
-
-
 def plan(
     policy: PolicySpec,
     base_digest: str,
@@ -285,7 +279,7 @@ class _Verdicts:
                 # Candidates, not the workloads or containers waiting on them.
                 self.validating.add(cand.digest)
             first = history.newly_rejected(self.history, self.base_digest, cand.digest)
-            word = verdict_word(passed, pending)
+            word = history.verdict_word(passed, pending)
             app = ImageRef.parse(cand.ref).name
             self.history = history.record_verdict(
                 self.history,

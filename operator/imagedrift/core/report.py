@@ -20,6 +20,7 @@ from imagedrift.core.notices import Notice
 from imagedrift.core.plan import PolicyOutcome, PolicyPlan, Step
 from imagedrift.core.records import SmokeRecord
 from imagedrift.core.refs import ImageRef, short_digest
+from imagedrift.core.rollout import Phase
 from imagedrift.core.spec import PolicySpec
 from imagedrift.core.status_size import fit
 from imagedrift.core.workloads import rolling_back
@@ -114,7 +115,7 @@ def _done_on(step: Step, base_digest: str) -> bool:
     return bool(
         record
         and record.base_digest == base_digest
-        and record.phase == "Complete"
+        and record.phase == Phase.COMPLETE.value
         and record.finished_at
     )
 

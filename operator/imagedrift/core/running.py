@@ -91,6 +91,12 @@ def pulled_digest(pods: Iterable[Mapping[str, Any]], container: str, image: Imag
     return ranked[0][0]
 
 
+def pod_count(workload: Mapping[str, Any]) -> int:
+    """How many pods the workload's status counts (replicas, or a DaemonSet's scheduled)."""
+    status = workload.get("status") or {}
+    return int(status.get("replicas") or status.get("desiredNumberScheduled") or 0)
+
+
 def runs_no_pods(workload: Mapping[str, Any]) -> bool:
     """Is the workload scaled to zero, with no pod left? Then nothing runs that a tag was
     pulled for: what the tag means now is what a scale-up would pull, and there is no
@@ -98,9 +104,4 @@ def runs_no_pods(workload: Mapping[str, Any]) -> bool:
     if workload.get("kind") == "CronJob":
         return False
     spec = workload.get("spec") or {}
-    status = workload.get("status") or {}
-    return (
-        "replicas" in spec
-        and not int(spec.get("replicas") or 0)
-        and not int(status.get("replicas") or 0)
-    )
+    return "replicas" in spec and not int(spec.get("replicas") or 0) and not pod_count(workload)

@@ -145,8 +145,8 @@ class PolicyChecker:
         )
         conflicts = conflicts or {}
         facts = [
-            self.observer.facts(look, obj, tuple(conflicts.get(k, ())), memory.rolled.get(k))
-            for k, obj in zip(keys, governed, strict=True)
+            self.observer.facts(look, obj, state, tuple(conflicts.get(k, ())), memory.rolled.get(k))
+            for (k, state), obj in zip(records, governed, strict=True)
         ]
         planned = plan(policy, base.digest, memory, facts, memory.lineage, now)
         applied = self.apply(planned)

@@ -66,13 +66,11 @@ class GitWriter:
         *,
         author: Author | None = None,
         max_repositories: int = MAX_REPOSITORIES,
-        make_repository: Callable[..., Repository] = Repository,
     ) -> None:
         self.root = root
         self._credentials = credentials
         self._author = author
         self._max = max_repositories
-        self._make = make_repository
         self._repos: OrderedDict[tuple[str, str], Repository] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -114,7 +112,7 @@ class GitWriter:
             repo = self._repos.get(key)
             if repo is None:
                 where = self.root / quote(f"{url}#{branch}", safe="")
-                repo = self._make(url, branch, where, self._credentials(url), author=self._author)
+                repo = Repository(url, branch, where, self._credentials(url), author=self._author)
                 self._repos[key] = repo
             self._repos.move_to_end(key)
             evicted = []

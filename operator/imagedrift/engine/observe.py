@@ -22,7 +22,13 @@ from imagedrift.core.plan import WorkloadFacts
 from imagedrift.core.podhealth import pod_health
 from imagedrift.core.refs import ImageRef
 from imagedrift.core.rollout import Phase, Progress, progress
-from imagedrift.core.running import pod_selector, pulled_digest, runs_no_pods, same_image
+from imagedrift.core.running import (
+    pod_count,
+    pod_selector,
+    pulled_digest,
+    runs_no_pods,
+    same_image,
+)
 from imagedrift.core.workloads import (
     RolloutRecord,
     WorkloadState,
@@ -65,13 +71,16 @@ class Observer:
         self,
         look: Look,
         obj: Mapping[str, Any],
+        recorded: WorkloadState,
         conflict: tuple[str, ...],
         rolled: Rolled | None,
     ) -> WorkloadFacts:
-        """What one workload (a watch-cache body) runs and where its rollout stands."""
+        """What one workload (a watch-cache body, ``recorded`` its decoded record) runs and
+        where its rollout stands."""
         ref = ref_of(obj)
         key = str(ref)
-        state = remembered(WorkloadState.decode(obj), rolled)
+        state = remembered(recorded, rolled)
+        note = status_annotation(obj)
         record = state.rollout
         governed = governed_containers(obj, look.policy)
         hands: dict[str, Any] = {
@@ -93,7 +102,7 @@ class Observer:
             observation = WorkloadObservation(key, (), state, paused(obj), result, **hands)
         else:
             try:
-                observed = self._observe(look, obj, state, governed, running)
+                observed = self._observe(look, obj, state, governed, running, note)
                 observation = dataclasses.replace(observed, **hands)
             except KubeError as exc:
                 observation = WorkloadObservation(key, (), state, error=str(exc))
@@ -103,7 +112,7 @@ class Observer:
             state,
             observation,
             running,
-            status_annotation(obj),
+            note,
             runs_no_pods(obj),
         )
 
@@ -114,10 +123,9 @@ class Observer:
         state: WorkloadState,
         governed: Mapping[str, str],
         running: dict[str, str],
+        note: Mapping[str, Any],
     ) -> WorkloadObservation:
-        detail = {
-            str(r.get("container")): r for r in status_annotation(obj).get("containers") or []
-        }
+        detail = {str(r.get("container")): r for r in note.get("containers") or []}
         out: list[ContainerObservation] = []
         for container, image in sorted(governed.items()):
             try:
@@ -238,8 +246,7 @@ class Observer:
     def _pulled(self, look: Look, obj: Mapping[str, Any], container: str, running: ImageRef) -> str:
         """The digest the workload's pods report for ``container`` (see ``core.running``);
         "" when pods cannot be read here or report none."""
-        status = obj.get("status") or {}
-        if not int(status.get("replicas") or status.get("desiredNumberScheduled") or 0):
+        if not pod_count(obj):
             return ""  # no pods (scaled to zero, or not created yet): nothing to read
         try:
             pods = self._pods(look, obj)

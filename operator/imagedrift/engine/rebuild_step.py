@@ -140,13 +140,9 @@ class RebuildStep:
             "succeeded": succeeded,
         }
 
-        def fire() -> tuple[dict[str, Any], Event]:
-            entry, event = self._fire(policy, body, rebuild, kinds, request, ledger)
-            self._remember(uid, policy.name, entry, event if self._pool else None)
-            return entry, event
-
         if self._pool is None:
-            entry, event = fire()
+            entry, event = self._fire(policy, body, rebuild, kinds, request, ledger)
+            self._remember(uid, policy.name, entry, None)
             result.status["rebuild"] = entry
             result.events.append(event)
             return
@@ -155,12 +151,12 @@ class RebuildStep:
 
         def in_background() -> None:
             try:
-                fire()
+                entry, event = self._fire(policy, body, rebuild, kinds, request, ledger)
             except Exception:  # a trigger that raised: recorded as failed, never lost
                 log.exception("rebuild triggers of %s", policy.name)
-                failed = {**ledger, "outcome": FAILED, "message": "the trigger raised"}
-                event = Event(body, "Warning", "RebuildFailed", failed["message"])
-                self._remember(uid, policy.name, failed, event)
+                entry = {**ledger, "outcome": FAILED, "message": "the trigger raised"}
+                event = Event(body, "Warning", "RebuildFailed", entry["message"])
+            self._remember(uid, policy.name, entry, event)  # the next check says it
             self.on_done(policy.name)
 
         self._pool.submit(in_background)

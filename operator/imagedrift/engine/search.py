@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from imagedrift.core import newestbuild, patchtags, tagselect
+from imagedrift.core.history import verdict_word
 from imagedrift.core.lineage import Lineage
 from imagedrift.core.newestbuild import NewestBuildPolicy, build_time
 from imagedrift.core.refs import ImageRef, short_digest
@@ -58,12 +59,6 @@ class Search:
     def refuse(self, tag: str, fate: str, why: str) -> None:
         self.rejected.append(f"{tag}: {why}")
         self.notes.append(tagselect.TagNote(tag, fate, why))
-
-
-def verdict_word(verdict: Verdict) -> str:
-    if verdict.pending:
-        return "Pending"
-    return "Passed" if verdict.passed else "Rejected"
 
 
 class CandidateSearch:
@@ -159,7 +154,8 @@ class CandidateSearch:
             io = GateIO(client, self.kube, look.now, look.smoke_tests)
             verdict = validate(spec, pinned, lineage, why, io)
             search.candidate = Candidate(pinned, candidate_tag, lineage, verdict)
-            search.notes.append(tagselect.TagNote(candidate_tag, TAKEN, verdict_word(verdict)))
+            word = verdict_word(verdict.passed, verdict.pending)
+            search.notes.append(tagselect.TagNote(candidate_tag, TAKEN, word))
             search.notes += [
                 tagselect.TagNote(t, NOT_INSPECTED, f"{candidate_tag} is newer and was taken")
                 for t in ordered[ordered.index(candidate_tag) + 1 :]

@@ -92,7 +92,6 @@ class Repository:
         self.max_attempts = max_attempts
         self.backoff = backoff
         self.lock = threading.Lock()
-        self.fetches = 0  # how many times the server was asked (benchmarks, tests)
 
     # -- reading --------------------------------------------------------------------------
 
@@ -187,7 +186,6 @@ class Repository:
             self._git(env, "init", "--quiet")
             self._git(env, "remote", "add", "origin", self.url)
         remote = f"refs/remotes/origin/{self.branch}"
-        self.fetches += 1
         self._git(
             env, "fetch", "--quiet", "--depth", "1", "origin", f"+refs/heads/{self.branch}:{remote}"
         )
