@@ -1,7 +1,7 @@
 # syntax=docker/dockerfile:1
 # The imagedrift operator image: `docker build -t imagedrift:0.1.0 .`
-# Runs as a non-root user and needs no writable path but /tmp (the Deployment mounts an
-# emptyDir there and sets readOnlyRootFilesystem).
+# Runs as a non-root user and needs no writable path but /tmp and the git clones' cache
+# (the Deployment mounts emptyDirs there and sets readOnlyRootFilesystem).
 
 # python:3.11-slim, pinned by digest so a rebuild is reproducible; update the digest when
 # the base image is re-published (the problem imagedrift itself solves for your apps).
@@ -25,6 +25,10 @@ RUN /opt/imagedrift/bin/pip install --no-deps --no-build-isolation . \
  && /opt/imagedrift/bin/pip uninstall --yes pip setuptools wheel
 
 FROM ${PYTHON_IMAGE}
+# git (and ssh for SSH remotes) for GitOps write-back: imagedrift commits with git itself.
+RUN apt-get update \
+ && apt-get install --yes --no-install-recommends git openssh-client \
+ && rm -rf /var/lib/apt/lists/*
 RUN groupadd --system --gid 65532 imagedrift \
  && useradd --system --uid 65532 --gid 65532 --no-create-home --home-dir /nonexistent \
     --shell /usr/sbin/nologin imagedrift

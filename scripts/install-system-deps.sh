@@ -4,7 +4,9 @@
 # OCI runtime `runc`, the CNI plugins (bridge, host-local, loopback) and a static busybox
 # (the base layer of the images that node runs), and for the operator's own image
 # (tests/harness/operator_image.py) the daemonless builder `buildah` and `debootstrap`, which
-# makes the Python base image from Debian packages. Idempotent: does nothing when all of it
+# makes the Python base image from Debian packages, and for GitOps write-back's tests git,
+# `openssh-server` (the harness starts its own sshd on 127.0.0.1; never the system
+# service) and `openssh-client`. Idempotent: does nothing when all of it
 # is already there.
 set -euo pipefail
 need=()
@@ -20,6 +22,9 @@ done
   || need+=(busybox-static)
 [ -x /usr/bin/buildah ] || need+=(buildah)
 [ -x /usr/sbin/debootstrap ] || need+=(debootstrap)
+[ -x /usr/bin/git ] && [ -x /usr/bin/git-shell ] || need+=(git)
+[ -x /usr/sbin/sshd ] || need+=(openssh-server)
+[ -x /usr/bin/ssh ] && [ -x /usr/bin/ssh-keygen ] || need+=(openssh-client)
 [ ${#need[@]} -eq 0 ] && exit 0
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -13,6 +13,9 @@ clients' request hook, so the engine stays free of metric calls.
     imagedrift_rollouts_total{policy,outcome}            started / complete / rolled_back
     imagedrift_gate_verdicts_total{policy,verdict}       Passed / Rejected, once per candidate
     imagedrift_checks_total{policy,result}               ok / error / stalled
+    imagedrift_git_commits_total{repository}             write-back commits pushed
+    imagedrift_git_push_retries_total{repository}        pushes refused: another writer first
+    imagedrift_git_write_failures_total{repository}      writes that failed (retried next check)
 """
 
 from __future__ import annotations
@@ -27,6 +30,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 
 from imagedrift.core.conditions import Condition, parse_timestamp
 from imagedrift.core.decide import State
+
+
+def redact_url(url: str) -> str:
+    """A repository URL as a label: without any user information (never a credential)."""
+    scheme, sep, rest = url.partition("://")
+    host, slash, path = rest.partition("/") if sep else ("", "", url)
+    return f"{scheme}{sep}{host.rpartition('@')[2]}{slash}{path}" if sep else url
+
 
 BUCKETS = (1, 5, 15, 30, 60, 120, 300, 600, 1800, 3600, 7200, 21600, 86400, 604800)
 WORKLOAD_STATES = tuple(state.value for state in State)  # every state decide() gives
@@ -84,6 +95,24 @@ class Metrics:
         self.checks = Counter(
             "imagedrift_checks_total", "Policy checks by result.", ["policy", "result"], registry=r
         )
+        self.git_commits = Counter(
+            "imagedrift_git_commits_total",
+            "GitOps write-back commits pushed.",
+            ["repository"],
+            registry=r,
+        )
+        self.git_retries = Counter(
+            "imagedrift_git_push_retries_total",
+            "Write-back pushes refused because another writer pushed first (then retried).",
+            ["repository"],
+            registry=r,
+        )
+        self.git_failures = Counter(
+            "imagedrift_git_write_failures_total",
+            "Write-back writes that failed (server down, credentials refused, conflicts).",
+            ["repository"],
+            registry=r,
+        )
         self.leading = Gauge(
             "imagedrift_leader",
             "1 while this replica holds the Lease and works; 0 on a standby.",
@@ -100,6 +129,16 @@ class Metrics:
         self.requests.labels(host, method, str(status or "error")).inc()
         if status == 429:
             self.throttled.labels(host).inc()
+
+    def on_git_write(self, url: str, outcome: str, retries: int) -> None:
+        """GitWriter's hook: a commit pushed (after ``retries`` refused pushes) or failed."""
+        repository = redact_url(url)
+        if outcome == "committed":
+            self.git_commits.labels(repository).inc()
+        else:
+            self.git_failures.labels(repository).inc()
+        if retries:
+            self.git_retries.labels(repository).inc(retries)
 
     def on_budget_exhausted(self, host: str) -> None:
         self.budget_exhausted.labels(host).inc()

@@ -25,6 +25,12 @@ Environment:
     IMAGEDRIFT_REGISTRY_MIRRORS host=mirror pairs (docker.io=mirror.example.com,...)
     IMAGEDRIFT_SECRET_TTL       seconds a credential Secret is reused before it is re-read
     IMAGEDRIFT_MAX_*            read limits for registry answers (imagedrift.registry.limits)
+    IMAGEDRIFT_GIT_CACHE        where clones for GitOps write-back live (default a private
+                                directory under the system's temporary directory)
+    IMAGEDRIFT_GIT_REPOSITORIES clones kept at most (default 50; the least recently used go)
+    IMAGEDRIFT_GIT_SECRET       the Secret naming each repository's credentials Secret
+                                (default imagedrift-git; see engine.gitops_sources)
+    IMAGEDRIFT_ARGOCD_NAMESPACE where Argo CD Applications live (default argocd)
     IMAGEDRIFT_WEBHOOK_PORT     push-event receiver port (default 0 = off)
     IMAGEDRIFT_WEBHOOK_SECRET   its shared secret (or IMAGEDRIFT_WEBHOOK_SECRET_FILE)
     IMAGEDRIFT_WEBHOOK_CERT/KEY its TLS key pair (IMAGEDRIFT_WEBHOOK_PLAIN_HTTP=true: none)
@@ -35,7 +41,9 @@ from __future__ import annotations
 import logging
 import os
 import secrets
+import tempfile
 from collections.abc import Mapping
+from pathlib import Path
 from socket import gethostname
 from typing import Any
 
@@ -47,7 +55,10 @@ from imagedrift.core.mirrors import parse_mirrors
 from imagedrift.core.sandbox import Sandbox
 from imagedrift.engine.caches import BaseWatcher, ImageCache, TtlCache
 from imagedrift.engine.check import PolicyChecker
+from imagedrift.engine.commits import Committer
 from imagedrift.engine.controller import Controller
+from imagedrift.engine.git_writes import GitWriter
+from imagedrift.engine.gitops_sources import INDEX_SECRET, GitCredentialStore, SourceFinder
 from imagedrift.engine.leadership import Elector
 from imagedrift.engine.ports import Event
 from imagedrift.engine.rebuild_step import RebuildStep
@@ -131,7 +142,17 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # The checker fills these caches; the controller invalidates them on a push and reads
     # when a base was last looked up, so both are handed the same objects.
     bases, searches = BaseWatcher(), TtlCache()
-    checker = PolicyChecker(STATE.pool, kube, ImageCache(), bases=bases, searches=searches)
+    checker = PolicyChecker(
+        STATE.pool,
+        kube,
+        ImageCache(),
+        bases=bases,
+        searches=searches,
+        sources=SourceFinder(
+            kube, argocd_namespace=os.environ.get("IMAGEDRIFT_ARGOCD_NAMESPACE") or "argocd"
+        ),
+        committer=Committer(_git_writer(kube)),
+    )
     workloads = WorkloadCache(
         api, lambda ref, old, new: _controller().workload_changed(ref, old, new)
     )
@@ -156,6 +177,19 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     workloads.start()
     _start_elector(kube, controller)
     _start_receiver(controller)
+
+
+def _git_writer(kube: KubeAdapter) -> GitWriter:
+    """GitOps write-back's clones, in a directory only this process reads (they may hold
+    private manifests), bounded in number."""
+    root = os.environ.get("IMAGEDRIFT_GIT_CACHE") or tempfile.mkdtemp(prefix="imagedrift-git-")
+    os.makedirs(root, mode=0o700, exist_ok=True)
+    return GitWriter(
+        Path(root),
+        GitCredentialStore(kube, index=os.environ.get("IMAGEDRIFT_GIT_SECRET") or INDEX_SECRET),
+        max_repositories=int(os.environ.get("IMAGEDRIFT_GIT_REPOSITORIES", "50")),
+        on_write=STATE.metrics.on_git_write,
+    )
 
 
 def _start_elector(kube: KubeAdapter, controller: Controller) -> None:

@@ -52,6 +52,10 @@ EXPECTED_RULES = {
     ("apiextensions.k8s.io", "customresourcedefinitions", "", "list"),
     ("apiextensions.k8s.io", "customresourcedefinitions", "", "watch"),
     ("aquasecurity.github.io", "vulnerabilityreports", "", "list"),
+    # GitOps write-back: where a workload's manifests live, read by name.
+    ("kustomize.toolkit.fluxcd.io", "kustomizations", "", "get"),
+    ("source.toolkit.fluxcd.io", "gitrepositories", "", "get"),
+    ("argoproj.io", "applications", "", "get"),
 }
 # In its own namespace only: the Secrets a policy names, and the one Lease that elects.
 AT_HOME = {
@@ -413,6 +417,11 @@ def can_i(kube: Kube, *args: str) -> bool:
         ("create", "jobs.batch", "-n", NS),
         ("create", "pods", "-n", SANDBOX),
         ("delete", "jobs.batch", "-n", SANDBOX),
+        ("list", "kustomizations.kustomize.toolkit.fluxcd.io", "--all-namespaces"),
+        ("patch", "kustomizations.kustomize.toolkit.fluxcd.io", "-n", "flux-system"),
+        ("list", "gitrepositories.source.toolkit.fluxcd.io", "--all-namespaces"),
+        ("get", "secrets", "-n", "flux-system"),
+        ("update", "applications.argoproj.io", "-n", "argocd"),
     ],
     ids=lambda args: " ".join(args),
 )
@@ -440,6 +449,9 @@ def test_service_account_is_allowed_what_it_uses(
         ("get", "jobs.batch", "-n", SANDBOX),
         # No CRD of Trivy's is installed here; a review names the resource all the same.
         ("list", "vulnerabilityreports.aquasecurity.github.io", "--all-namespaces"),
+        ("get", "kustomizations.kustomize.toolkit.fluxcd.io", "-n", "flux-system"),
+        ("get", "gitrepositories.source.toolkit.fluxcd.io", "-n", "flux-system"),
+        ("get", "applications.argoproj.io", "-n", "argocd"),
     )
     denied = [args for args in questions if not can_i(kube, *args)]
     assert denied == []

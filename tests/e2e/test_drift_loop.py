@@ -184,6 +184,25 @@ def test_lineage_by_layer_prefix_on_multi_arch_images(
             },
             "rollout.settleTime must be shorter than rollout.verifyTimeout",
         ),
+        (
+            "patching in the cluster and committing to git",
+            {
+                "base": {"image": "r.example/base", "tag": "1"},
+                "rollout": {"patchGitOpsManaged": True},
+                "gitops": {"mode": "Commit"},
+            },
+            "it contradicts gitops.mode",
+        ),
+        (
+            "an unknown GitOps mode",
+            {"base": {"image": "r.example/base", "tag": "1"}, "gitops": {"mode": "Push"}},
+            "spec.gitops.mode",
+        ),
+        (
+            "a repository without a URL",
+            {"base": {"image": "r.example/base", "tag": "1"}, "gitops": {"repository": {}}},
+            "spec.gitops.repository.url",
+        ),
     ],
 )
 def test_invalid_policies_are_refused_at_admission(

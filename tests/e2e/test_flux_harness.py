@@ -16,22 +16,18 @@ import http.client
 import os
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
-from kubernetes.client.exceptions import ApiException
 
 from tests.harness.controlplane import Kube
-from tests.harness.flux import KUSTOMIZE_GROUP, SOURCE_GROUP, Flux
+from tests.harness.flux import Flux
+from tests.harness.flux_app import DEPLOYMENT, MANIFESTS, FluxApp, condition
 from tests.harness.git_server import REALM, GitServer
 from tests.harness.procs import LOOPBACK
 
-MANIFESTS = "deploy"
-DEPLOYMENT = "web"
 # Never pulled: kwok's fake nodes run pods without images.
 IMAGE = f"{LOOPBACK}:5000/imagedrift-test/web"
 APPLY_TIMEOUT = 60.0
@@ -190,136 +186,6 @@ def _pkt(line: str) -> bytes:
 # -- Flux -------------------------------------------------------------------------------
 
 
-def _condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
-    for condition in (obj.get("status") or {}).get("conditions") or []:
-        if condition.get("type") == kind:
-            return dict(condition)
-    return {}
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat()
-
-
-class FluxApp:
-    """One repository applied by Flux into ``namespace``: its Secret, GitRepository and
-    Kustomization, and what the tests read of them."""
-
-    def __init__(
-        self, kube: Kube, flux: Flux, git_server: GitServer, name: str, namespace: str
-    ) -> None:
-        self.kube, self.flux, self.git = kube, flux, git_server
-        self.name, self.namespace = name, namespace
-        self.secret = f"{name}-auth"
-
-    def apply(self) -> None:
-        user, password = self.git.credentials
-        self.kube.core.create_namespaced_secret(
-            self.namespace,
-            client.V1Secret(
-                metadata=client.V1ObjectMeta(name=self.secret),
-                string_data={"username": user, "password": password},
-            ),
-        )
-        self.kube.custom.create_namespaced_custom_object(
-            SOURCE_GROUP,
-            "v1",
-            self.namespace,
-            "gitrepositories",
-            {
-                "apiVersion": f"{SOURCE_GROUP}/v1",
-                "kind": "GitRepository",
-                "metadata": {"name": self.name},
-                "spec": {
-                    "url": self.git.url(self.name),
-                    "ref": {"branch": "main"},
-                    "interval": "10s",
-                    "timeout": "20s",
-                    "secretRef": {"name": self.secret},
-                },
-            },
-        )
-        self.kube.custom.create_namespaced_custom_object(
-            KUSTOMIZE_GROUP,
-            "v1",
-            self.namespace,
-            "kustomizations",
-            {
-                "apiVersion": f"{KUSTOMIZE_GROUP}/v1",
-                "kind": "Kustomization",
-                "metadata": {"name": self.name},
-                "spec": {
-                    "sourceRef": {"kind": "GitRepository", "name": self.name},
-                    "path": f"./{MANIFESTS}",
-                    "prune": True,
-                    "interval": "10s",
-                    "timeout": "30s",
-                    "targetNamespace": self.namespace,
-                },
-            },
-        )
-
-    def git_repository(self) -> dict[str, Any]:
-        obj = self.kube.custom.get_namespaced_custom_object(
-            SOURCE_GROUP, "v1", self.namespace, "gitrepositories", self.name
-        )
-        assert isinstance(obj, dict), obj
-        return obj
-
-    def kustomization(self) -> dict[str, Any]:
-        obj = self.kube.custom.get_namespaced_custom_object(
-            KUSTOMIZE_GROUP, "v1", self.namespace, "kustomizations", self.name
-        )
-        assert isinstance(obj, dict), obj
-        return obj
-
-    def request_reconcile(self) -> None:
-        """What ``flux reconcile source git`` does: fetch now, not at the next interval."""
-        self.kube.custom.patch_namespaced_custom_object(
-            SOURCE_GROUP,
-            "v1",
-            self.namespace,
-            "gitrepositories",
-            self.name,
-            {"metadata": {"annotations": {"reconcile.fluxcd.io/requestedAt": _now()}}},
-        )
-
-    def deployed_image(self) -> str | None:
-        try:
-            deployment = self.kube.apps.read_namespaced_deployment(DEPLOYMENT, self.namespace)
-        except ApiException as exc:
-            if exc.status == 404:
-                return None
-            raise
-        pod = deployment.spec.template.spec if deployment.spec else None
-        assert pod is not None, deployment  # the API server always sends both
-        return str(pod.containers[0].image)
-
-    def wait_image(self, image: str, timeout: float) -> float:
-        """Seconds until the Deployment runs ``image`` (bounded by ``timeout``)."""
-        started = time.monotonic()
-        self.flux.wait(
-            lambda: self.deployed_image() == image,
-            what=f"Deployment {self.namespace}/{DEPLOYMENT} with image {image}",
-            timeout=timeout,
-        )
-        return time.monotonic() - started
-
-    def wait_revision(self, sha: str, timeout: float) -> None:
-        def applied() -> bool:
-            source = self.git_repository()
-            artifact = (source.get("status") or {}).get("artifact") or {}
-            kustomization = self.kustomization()
-            return bool(
-                artifact.get("revision") == f"main@sha1:{sha}"
-                and (kustomization.get("status") or {}).get("lastAppliedRevision")
-                == f"main@sha1:{sha}"
-                and _condition(kustomization, "Ready").get("status") == "True"
-            )
-
-        self.flux.wait(applied, what=f"revision {sha} of {self.name} applied", timeout=timeout)
-
-
 @pytest.fixture
 def flux_app(
     flux: Flux, git_server: GitServer, git_repo: str, kube: Kube, namespace: str
@@ -373,7 +239,7 @@ def test_flux_applies_pushes_and_reports_a_wrong_password(
     app.request_reconcile()
 
     def refused() -> dict[str, Any] | None:
-        ready = _condition(app.git_repository(), "Ready")
+        ready = condition(app.git_repository(), "Ready")
         return ready if ready.get("status") == "False" else None
 
     ready = flux.wait(refused, what="GitRepository Ready=False", timeout=CHANGE_TIMEOUT)
@@ -389,7 +255,7 @@ def test_flux_applies_pushes_and_reports_a_wrong_password(
     )
     app.request_reconcile()
     flux.wait(
-        lambda: _condition(app.git_repository(), "Ready").get("status") == "True",
+        lambda: condition(app.git_repository(), "Ready").get("status") == "True",
         what="GitRepository Ready=True again",
         timeout=CHANGE_TIMEOUT,
     )

@@ -293,6 +293,29 @@ class GitServer:
                 commits.append(Commit(sha, subject, author))
         return commits
 
+    def message(self, name: str, sha: str) -> str:
+        """The full message of commit ``sha``."""
+        return self._local_git("log", "-1", "--format=%B", sha, cwd=self._bare(name))
+
+    def revert(self, name: str, sha: str, *, branch: str = "main") -> str:
+        """What a human does: ``git revert`` of ``sha`` in a clone, pushed as the outside
+        writer; the new head."""
+        with tempfile.TemporaryDirectory(prefix="imagedrift-revert-") as scratch:
+            clone = Path(scratch) / "clone"
+            self.git("clone", "--quiet", "--branch", branch, self.url(name), str(clone))
+            self.git(
+                "-c",
+                f"user.name={WRITER_NAME}",
+                "-c",
+                f"user.email={WRITER_EMAIL}",
+                "revert",
+                "--no-edit",
+                sha,
+                cwd=clone,
+            )
+            self.git("push", "--quiet", "origin", f"HEAD:refs/heads/{branch}", cwd=clone)
+        return self.head(name, branch=branch)
+
     # -- the request log --------------------------------------------------------------------
 
     @property

@@ -46,7 +46,7 @@ def write(url: str, name: str, path: str = "apps") -> GitWrite:
     change = ImageChange(
         "shop", "Deployment", "shop", name, "app", OLD.format(app=name), NEW.format(app=name)
     )
-    return GitWrite(f"deployment/shop/{name}", GitSource(url, "main", path, "test"), change)
+    return GitWrite(f"deployment/shop/{name}", GitSource(url, "main", path, "test"), (change,))
 
 
 def writer(server: GitServer, root: Path, max_repositories: int = 50) -> GitWriter:

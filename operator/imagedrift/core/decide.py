@@ -18,7 +18,8 @@ States (per container, and for the workload the most pressing of its containers)
     Paused      the workload's annotation holds it
     Suspended   the policy's rollout.suspend holds it
     Overridden  someone else changed an image imagedrift rolled: left as they set it
-    ManagedByGitOps  a GitOps controller manages the workload: reported, not patched
+    ManagedByGitOps  a GitOps controller manages the workload: reported, not patched (or,
+                when the policy commits to git, the reason it cannot be written there)
     Conflict    another policy selects the workload too: neither patches it
     Error       the observation failed (registry or API fault); the reason names where
     Unknown     the image reference in the pod template does not parse
@@ -30,9 +31,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from imagedrift.core.gitops_source import GitSource
 from imagedrift.core.refs import short_digest
 from imagedrift.core.rollout import Phase, Progress
-from imagedrift.core.workloads import RolloutRecord, WorkloadState, rolling_back
+from imagedrift.core.workloads import RolloutRecord, WorkloadState, rolling_back, same_reference
 
 
 class State(StrEnum):
@@ -129,6 +131,10 @@ class WorkloadObservation:
     writers: Mapping[str, str] = field(default_factory=dict)  # container -> who last set it
     conflict: tuple[str, ...] = ()  # other policies that select this workload
     gitops: str = ""  # which GitOps controller manages it ("" none)
+    # Where its manifests live, when the policy writes GitOps-managed workloads back to
+    # git (``source_error``: why that is not known).
+    source: GitSource | None = None
+    source_error: str = ""
 
 
 @dataclass(frozen=True)
@@ -136,7 +142,8 @@ class PolicyView:
     base_digest: str
     suspended: bool = False
     rejected: Mapping[str, str] = field(default_factory=dict)  # app digest -> why (policy-wide)
-    patch_gitops: bool = False  # spec.rollout.patchGitOpsManaged
+    patch_gitops: bool = False  # spec.gitops.mode Patch: patched like any workload
+    commit_gitops: bool = False  # spec.gitops.mode Commit: committed to its git source
 
 
 @dataclass(frozen=True)
@@ -154,6 +161,7 @@ class Decision:
     containers: tuple[ContainerDecision, ...]
     targets: Mapping[str, str] = field(default_factory=dict)  # container -> pinned ref (ROLL)
     tags: Mapping[str, str] = field(default_factory=dict)  # container -> candidate tag (ROLL)
+    by_commit: bool = False  # ROLL: commit the targets to the workload's git source
 
 
 def _container(
@@ -163,6 +171,7 @@ def _container(
     policy: PolicyView,
     gitops: str = "",
     writer: str = "",
+    source_error: str = "",
 ) -> tuple[ContainerDecision, CandidateView | None]:
     """The container's state, and the candidate to roll it to (None: nothing to roll)."""
 
@@ -201,11 +210,16 @@ def _container(
         return say(State.SUSPENDED, f"policy suspended; would roll to {cand.ref}")
     if paused:
         return say(State.PAUSED, f"workload paused; would roll to {cand.ref}")
-    if gitops and not policy.patch_gitops:
+    if gitops and policy.commit_gitops and source_error:
+        return say(
+            State.MANAGED_BY_GITOPS,
+            f"managed by {gitops}; would commit {cand.ref}, but {source_error}",
+        )
+    if gitops and not policy.patch_gitops and not policy.commit_gitops:
         return say(
             State.MANAGED_BY_GITOPS,
             f"managed by {gitops}; would roll to {cand.ref}: change it in git, or set "
-            "spec.rollout.patchGitOpsManaged",
+            "spec.gitops.mode (Commit writes it to git)",
         )
     reason = f"{obs.lineage_reason}; rolling to {cand.tag} ({short_digest(cand.digest)})"
     return ContainerDecision(obs.name, State.DRIFTED, reason), cand
@@ -220,10 +234,13 @@ def _replaced(obs: WorkloadObservation) -> dict[str, str]:
     record = obs.record.rollout
     if record is None or record.phase not in (Phase.PROGRESSING.value, Phase.COMPLETE.value):
         return {}
+    waiting = record.git is not None and record.phase == Phase.PROGRESSING.value
     changed: dict[str, str] = {}
     for container, target in record.target.items():
         now = obs.images.get(container)
         digest = target.rpartition("@")[2]
+        if waiting and now is not None and same_reference(now, record.previous.get(container, "")):
+            continue  # committed, not applied yet by the GitOps controller
         if now is not None and now != target and digest not in obs.record.overridden:
             changed[container] = now
     return changed
@@ -308,6 +325,7 @@ def decide(obs: WorkloadObservation, policy: PolicyView) -> Decision:
             policy,
             obs.gitops,
             obs.writers.get(container.name, ""),
+            "" if obs.source is not None else obs.source_error or "its git source is not known",
         )
         rows_list.append(row)
         if candidate is not None:
@@ -319,5 +337,9 @@ def decide(obs: WorkloadObservation, policy: PolicyView) -> Decision:
         return Decision(State.UP_TO_DATE, "no governed containers", Action.NONE, rows)
     if targets:
         summary = ", ".join(f"{c}={t}" for c, t in sorted(targets.items()))
-        return Decision(State.DRIFTED, f"rolling {summary}", Action.ROLL, rows, targets, tags)
+        by_commit = bool(obs.gitops) and policy.commit_gitops and obs.source is not None
+        verb = "committing" if by_commit else "rolling"
+        return Decision(
+            State.DRIFTED, f"{verb} {summary}", Action.ROLL, rows, targets, tags, by_commit
+        )
     return Decision(worst.state, worst.reason, Action.NONE, rows)

@@ -41,6 +41,9 @@ class GitSource:
     branch: str  # DEFAULT_BRANCH: the repository's default branch
     path: str  # a directory relative to the repository's root ("" the root)
     via: str  # which object said so, for the workload's status and the commit message
+    target_namespace: str = ""  # where manifests without a namespace deploy ("" as written)
+    argocd_app: str = ""  # an Argo CD Kustomize or Helm app: its .argocd-source-<app>.yaml
+    argocd_helm: bool = False  # ... of a Helm app (helm.parameters), else Kustomize (images)
 
 
 def clean_path(path: str) -> str:
@@ -78,7 +81,8 @@ def flux_source(labels: Mapping[str, str], lookup: Lookup) -> GitSource | str:
         )
     branch = str(git_ref.get("branch") or FLUX_DEFAULT_BRANCH)
     via = f"Flux Kustomization {namespace}/{name}"
-    return GitSource(url, branch, clean_path(str(spec.get("path") or "")), via)
+    target = str(spec.get("targetNamespace") or "")
+    return GitSource(url, branch, clean_path(str(spec.get("path") or "")), via, target)
 
 
 def argocd_app_name(labels: Mapping[str, str], annotations: Mapping[str, str]) -> str:
@@ -104,8 +108,19 @@ def argocd_source(app: Mapping[str, Any]) -> GitSource | str:
         revision = DEFAULT_BRANCH
     elif _COMMIT.match(revision):
         return f"{where} is pinned to commit {revision}: a commit would never be applied"
+    # Kustomize and Helm apps take Argo CD's parameter overrides, as Argo CD Image Updater
+    # writes them; a directory of plain manifests is edited in place.
+    kind = str((app.get("status") or {}).get("sourceType") or "")
+    helm = kind == "Helm" or "helm" in source
+    overrides = helm or kind == "Kustomize" or "kustomize" in source
     return GitSource(
-        str(source["repoURL"]), revision, clean_path(str(source.get("path") or "")), where
+        str(source["repoURL"]),
+        revision,
+        clean_path(str(source.get("path") or "")),
+        where,
+        str((spec.get("destination") or {}).get("namespace") or ""),
+        str(meta.get("name") or "") if overrides else "",
+        helm,
     )
 
 

@@ -34,6 +34,8 @@ class RolloutRow:
     started_at: str
     finished_at: str = ""
     rollback: str = ""  # a RolledBack rollout's rollback: its phase
+    commit: str = ""  # a rollout by commit: the commit that set the image (GitOps write-back)
+    rollback_commit: str = ""  # ... and the commit that restored the previous one
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -50,6 +52,8 @@ class RolloutRow:
             str(row.get("startedAt", "")),
             str(row.get("finishedAt", "")),
             str(row.get("rollback", "")),
+            str(row.get("commit", "")),
+            str(row.get("rollbackCommit", "")),
         )
 
     def to_status(self) -> dict[str, str]:
@@ -65,6 +69,10 @@ class RolloutRow:
             row["finishedAt"] = self.finished_at
         if self.rollback:
             row["rollback"] = self.rollback
+        if self.commit:
+            row["commit"] = self.commit
+        if self.rollback_commit:
+            row["rollbackCommit"] = self.rollback_commit
         return row
 
 
@@ -220,7 +228,13 @@ def sync_rollout(
             continue
         key = (workload, container, record.started_at)
         now = next((r for r in (entry.rollouts if entry else ()) if r.key == key), None)
-        if now is not None and (now.result, now.rollback) == (record.phase, record.rollback):
+        git = record.git
+        commits = (git.commit, git.rollback_commit) if git is not None else ("", "")
+        if now is not None and (now.result, now.rollback, now.commit, now.rollback_commit) == (
+            record.phase,
+            record.rollback,
+            *commits,
+        ):
             continue
         running = record.phase == Phase.PROGRESSING.value
         row = RolloutRow(
@@ -232,6 +246,7 @@ def sync_rollout(
             record.started_at,
             record.finished_at,
             record.rollback,
+            *commits,
         )
         entries = record_rollout(
             entries,

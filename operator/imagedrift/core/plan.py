@@ -18,6 +18,8 @@ Nothing here does I/O.
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -27,6 +29,8 @@ from typing import Any
 from imagedrift.core import detail, history, transitions, waves
 from imagedrift.core.conditions import parse_timestamp, timestamp
 from imagedrift.core.decide import Action, Decision, PolicyView, WorkloadObservation, decide
+from imagedrift.core.gitops_source import GitSource
+from imagedrift.core.gitops_spec import Mode
 from imagedrift.core.memory import Memory
 from imagedrift.core.notices import Notice
 from imagedrift.core.records import CandidateStatus, Rejection
@@ -34,7 +38,13 @@ from imagedrift.core.refs import ImageRef
 from imagedrift.core.rollout import Phase
 from imagedrift.core.spec import PolicySpec
 from imagedrift.core.transitions import Subject, Transition
-from imagedrift.core.workloads import WorkloadRef, WorkloadState, followed, image_patch
+from imagedrift.core.workloads import (
+    STATE_ANNOTATION,
+    WorkloadRef,
+    WorkloadState,
+    followed,
+    image_patch,
+)
 
 
 @dataclass(frozen=True)
@@ -55,6 +65,15 @@ class WorkloadFacts:
 
 
 @dataclass(frozen=True)
+class GitChange:
+    """A step whose images go to git: the source, and container -> (image now, image to set)."""
+
+    source: GitSource
+    images: Mapping[str, tuple[str, str]]
+    rollback: bool = False
+
+
+@dataclass(frozen=True)
 class Step:
     """One workload's end of the check, if its write lands."""
 
@@ -65,6 +84,7 @@ class Step:
     patch: dict[str, Any] | None = None  # the one write of this check
     landed: tuple[Notice, ...] = ()  # posted once the write landed
     before: tuple[WorkloadState, Decision] | None = None  # what it is if the write fails
+    git: GitChange | None = None  # committed before ``patch`` is sent (which records it)
 
 
 @dataclass(frozen=True)
@@ -82,6 +102,7 @@ class Applied(Enum):
     LANDED = "Landed"
     CONFLICTED = "Conflicted"
     FAILED = "Failed"
+    REFUSED = "Refused"  # its git change cannot be written there (a marker, no such image)
 
 
 @dataclass(frozen=True)
@@ -102,7 +123,8 @@ def view(policy: PolicySpec, base_digest: str, rejected: Mapping[str, Rejection]
         base_digest,
         policy.rollout.suspend,
         {d: r.reason for d, r in rejected.items()},
-        policy.rollout.patch_gitops_managed,
+        policy.gitops.mode is Mode.PATCH,
+        policy.gitops.writes,
     )
 
 
@@ -176,7 +198,12 @@ def _step(
     before: tuple[WorkloadState, Decision | None],
 ) -> Step:
     mine = detail.rows(f.key, f.observation, state.rollout, decision)
-    patch = image_patch(f.ref.kind, t.images, state, f.version) if t is not None else None
+    git = _git_change(f, state, t) if t is not None and t.by_commit else None
+    images = t.images if t is not None and git is None else {}
+    patch = image_patch(f.ref.kind, images, state, f.version) if t is not None else None
+    if git is not None and patch is not None:
+        # Only the record: it follows a commit already pushed, which a 409 would orphan.
+        patch["metadata"].pop("resourceVersion", None)
     # A tag-referenced container's running digest is kept in the note (while pods run it).
     remember = not f.idle and any(
         r.get("digest") and "@" not in str(r.get("image", "")) for r in mine
@@ -199,7 +226,40 @@ def _step(
         patch,
         t.landed if t is not None else (),
         (before[0], before[1]) if t is not None and before[1] is not None else None,
+        git,
     )
+
+
+def _git_change(f: WorkloadFacts, state: WorkloadState, t: Transition) -> GitChange | None:
+    """What a by-commit transition writes to git: the source observed now (the record's
+    when it is not known any more), each container from the image there now to the new."""
+    record = state.rollout
+    assert record is not None and record.git is not None
+    g = record.git
+    source = f.observation.source or GitSource(g.url, g.branch, g.path, g.via)
+    rollback = record.phase == Phase.ROLLED_BACK.value
+    old = record.target if rollback else record.previous
+    return GitChange(
+        source,
+        {c: (old.get(c, f.running.get(c, "")), new) for c, new in t.images.items()},
+        rollback,
+    )
+
+
+def committed(step: Step, sha: str) -> Step:
+    """``step`` once its git change is on the branch (``sha`` the commit; "" when the files
+    already said so): its record names the commit, and its patch records that."""
+    record = step.state.rollout
+    assert step.git is not None and step.patch is not None
+    assert record is not None and record.git is not None
+    if step.git.rollback:
+        git = dataclasses.replace(record.git, rollback_commit=sha)
+    else:
+        git = dataclasses.replace(record.git, commit=sha)
+    state = dataclasses.replace(step.state, rollout=dataclasses.replace(record, git=git))
+    patch = copy.deepcopy(step.patch)
+    patch["metadata"]["annotations"][STATE_ANNOTATION] = state.encode()
+    return dataclasses.replace(step, state=state, patch=patch)
 
 
 def _waves(
@@ -241,9 +301,12 @@ def settle(
             notices += step.landed
             continue
         state, decision = step.before or (step.state, step.decision)
-        decision = transitions.patch_failed(
-            decision, result.error, result.outcome is Applied.CONFLICTED
-        )
+        if result.outcome is Applied.REFUSED and decision.action is Action.ROLL:
+            decision = transitions.refused(decision, result.error)
+        else:
+            decision = transitions.patch_failed(
+                decision, result.error, result.outcome is Applied.CONFLICTED
+            )
         mine = detail.rows(step.facts.key, step.facts.observation, state.rollout, decision)
         steps.append(Step(step.facts, state, decision, mine))
     lineage = planned.history

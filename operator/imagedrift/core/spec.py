@@ -16,6 +16,7 @@ from typing import Any
 
 from imagedrift.core import patchtags
 from imagedrift.core.durations import parse_duration
+from imagedrift.core.gitops_spec import GitOpsSpec, parse_gitops
 from imagedrift.core.rebuild import RebuildSpec, parse_rebuild
 from imagedrift.core.refs import ImageRef
 from imagedrift.core.rollout_spec import (
@@ -43,6 +44,7 @@ __all__ = [
     "POLICY_LABEL",
     "SEVERITIES",
     "BaseSpec",
+    "GitOpsSpec",
     "IgnoredFinding",
     "LabelSelector",
     "MaintenanceWindow",
@@ -113,6 +115,7 @@ class PolicySpec:
     raw_validation: Mapping[str, Any] = field(default_factory=dict)
     validation: ValidationSpec = field(default_factory=ValidationSpec)
     rebuild: RebuildSpec | None = None  # triggers to fire when the base drifts
+    gitops: GitOpsSpec = field(default_factory=GitOpsSpec)  # GitOps-managed workloads
 
 
 def _azure(raw: Mapping[str, Any]) -> dict[str, str]:
@@ -257,4 +260,5 @@ def parse_policy(name: str, spec: Mapping[str, Any]) -> PolicySpec:
         history_limit=int(spec.get("historyLimit") or 20),
         raw_validation=dict(spec.get("validation") or {}),
         validation=parse_validation(spec.get("validation") or {}),
+        gitops=parse_gitops(spec.get("gitops") or {}, rollout.patch_gitops_managed),
     )

@@ -26,7 +26,13 @@ from imagedrift.core.notices import Notice
 from imagedrift.core.records import Rejection
 from imagedrift.core.refs import ImageRef
 from imagedrift.core.rollout import Phase
-from imagedrift.core.workloads import RolloutRecord, WorkloadState, rollback_images
+from imagedrift.core.workloads import (
+    GitRecord,
+    RolloutRecord,
+    WorkloadState,
+    rollback_images,
+    same_reference,
+)
 from imagedrift.errors import InvalidReference
 
 
@@ -48,6 +54,9 @@ class Transition:
     images: Mapping[str, str]  # container -> image the patch sets (none: the record only)
     landed: tuple[Notice, ...] = ()  # posted once the patch landed
     rejections: tuple[Rejection, ...] = ()  # effective at once, landed or not
+    # The images go to the workload's git source (a commit), not into the patch, which
+    # then writes the record only.
+    by_commit: bool = False
 
 
 OUTCOMES = (Action.FINISH, Action.ROLL_BACK, Action.YIELD, Action.SETTLE)
@@ -57,7 +66,14 @@ def start(s: Subject, policy: str, base_digest: str, now: datetime) -> Transitio
     """A ``ROLL`` the planner let through: patch the targets, record the rollout."""
     decision = s.decision
     targets = dict(decision.targets)
+    if decision.by_commit:
+        # In git a reference keeps its tag for the humans who read it: tag@digest.
+        targets = {c: _tagged(image, decision.tags.get(c, "")) for c, image in targets.items()}
     first = ImageRef.parse(targets[sorted(targets)[0]])
+    source = s.observation.source if decision.by_commit else None
+    git = None
+    if source is not None:
+        git = GitRecord(source.url, source.branch, source.path, source.via)
     record = RolloutRecord(
         id=f"{base_digest}|{first.digest}",
         base_digest=base_digest,
@@ -70,32 +86,36 @@ def start(s: Subject, policy: str, base_digest: str, now: datetime) -> Transitio
         previous_digests={
             c.name: c.digest for c in s.observation.containers if c.name in targets and c.digest
         },
+        git=git,
     )
     state = WorkloadState(
         {**s.state.tags, **record.tags}, record, s.state.rejected, s.state.overridden
     )
+    verb = "committed" if git is not None else "patched"
+    where = f" in {source.url} ({source.via})" if source is not None else ""
     rolling = Decision(
         State.ROLLING_OUT,
-        "patched",
+        verb,
         Action.ROLL,
         tuple(
-            ContainerDecision(row.name, State.ROLLING_OUT, f"patched to {targets[row.name]}")
+            ContainerDecision(row.name, State.ROLLING_OUT, f"{verb} to {targets[row.name]}{where}")
             if row.name in targets
             else row
             for row in decision.containers
         ),
         targets,
         decision.tags,
+        git is not None,
     )
     summary = ", ".join(f"{c}={t}" for c, t in sorted(targets.items()))
     started = Notice(
         "Normal",
         "RolloutStarted",
-        f"{s.key}: {summary}",
+        f"{s.key}: {summary}" + (f" (committed to {source.url})" if source else ""),
         s.key,
         f"imagedrift policy {policy}: {summary}",
     )
-    return Transition(state, rolling, targets, (started,))
+    return Transition(state, rolling, targets, (started,), by_commit=git is not None)
 
 
 def conclude(s: Subject, base_digest: str, now: datetime) -> Transition:
@@ -107,7 +127,21 @@ def conclude(s: Subject, base_digest: str, now: datetime) -> Transition:
     failed = s.decision.action is Action.ROLL_BACK
     # Containers someone else set during the rollout are theirs now: left alone (a
     # rollback skips them) and never patched to this candidate again.
-    restore, superseded = rollback_images(record, s.observation.images)
+    now_images = dict(s.observation.images)
+    if record.git is not None:
+        # By commit: a container the controller has not applied yet still runs the
+        # previous image, and git holds ours: it is restored in git like the others.
+        now_images = {
+            c: record.target[c]
+            if c in record.target and same_reference(i, record.previous.get(c, ""))
+            else i
+            for c, i in now_images.items()
+        }
+    restore, superseded = rollback_images(record, now_images)
+    if record.git is not None:
+        restore = {
+            c: _tagged(image, _tag_of(record.previous.get(c, ""))) for c, image in restore.items()
+        }
     images = restore if failed else {}
     digests = record.digests()
     overridden = (*s.state.overridden, *(digests[c] for c in sorted(superseded)))
@@ -145,6 +179,8 @@ def conclude(s: Subject, base_digest: str, now: datetime) -> Transition:
     if failed:
         restored = ", ".join(f"{c}={i}" for c, i in sorted(images.items()))
         message = f"{s.key}: rollout failed ({reason}); rolled back to {restored or 'nothing'}"
+        if record.git is not None and images:
+            message += f" by a commit to {record.git.url}"
         if superseded:
             message += f"; left alone (changed meanwhile): {', '.join(sorted(superseded))}"
         notice = Notice("Warning", "RolledBack", message, s.key)
@@ -154,7 +190,8 @@ def conclude(s: Subject, base_digest: str, now: datetime) -> Transition:
             message += f"; changed by someone else meanwhile: {', '.join(sorted(superseded))}"
         notice = Notice("Normal", "RolloutComplete", message, s.key)
     state = WorkloadState(tags, done, rejected, overridden)
-    return Transition(state, decision, images, (notice,), rejections)
+    by_commit = record.git is not None and bool(images)
+    return Transition(state, decision, images, (notice,), rejections, by_commit)
 
 
 def yield_(s: Subject, now: datetime) -> Transition:
@@ -233,6 +270,29 @@ def patch_failed(before: Decision, error: str, conflict: bool) -> Decision:
     if not conflict:
         decision = Decision(State.ERROR, error, Action.NONE, decision.containers)
     return decision
+
+
+def refused(before: Decision, reason: str) -> Decision:
+    """A ``ROLL`` by commit the files refuse (a Flux marker owns the value, nothing sets
+    the image, two manifests match): the workload is left to git, and says why."""
+    why = f"cannot commit to git: {reason}"
+    rows = tuple(
+        ContainerDecision(row.name, State.MANAGED_BY_GITOPS, why)
+        if row.name in before.targets
+        else row
+        for row in before.containers
+    )
+    return Decision(State.MANAGED_BY_GITOPS, why, Action.NONE, rows)
+
+
+def _tagged(image: str, tag: str) -> str:
+    """``name@digest`` as ``name:tag@digest`` (as it was when ``tag`` is "" or it does not
+    parse)."""
+    try:
+        ref = ImageRef.parse(image)
+    except InvalidReference:
+        return image
+    return str(ImageRef(ref.registry, ref.repository, tag, ref.digest)) if tag else image
 
 
 def _tag_of(image: str) -> str:

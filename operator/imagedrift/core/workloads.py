@@ -81,6 +81,40 @@ def paused(obj: Mapping[str, Any]) -> bool:
 
 
 @dataclass(frozen=True)
+class GitRecord:
+    """Where a rollout by commit went: the repository, branch and directory the GitOps
+    controller reads, and imagedrift's commits there."""
+
+    url: str
+    branch: str
+    path: str
+    via: str  # the object that named the repository (a Flux Kustomization, ...)
+    commit: str = ""  # the commit that set the target ("" the files already said so)
+    rollback_commit: str = ""  # the commit that restored the previous images
+
+    def encode(self) -> dict[str, str]:
+        body = {"url": self.url, "branch": self.branch, "path": self.path, "via": self.via}
+        if self.commit:
+            body["commit"] = self.commit
+        if self.rollback_commit:
+            body["rollbackCommit"] = self.rollback_commit
+        return body
+
+    @classmethod
+    def decode(cls, raw: Mapping[str, Any] | None) -> GitRecord | None:
+        if not raw:
+            return None
+        return cls(
+            str(raw["url"]),
+            str(raw.get("branch", "")),
+            str(raw.get("path", "")),
+            str(raw.get("via", "")),
+            str(raw.get("commit", "")),
+            str(raw.get("rollbackCommit", "")),
+        )
+
+
+@dataclass(frozen=True)
 class RolloutRecord:
     """One rollout imagedrift made on this workload."""
 
@@ -103,6 +137,9 @@ class RolloutRecord:
     rollback: str = ""
     rollback_reason: str = ""
     rollback_at: str = ""  # when its outcome was recorded
+    # A rollout by commit (GitOps write-back): the template changes when the GitOps
+    # controller applies the commit, not when imagedrift patches. None: patched in place.
+    git: GitRecord | None = None
 
     def digests(self) -> dict[str, str]:
         """container -> the app digest this rollout put there: the one place that knows."""
@@ -139,6 +176,8 @@ class WorkloadState:
             }
             if r.previous_digests:
                 body["rollout"]["previousDigests"] = dict(r.previous_digests)
+            if r.git is not None:
+                body["rollout"]["git"] = r.git.encode()
             if r.rollback:
                 body["rollout"]["rollback"] = {
                     "phase": r.rollback,
@@ -170,6 +209,7 @@ class WorkloadState:
                     rollback=str((r.get("rollback") or {}).get("phase", "")),
                     rollback_reason=str((r.get("rollback") or {}).get("reason", "")),
                     rollback_at=str((r.get("rollback") or {}).get("at", "")),
+                    git=GitRecord.decode(r.get("git")),
                 )
                 if r
                 else None
@@ -192,6 +232,33 @@ def rolling_back(record: RolloutRecord) -> bool:
 def followed(record: RolloutRecord | None) -> bool:
     """Is a rollout of imagedrift's, or the rollback of one, still being followed?"""
     return record is not None and (record.phase == Phase.PROGRESSING.value or rolling_back(record))
+
+
+def same_reference(a: str, b: str) -> bool:
+    """Do two image references name the same image (as parsed; else as written)?"""
+    try:
+        return str(ImageRef.parse(a)) == str(ImageRef.parse(b))
+    except InvalidReference:
+        return a == b
+
+
+def unapplied(record: RolloutRecord, images: Mapping[str, str]) -> tuple[str, ...]:
+    """A rollout by commit: the containers whose pod template does not show imagedrift's
+    last commit yet (still the previous image while rolling out, still the target while
+    rolling back). Empty for a rollout patched in place."""
+    if record.git is None:
+        return ()
+    if record.phase == Phase.PROGRESSING.value:
+        old = record.previous
+    elif rolling_back(record):
+        old = record.target
+    else:
+        return ()
+    return tuple(
+        c
+        for c in sorted(record.target)
+        if c in images and c in old and same_reference(images[c], old[c])
+    )
 
 
 def rollback_images(

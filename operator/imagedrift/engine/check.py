@@ -17,6 +17,7 @@ Only ``apply`` writes to a workload, at most once per workload per check.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ from imagedrift.core.spec import BaseSpec, PolicySpec
 from imagedrift.core.workloads import WorkloadState, ref_of
 from imagedrift.engine.base_lookup import BaseLookup
 from imagedrift.engine.caches import BaseObservation, BaseWatcher, ImageCache, TtlCache
+from imagedrift.engine.commits import Committer
+from imagedrift.engine.gitops_sources import SourceFinder
 from imagedrift.engine.look import LineageReads, Look
 from imagedrift.engine.observe import Observer
 from imagedrift.engine.ports import Event, KubePort, RegistryPort
@@ -81,8 +84,11 @@ class PolicyChecker:
         bases: BaseWatcher,
         searches: TtlCache | None = None,
         pulls: PullWatch | None = None,
+        sources: SourceFinder | None = None,
+        committer: Committer | None = None,
     ) -> None:
         self.kube = kube
+        self.committer = committer  # None: GitOps write-back is not wired
         cache = searches if searches is not None else TtlCache()
         reads = LineageReads(registries, images, SharedReads(cache, DOCUMENTS))
         self.base = BaseLookup(registries, images, bases)
@@ -91,6 +97,7 @@ class PolicyChecker:
             CandidateSearch(reads, kube, cache),
             kube,
             pulls if pulls is not None else PullWatch(),
+            sources,
         )
 
     def observe_base(self, base: BaseSpec, clock: float) -> BaseObservation:
@@ -149,7 +156,7 @@ class PolicyChecker:
             for (k, state), obj in zip(records, governed, strict=True)
         ]
         planned = plan(policy, base.digest, memory, facts, memory.lineage, now)
-        applied = self.apply(planned)
+        planned, applied = self.apply(policy, base.digest, planned)
         outcome = settle(planned, applied, base.digest)
         composed = report.compose(
             policy,
@@ -166,11 +173,19 @@ class PolicyChecker:
         notices = [*base_notices, *outcome.notices]
         return _result(composed, body, notices, objs, look.searches)
 
-    def apply(self, planned: PolicyPlan) -> dict[str, WriteResult]:
-        """Send each workload's one write; say per workload whether it landed."""
+    def apply(
+        self, policy: PolicySpec, base_digest: str, planned: PolicyPlan
+    ) -> tuple[PolicyPlan, dict[str, WriteResult]]:
+        """Commit the git changes, then send each workload's one write; say per workload
+        whether it landed (a step whose commit failed sends none)."""
         applied: dict[str, WriteResult] = {}
+        if any(s.git is not None for s in planned.steps):
+            if self.committer is None:
+                raise AssertionError("a rollout by commit was planned without a committer")
+            steps, applied = self.committer.apply(policy, base_digest, planned)
+            planned = dataclasses.replace(planned, steps=steps)
         for step in planned.steps:
-            if step.patch is None:
+            if step.patch is None or step.facts.key in applied:
                 continue
             ref = step.facts.ref
             try:
@@ -182,7 +197,7 @@ class PolicyChecker:
                 applied[step.facts.key] = WriteResult(Applied.FAILED, str(exc))
             else:
                 applied[step.facts.key] = WriteResult(Applied.LANDED)
-        return applied
+        return planned, applied
 
 
 def _result(

@@ -40,11 +40,12 @@ class Written(StrEnum):
 
 @dataclass(frozen=True)
 class GitWrite:
-    """Set one workload's container to ``change.new_image`` in the files under ``source``."""
+    """Set one workload's containers to each ``change.new_image`` in the files under
+    ``source``: all of them or none (half a workload is worse than none)."""
 
     key: str  # the workload's key
     source: GitSource
-    change: setters.ImageChange
+    changes: tuple[setters.ImageChange, ...]
     layout: setters.Layout = field(default_factory=setters.Layout)
 
 
@@ -66,27 +67,38 @@ class GitWriter:
         *,
         author: Author | None = None,
         max_repositories: int = MAX_REPOSITORIES,
+        on_write: Callable[[str, str, int], None] | None = None,
     ) -> None:
         self.root = root
         self._credentials = credentials
         self._author = author
         self._max = max_repositories
+        # (repository URL, "committed" | "failed", pushes retried): the metrics' hook
+        self._hook = on_write or (lambda url, outcome, retries: None)
         self._repos: OrderedDict[tuple[str, str], Repository] = OrderedDict()
         self._lock = threading.Lock()
 
-    def write(self, writes: Sequence[GitWrite], message: str) -> dict[str, GitWritten]:
-        """Commit ``writes`` (one commit per repository and branch, ``message`` each);
-        what became of each, by workload key. Never raises for a repository's fault."""
+    def write(
+        self, writes: Sequence[GitWrite], message: str, *, author: Author | None = None
+    ) -> dict[str, GitWritten]:
+        """Commit ``writes`` (one commit per repository and branch, ``message`` each, by
+        ``author`` or the writer's own); what became of each, by workload key. Never
+        raises for a repository's fault."""
         groups: dict[tuple[str, str], list[GitWrite]] = {}
         for w in writes:
             groups.setdefault((w.source.url, w.source.branch), []).append(w)
         out: dict[str, GitWritten] = {}
         for (url, branch), group in groups.items():
-            out.update(self._write_group(url, branch, group, message))
+            out.update(self._write_group(url, branch, group, message, author))
         return out
 
     def _write_group(
-        self, url: str, branch: str, group: Sequence[GitWrite], message: str
+        self,
+        url: str,
+        branch: str,
+        group: Sequence[GitWrite],
+        message: str,
+        author: Author | None,
     ) -> dict[str, GitWritten]:
         planned: dict[str, GitWritten] = {}
 
@@ -101,9 +113,13 @@ class GitWriter:
 
         try:
             repo = self._repository(url, branch)
-            pushed = repo.commit(edit, message, sorted({w.source.path for w in group}))
+            paths = sorted({w.source.path for w in group})
+            pushed = repo.commit(edit, message, paths, author=author)
         except (GitAuthError, GitConflict, GitError) as exc:
+            self._hook(url, "failed", 0)
             return {w.key: GitWritten(w.key, Written.FAILED, str(exc)) for w in group}
+        if pushed is not None:
+            self._hook(url, "committed", pushed.retries)
         return {key: _pushed(result, pushed) for key, result in planned.items()}
 
     def _repository(self, url: str, branch: str) -> Repository:
@@ -112,7 +128,7 @@ class GitWriter:
             repo = self._repos.get(key)
             if repo is None:
                 where = self.root / quote(f"{url}#{branch}", safe="")
-                repo = Repository(url, branch, where, self._credentials(url), author=self._author)
+                repo = Repository(url, branch, where, author=self._author)
                 self._repos[key] = repo
             self._repos.move_to_end(key)
             evicted = []
@@ -121,18 +137,31 @@ class GitWriter:
         for old in evicted:
             with old.lock:  # not while a commit runs in it
                 shutil.rmtree(old.root, ignore_errors=True)
+        # Read again for every write: a rotated Secret is used from the next write on.
+        repo.credentials = self._credentials(url) or GitCredentials()
         return repo
 
 
 def _plan(w: GitWrite, files: Mapping[str, str]) -> tuple[GitWritten, dict[str, str]]:
     """What the setters say of ``w`` on ``files`` (repository-relative), and the new texts
-    of the files it changes."""
+    of the files it changes: every change planned on the output of the one before; one
+    that cannot be written drops them all."""
     prefix = f"{w.source.path}/" if w.source.path else ""
     mine = {p[len(prefix) :]: t for p, t in files.items() if p.startswith(prefix)}
-    plan = setters.plan_write_back(mine, w.change, w.layout)
-    texts = {prefix + f.path: f.text for f in plan.files}
-    outcome = _OUTCOMES[plan.outcome]
-    return GitWritten(w.key, outcome, plan.reason, files=tuple(sorted(texts))), texts
+    texts: dict[str, str] = {}
+    reasons: list[str] = []
+    for change in w.changes:
+        plan = setters.plan_write_back(mine, change, w.layout)
+        outcome = _OUTCOMES[plan.outcome]
+        if outcome in (Written.REFUSED, Written.NOT_FOUND):
+            return GitWritten(w.key, outcome, f"{change.container}: {plan.reason}"), {}
+        reasons.append(plan.reason)
+        for f in plan.files:
+            mine[f.path] = f.text
+            texts[prefix + f.path] = f.text
+    outcome = Written.COMMITTED if texts else Written.UP_TO_DATE
+    reason = "; ".join(r for r in reasons if r)
+    return GitWritten(w.key, outcome, reason, files=tuple(sorted(texts))), texts
 
 
 _OUTCOMES = {

@@ -17,6 +17,7 @@ from typing import Any
 from imagedrift.core.conditions import parse_timestamp
 from imagedrift.core.decide import CandidateView, ContainerObservation, WorkloadObservation
 from imagedrift.core.gitops import describe_writer, image_managers, managed_by
+from imagedrift.core.gitops_source import GitSource
 from imagedrift.core.memory import Rolled, remembered
 from imagedrift.core.plan import WorkloadFacts
 from imagedrift.core.podhealth import pod_health
@@ -36,8 +37,11 @@ from imagedrift.core.workloads import (
     governed_containers,
     paused,
     ref_of,
+    rolling_back,
     status_annotation,
+    unapplied,
 )
+from imagedrift.engine.gitops_sources import SourceFinder
 from imagedrift.engine.look import LineageReads, Look, on_base
 from imagedrift.engine.ports import KubePort, PodReader
 from imagedrift.engine.pulls import PullWatch
@@ -60,12 +64,18 @@ def registry_error(exc: RegistryError) -> str:
 
 class Observer:
     def __init__(
-        self, reads: LineageReads, search: CandidateSearch, kube: KubePort, pulls: PullWatch
+        self,
+        reads: LineageReads,
+        search: CandidateSearch,
+        kube: KubePort,
+        pulls: PullWatch,
+        sources: SourceFinder | None = None,
     ) -> None:
         self.reads = reads
         self.search = search
         self.kube = kube
         self.pulls = pulls
+        self.sources = sources  # None: GitOps write-back is not wired
 
     def facts(
         self,
@@ -83,12 +93,20 @@ class Observer:
         note = status_annotation(obj)
         record = state.rollout
         governed = governed_containers(obj, look.policy)
+        gitops = managed_by(obj)
         hands: dict[str, Any] = {
             "images": governed,
             "writers": {c: describe_writer(m) for c, m in image_managers(obj).items()},
             "conflict": conflict,
-            "gitops": managed_by(obj),
+            "gitops": gitops,
         }
+        if gitops and look.policy.gitops.writes and not conflict:
+            if self.sources is None:
+                hands["source_error"] = "this operator was started without git write-back"
+            else:
+                found = self.sources.find(obj, look.policy.gitops)
+                key_ = "source" if isinstance(found, GitSource) else "source_error"
+                hands[key_] = found
         running: dict[str, str] = {}
         if conflict:
             # Nothing to look up: neither policy may act on it.
@@ -98,7 +116,11 @@ class Observer:
             # A rollout, or the rollback of one, is followed from its own patch.
             when = record.started_at if record.phase == Phase.PROGRESSING.value else None
             started = parse_timestamp(when or record.finished_at) or look.now
-            result = self._progress(look, obj, record, started, governed)
+            waiting = unapplied(record, governed)
+            if waiting:
+                result = _not_applied(look, record, started, waiting)
+            else:
+                result = self._progress(look, obj, record, started, governed)
             observation = WorkloadObservation(key, (), state, paused(obj), result, **hands)
         else:
             try:
@@ -267,3 +289,29 @@ class Observer:
         if str(ref) not in look.pods:
             look.pods[str(ref)] = self.kube.list_pods(ref.namespace, selector)
         return look.pods[str(ref)]
+
+
+def _not_applied(
+    look: Look, record: RolloutRecord, started: datetime, waiting: tuple[str, ...]
+) -> Progress:
+    """A rollout (or rollback) by commit the GitOps controller has not applied yet: still
+    going until the verify timeout, then failed (the rollout is then rolled back by a
+    commit; a rollback is left to a human)."""
+    git = record.git
+    assert git is not None
+    sha = (git.rollback_commit if rolling_back(record) else git.commit)[:7] or "the change"
+    what = "rollback " if rolling_back(record) else ""
+    elapsed = (look.now - started).total_seconds()
+    timeout = look.policy.rollout.verify_timeout
+    if elapsed > timeout:
+        return Progress(
+            Phase.FAILED,
+            f"{git.via} did not apply {what}commit {sha} of {git.url} within {timeout:g}s "
+            f"({', '.join(waiting)} unchanged)",
+        )
+    return Progress(
+        Phase.PROGRESSING,
+        f"{what}commit {sha} pushed to {git.url} ({git.branch or 'default branch'}); "
+        f"waiting for {git.via} to apply it",
+        again_in=min(10.0, max(1.0, timeout - elapsed)),
+    )

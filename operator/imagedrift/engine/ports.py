@@ -70,3 +70,18 @@ class ValidationKube(Protocol):
         """Trivy Operator VulnerabilityReports (all namespaces) whose artifact digest is
         ``digest``; [] when the resource type is not installed."""
         ...
+
+
+@runtime_checkable
+class GitOpsReader(Protocol):
+    """Optional: the GitOps controllers' objects and the git credentials (write-back)."""
+
+    def get_gitops_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        """A Flux ``Kustomization`` or ``GitRepository``, or an Argo CD ``Application``;
+        None when it (or its resource type) does not exist. Raises KubeError."""
+        ...
+
+    def read_secret(self, name: str) -> dict[str, bytes] | None:
+        """A Secret of the operator's namespace, by name (key -> bytes); None when absent.
+        Raises KubeError."""
+        ...

@@ -81,7 +81,7 @@ class Repository:
         max_attempts: int = MAX_ATTEMPTS,
         backoff: float = BACKOFF,
     ) -> None:
-        if "@" in url.split("://", 1)[-1].split("/", 1)[0]:
+        if _credentials_in(url):
             raise GitError("credentials in a repository URL are refused: use a Secret")
         self.url = url
         self.branch = branch
@@ -120,10 +120,19 @@ class Repository:
 
     # -- writing --------------------------------------------------------------------------
 
-    def commit(self, edit: Edit, message: str, path: str | Sequence[str] = "") -> Pushed | None:
-        """Fetch, apply ``edit`` to the files under ``path``, commit and push; on a refused
-        push (another writer first) fetch and apply it again. None when the edit changes
-        nothing (no commit on an empty diff). Raises GitConflict, GitAuthError, GitError."""
+    def commit(
+        self,
+        edit: Edit,
+        message: str,
+        path: str | Sequence[str] = "",
+        *,
+        author: Author | None = None,
+    ) -> Pushed | None:
+        """Fetch, apply ``edit`` to the files under ``path``, commit (by ``author``, else the
+        repository's) and push; on a refused push (another writer first) fetch and apply it
+        again. None when the edit changes nothing (no commit on an empty diff). Raises
+        GitConflict, GitAuthError, GitError."""
+        who = author or self.author
         with self.lock, self._env() as env:
             retries = 0
             for attempt in range(self.max_attempts):
@@ -140,9 +149,9 @@ class Repository:
                 self._git(
                     env,
                     "-c",
-                    f"user.name={self.author.name}",
+                    f"user.name={who.name}",
                     "-c",
-                    f"user.email={self.author.email}",
+                    f"user.email={who.email}",
                     "commit",
                     "--quiet",
                     "--no-verify",
@@ -219,6 +228,11 @@ class Repository:
             and any(w in done.stderr for w in ("[rejected]", "fetch first", "non-fast-forward"))
         ):
             raise _Rejected(last)
+        if "Host key verification failed" in done.stderr:  # ours refused theirs: say so
+            raise GitAuthError(
+                f"{self.url}: the server's SSH host key is not one pinned in known_hosts "
+                "(Host key verification failed)"
+            )
         if any(w in done.stderr for w in _AUTH_WORDS):
             raise GitAuthError(f"{self.url}: the server refused the credentials ({last})")
         raise GitError(f"git {args[0]} on {self.url}: {last}")
@@ -250,7 +264,14 @@ class Repository:
                 hosts.write_bytes(creds.known_hosts)
                 key.chmod(0o600)
                 env["GIT_SSH_COMMAND"] = (
-                    f"ssh -i {key} -o IdentitiesOnly=yes -o UserKnownHostsFile={hosts} "
+                    f"ssh -F /dev/null -i {key} -o IdentitiesOnly=yes "
+                    f"-o UserKnownHostsFile={hosts} -o GlobalKnownHostsFile=/dev/null "
+                    "-o StrictHostKeyChecking=yes -o BatchMode=yes"
+                )
+            else:
+                # No key of ours: never the process user's keys, config or a prompt.
+                env["GIT_SSH_COMMAND"] = (
+                    "ssh -F /dev/null -o IdentitiesOnly=yes -o IdentityFile=/dev/null "
                     "-o StrictHostKeyChecking=yes -o BatchMode=yes"
                 )
             env["GIT_CONFIG_COUNT"] = str(len(keys))
@@ -260,6 +281,16 @@ class Repository:
         finally:
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
+
+
+def _credentials_in(url: str) -> bool:
+    """A secret in ``url``: a password in any, or any user in a URL that is not SSH (a token
+    is often given as the user). An SSH login name (``ssh://git@host/...``, scp-like
+    ``git@host:org/repo.git``) is no secret: the key is."""
+    scheme, sep, rest = url.partition("://")
+    userinfo = (rest if sep else url).split("/", 1)[0].rpartition("@")[0]
+    ssh = not sep or scheme.lower() in ("ssh", "git+ssh", "ssh+git")
+    return bool(userinfo) and (":" in userinfo or not ssh)
 
 
 class _Rejected(GitError):

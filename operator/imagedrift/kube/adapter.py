@@ -28,6 +28,12 @@ MERGE = "application/merge-patch+json"
 TIMEOUT = (10.0, 30.0)  # connect, read (seconds): no call may park a worker for long
 GROUP, VERSION, PLURAL = "imagedrift.io", "v1alpha1", "imagepolicies"
 COMPONENT = "imagedrift"
+# The GitOps controllers' objects imagedrift reads to find where a workload's manifests live.
+GITOPS_KINDS = {
+    "Kustomization": ("kustomize.toolkit.fluxcd.io", "v1", "kustomizations"),
+    "GitRepository": ("source.toolkit.fluxcd.io", "v1", "gitrepositories"),
+    "Application": ("argoproj.io", "v1alpha1", "applications"),
+}
 POD_PAGE = 20  # pods read per workload when its running digest is not yet known
 
 
@@ -127,6 +133,27 @@ class KubeAdapter:
                 f"reading secret {self.namespace}/{name}: {exc.status} {exc.reason}"
             ) from exc
         return {k: base64.b64decode(v) for k, v in (secret.data or {}).items()}
+
+    def get_gitops_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        group, version, plural = GITOPS_KINDS[kind]
+        what = f"reading {kind} {namespace}/{name}"
+        try:
+            custom: Any = self._custom
+            response = _call(
+                what,
+                custom.get_namespaced_custom_object,
+                group,
+                version,
+                namespace,
+                plural,
+                name,
+                _preload_content=False,
+            )
+        except ApiException as exc:
+            if exc.status == 404:
+                return None  # not there, or the controller is not installed
+            raise KubeError(f"{what}: {exc.status} {exc.reason}") from exc
+        return dict(json.loads(response.data))
 
     def create_job(self, namespace: str, body: Mapping[str, Any]) -> dict[str, Any]:
         try:
