@@ -19,11 +19,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import yaml
 
 from imagedrift.registry.base import Credentials
 from imagedrift.registry.oci import OciRegistryClient
+from tests.e2e.promised import wait_lineage_row
 from tests.e2e.scenario import World, base_image, rolled_out
-from tests.e2e.support import acr_push, event_grid_push
+from tests.e2e.support import acr_push, base_spec, event_grid_push
 from tests.harness import leaks
 from tests.harness.acr_server import FakeAcr
 from tests.harness.arm_server import WebhookSink
@@ -31,6 +33,9 @@ from tests.harness.controlplane import Kube
 from tests.harness.entra import FakeEntra
 from tests.harness.fixtures_acr import AcrIdentities
 from tests.harness.fixtures_arm import SINK_KEY
+from tests.harness.flux import Flux
+from tests.harness.flux_app import MANIFESTS, FluxApp
+from tests.harness.git_server import GitServer
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import free_port, wait_for
 from tests.harness.registry_proxy import RegistryProxy
@@ -55,6 +60,9 @@ def test_no_secret_reaches_a_log_an_event_or_a_status(
     acr_identities: AcrIdentities,
     acr_tls: TestCA,
     webhook_sink: WebhookSink,
+    flux: Flux,
+    git_server: GitServer,
+    git_repo: str,
 ) -> None:
     webhook_secret = "leak-webhook-" + secrets.token_hex(16)
     wrong_secret = "leak-wrong-" + secrets.token_hex(16)
@@ -114,6 +122,10 @@ def test_no_secret_reaches_a_log_an_event_or_a_status(
             },
         )
 
+        # GitOps write-back: a Flux-applied Deployment whose rebuild is committed to git
+        # with the git server's password (and the index Secret naming its Secret).
+        git_policy, git_env = _gitops_app(world, kube, flux, git_server, git_repo, operator_secrets)
+
         port = free_port()
         ca = str(acr_tls.ca_cert)
         operator = operator_factory(
@@ -127,6 +139,7 @@ def test_no_secret_reaches_a_log_an_event_or_a_status(
                 "IMAGEDRIFT_WEBHOOK_SECRET": webhook_secret,
                 "IMAGEDRIFT_WEBHOOK_CERT": str(acr_tls.server_cert),
                 "IMAGEDRIFT_WEBHOOK_KEY": str(acr_tls.server_key),
+                **git_env,
             },
             debug=True,
         )
@@ -154,9 +167,17 @@ def test_no_secret_reaches_a_log_an_event_or_a_status(
             timeout=60,
         )
         rebuilt = world.publish("app", "1.0.1", world.app_on(new, "2"))
+        world.publish("gapp", "1.0.1", world.app_on(new, "g2"))
         target = f"{private.ref('app')}@{rebuilt}"
         wait_for(lambda: rolled_out(world, "web", target), what="rolled to the rebuild", timeout=90)
         world.wait_ready(private_policy, reason="UpToDate", timeout=60)
+        row = wait_lineage_row(
+            world, git_policy, f"deployment/{world.namespace}/gitweb", "Complete"
+        )
+        assert row.get("commit") == git_server.head(git_repo), row
+        # What a reviewer reads in git is read too: every commit's message.
+        for commit in git_server.log(git_repo):
+            leaks.keep(f"git commit {commit.sha}", git_server.message(git_repo, commit.sha))
     finally:
         pusher.close()
 
@@ -211,6 +232,53 @@ def test_no_secret_reaches_a_log_an_event_or_a_status(
     assert any(w.startswith(f"Deployment {world.namespace}/web@") for w in kept), (
         "the rolled Deployment's annotations were not read"
     )
+    assert git_server.password in values, "the git server's password was not remembered"
+    assert any(w.startswith("git commit ") for w in kept), "no commit message was read"
+    assert any(w.startswith(f"ImagePolicy {git_policy}@") for w in kept), "no GitOps status"
+
+
+def _gitops_app(
+    world: World,
+    kube: Kube,
+    flux: Flux,
+    git_server: GitServer,
+    git_repo: str,
+    operator_secrets: Callable[[str, dict[str, str]], str],
+) -> tuple[str, dict[str, str]]:
+    """A kwok Deployment in git, applied by Flux, governed by a policy that commits; the
+    operator's environment naming the index Secret of its git credentials."""
+    world.publish("gapp", "1.0.0", world.app_on(base_image("leak-v1"), "g1"))
+    policy = f"git-{world.suffix}"
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "gitweb", "labels": {"imagedrift.io/policy": policy}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "gitweb"}},
+            "template": {
+                "metadata": {"labels": {"app": "gitweb"}},
+                "spec": {"containers": [{"name": "app", "image": f"{world.ref('gapp')}:1.0.0"}]},
+            },
+        },
+    }
+    git_server.create_repo(git_repo, {f"{MANIFESTS}/gitweb.yaml": yaml.safe_dump(body)})
+    app = FluxApp(kube, flux, git_server, git_repo, world.namespace, interval="5s")
+    app.deployment = "gitweb"
+    app.apply()
+    app.wait_image(f"{world.ref('gapp')}:1.0.0", 90)
+    user, password = git_server.credentials
+    creds = operator_secrets("git", {"username": user, "password": password})
+    index = operator_secrets("git-index", {"repositories": f"{git_server.base_url}/ {creds}"})
+    world.policy(
+        "git",
+        {
+            "base": base_spec(world),
+            "app": {"tags": {"semver": {"range": "^1"}}},
+            "gitops": {"mode": "Commit"},
+        },
+    )
+    return policy, {"IMAGEDRIFT_GIT_SECRET": index}
 
 
 def _deliver(

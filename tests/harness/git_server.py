@@ -8,9 +8,11 @@ repository has ``http.receivepack true`` and the backend gets ``REMOTE_USER``). 
 bodies may be chunked and gzip-encoded, as git and go-git send them.
 
 Every request is logged (``requests``: method, path, repository, service, status, user,
-user agent) so tests can count what a client fetched. ``create_repo`` makes a repository
-with one commit; ``commit`` changes files as an outside writer does: a clone over HTTP,
-a commit, a push. ``files`` and ``log`` read a branch straight from the bare repository.
+user agent) so tests can count what a client fetched. The repositories are made and read
+as ``bare_repos.BareRepositories`` does for both test servers: ``create_repo`` makes one
+with one commit, on disk, so no request is logged; ``commit`` changes files as an outside
+writer does: a clone over HTTP, a commit, a push; ``head``, ``files``, ``log`` and
+``message`` read a branch straight from the bare repository.
 
 Credentials never appear in a process's arguments or in a URL: git gets them as an
 ``http.extraHeader`` through ``GIT_CONFIG_*`` environment variables.
@@ -26,7 +28,6 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -34,15 +35,19 @@ from typing import Any, Final
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from tests.harness import leaks
+from tests.harness.bare_repos import (
+    GIT_TIMEOUT,
+    WRITER_EMAIL,
+    WRITER_NAME,
+    BareRepositories,
+    Commit,
+    local_env,
+)
 from tests.harness.procs import LOOPBACK, HarnessError
 
 REALM: Final = "imagedrift-test-git"
 DEFAULT_USER: Final = "git-writer"
 BACKEND_TIMEOUT: Final = 60.0
-GIT_TIMEOUT: Final = 60.0
-# The outside writer's identity in the commits it makes.
-WRITER_NAME: Final = "Outside Writer"
-WRITER_EMAIL: Final = "writer@example.invalid"
 SERVICES: Final = ("git-upload-pack", "git-receive-pack")
 FLUSH_PKT: Final = b"0000"
 
@@ -67,20 +72,15 @@ class GitRequest:
         return self.method == "GET" and self.path.endswith("/info/refs")
 
 
-@dataclass(frozen=True)
-class Commit:
-    sha: str
-    subject: str
-    author: str  # "Name <email>"
-
-
-class GitServer:
+class GitServer(BareRepositories):
     """Smart-HTTP git server for the bare repositories under ``root``; see the module doc."""
+
+    repo_config = (("http.receivepack", "true"),)
 
     def __init__(
         self, root: Path, *, user: str = DEFAULT_USER, password: str | None = None
     ) -> None:
-        self.root = Path(root)
+        super().__init__(root)
         self.user = user
         self.password = password or secrets.token_urlsafe(18)
         leaks.remember(self.password, f"git server password of {user}")
@@ -158,22 +158,13 @@ class GitServer:
         header from the environment, never from the command line."""
         user, password = credentials if credentials is not None else self.credentials
         env = {
-            k: v
-            for k, v in os.environ.items()
-            if not k.startswith("GIT_") and k.lower() not in ("http_proxy", "https_proxy")
+            k: v for k, v in local_env().items() if k.lower() not in ("http_proxy", "https_proxy")
         }
         env.update(
             {
-                "GIT_CONFIG_NOSYSTEM": "1",
-                "GIT_CONFIG_GLOBAL": os.devnull,
-                "GIT_TERMINAL_PROMPT": "0",
                 "GIT_ASKPASS": "true",  # a 401 fails at once instead of asking
                 "NO_PROXY": LOOPBACK,
                 "no_proxy": LOOPBACK,
-                "GIT_AUTHOR_NAME": WRITER_NAME,
-                "GIT_AUTHOR_EMAIL": WRITER_EMAIL,
-                "GIT_COMMITTER_NAME": WRITER_NAME,
-                "GIT_COMMITTER_EMAIL": WRITER_EMAIL,
             }
         )
         if user or password:
@@ -210,92 +201,7 @@ class GitServer:
             )
         return result
 
-    # -- repositories ---------------------------------------------------------------------
-
-    def create_repo(self, name: str, files: Mapping[str, str], *, branch: str = "main") -> str:
-        """A new bare repository ``<name>.git`` whose ``branch`` has one commit holding
-        ``files`` (path -> text); returns its URL. Made on disk, so no request is logged."""
-        bare = self._bare(name)
-        if bare.exists():
-            raise HarnessError(f"repository {name} exists already")
-        bare.parent.mkdir(parents=True, exist_ok=True)
-        self._local_git("init", "--quiet", "--bare", f"--initial-branch={branch}", str(bare))
-        self._local_git("config", "http.receivepack", "true", cwd=bare)
-        work = Path(tempfile.mkdtemp(prefix="create-", dir=self._require_scratch()))
-        try:
-            self._local_git("init", "--quiet", f"--initial-branch={branch}", str(work))
-            _write_files(work, files)
-            self._local_git("add", "--all", cwd=work)
-            self._local_git("commit", "--quiet", "--message", f"Create {name}", cwd=work)
-            self._local_git("push", "--quiet", str(bare), f"HEAD:refs/heads/{branch}", cwd=work)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        return self.url(name)
-
-    def commit(
-        self,
-        name: str,
-        files: Mapping[str, str | None],
-        *,
-        message: str = "Change files",
-        branch: str = "main",
-    ) -> str:
-        """As an outside writer: clone ``branch`` over HTTP, write ``files`` (``None``
-        deletes a path), commit and push; returns the new commit's sha."""
-        work = Path(tempfile.mkdtemp(prefix="writer-", dir=self._require_scratch()))
-        try:
-            self.git(
-                "clone",
-                "--quiet",
-                "--branch",
-                branch,
-                "--single-branch",
-                self.url(name),
-                str(work),
-            )
-            _write_files(work, files)
-            self.git("add", "--all", cwd=work)
-            self.git("commit", "--quiet", "--allow-empty", "--message", message, cwd=work)
-            self.git("push", "--quiet", "origin", f"HEAD:refs/heads/{branch}", cwd=work)
-            return self.git("rev-parse", "HEAD", cwd=work).stdout.strip()
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-
-    def head(self, name: str, *, branch: str = "main") -> str:
-        """The sha ``branch`` points at, read from the bare repository."""
-        return self._local_git("rev-parse", f"refs/heads/{branch}", cwd=self._bare(name)).strip()
-
-    def files(self, name: str, *, branch: str = "main") -> dict[str, str]:
-        """Every file on ``branch`` (path -> text), read from the bare repository."""
-        bare = self._bare(name)
-        listing = self._local_git(
-            "ls-tree", "-r", "-z", "--name-only", f"refs/heads/{branch}", cwd=bare
-        )
-        return {
-            path: self._local_git("show", f"refs/heads/{branch}:{path}", cwd=bare)
-            for path in listing.split("\0")
-            if path
-        }
-
-    def log(self, name: str, *, branch: str = "main") -> list[Commit]:
-        """The commits of ``branch``, newest first."""
-        out = self._local_git(
-            "log",
-            "-z",
-            "--format=%H%x1f%s%x1f%an <%ae>",
-            f"refs/heads/{branch}",
-            cwd=self._bare(name),
-        )
-        commits = []
-        for record in out.split("\0"):
-            if record.strip():
-                sha, subject, author = record.strip("\n").split("\x1f")
-                commits.append(Commit(sha, subject, author))
-        return commits
-
-    def message(self, name: str, sha: str) -> str:
-        """The full message of commit ``sha``."""
-        return self._local_git("log", "-1", "--format=%B", sha, cwd=self._bare(name))
+    # -- repositories (made and read as BareRepositories does) ---------------------------
 
     def revert(self, name: str, sha: str, *, branch: str = "main") -> str:
         """What a human does: ``git revert`` of ``sha`` in a clone, pushed as the outside
@@ -367,18 +273,13 @@ class GitServer:
 
     # -- internals ------------------------------------------------------------------------
 
-    def _bare(self, name: str) -> Path:
-        if not name or name.startswith(("/", ".")) or ".." in name.split("/"):
-            raise HarnessError(f"not a repository name: {name!r}")
-        return self.root / f"{name}.git"
+    def _client_git(self, *args: str, cwd: Path | None = None) -> str:
+        return self.git(*args, cwd=cwd).stdout
 
-    def _require_scratch(self) -> Path:
+    def _work_dir(self) -> Path:
         if self._scratch is None:
             raise HarnessError("the git server is not started")
         return self._scratch
-
-    def _local_git(self, *args: str, cwd: Path | None = None) -> str:
-        return self.git(*args, cwd=cwd, credentials=("", "")).stdout
 
     def _record(self, request: GitRequest) -> None:
         with self._lock:
@@ -541,16 +442,6 @@ def _parse_cgi(output: bytes) -> tuple[int, list[tuple[str, str]], bytes]:
         elif name.strip():
             headers.append((name.strip(), value.strip()))
     return status, headers, body
-
-
-def _write_files(work: Path, files: Mapping[str, str | None]) -> None:
-    for relative, text in files.items():
-        target = work / relative
-        if text is None:
-            target.unlink(missing_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
 
 
 def _basic(user: str, password: str) -> str:

@@ -23,9 +23,10 @@ and root-owned, when it is missing.
 Tests pin the server with ``known_hosts`` (``[127.0.0.1]:<port> ssh-ed25519 AAAA...``) and
 log in with ``client_key`` (the private key's bytes, OpenSSH format). ``generate_key``
 makes other key pairs: a client key the server does not know, or a host key that is not
-the server's. ``create_repo`` makes a repository with one commit on disk; ``commit``
-changes files as an outside writer does: a clone over SSH, a commit, a push. ``head``,
-``files`` and ``log`` read a branch straight from the bare repository.
+the server's. The repositories are made and read as ``bare_repos.BareRepositories`` does
+for both test servers: ``create_repo`` makes one with one commit on disk; ``commit``
+changes files as an outside writer does: a clone over SSH, a commit, a push; ``head``,
+``files``, ``log`` and ``message`` read a branch straight from the bare repository.
 
 The private key never appears in a process's arguments: git and ssh get the path of a file
 only this user can read.
@@ -37,15 +38,13 @@ import os
 import pwd
 import shutil
 import socket
-import subprocess
 import tempfile
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 from tests.harness import leaks
-from tests.harness.git_server import WRITER_EMAIL, WRITER_NAME, Commit
+from tests.harness.bare_repos import BareRepositories, local_env, run
 from tests.harness.procs import (
     LOOPBACK,
     HarnessError,
@@ -59,7 +58,6 @@ SSH_KEYGEN: Final = "ssh-keygen"
 # Debian's compiled-in privilege separation directory, which sshd needs when run as root.
 PRIVSEP_DIR: Final = Path("/run/sshd")
 START_TIMEOUT: Final = 30.0
-GIT_TIMEOUT: Final = 60.0
 KEYGEN_TIMEOUT: Final = 30.0
 BANNER: Final = b"SSH-2.0-"
 FORCED_COMMAND: Final = 'git-shell -c "$SSH_ORIGINAL_COMMAND"'
@@ -114,7 +112,7 @@ def generate_key(directory: Path, comment: str) -> KeyPair:
     there (the private one readable by this user only)."""
     directory.mkdir(parents=True, exist_ok=True)
     path = Path(tempfile.mkdtemp(prefix="key-", dir=directory)) / "id_ed25519"
-    _run(
+    run(
         [SSH_KEYGEN, "-q", "-t", "ed25519", "-N", "", "-C", comment, "-f", str(path)],
         what="ssh-keygen",
         timeout=KEYGEN_TIMEOUT,
@@ -124,11 +122,11 @@ def generate_key(directory: Path, comment: str) -> KeyPair:
     return pair
 
 
-class SshGitServer:
+class SshGitServer(BareRepositories):
     """git over SSH for the bare repositories under ``root``; see the module doc."""
 
     def __init__(self, root: Path) -> None:
-        self.root = Path(root)
+        super().__init__(root)
         self.user = pwd.getpwuid(os.geteuid()).pw_name
         self.port = 0
         self._state: Path | None = None  # sshd's files and the client key, private
@@ -186,7 +184,7 @@ class SshGitServer:
                     forced=FORCED_COMMAND,
                 )
             )
-            _run([str(SSHD), "-t", "-f", str(config)], what="sshd -t (the configuration)")
+            run([str(SSHD), "-t", "-f", str(config)], what="sshd -t (the configuration)")
             process = ManagedProcess("sshd", [str(SSHD), "-D", "-e", "-f", str(config)], state)
             self._process = process
             wait_while_alive(
@@ -274,113 +272,27 @@ class SshGitServer:
         state = self._require_state()
         if self._client_key_file is None or self._known_hosts_file is None:
             raise HarnessError("the SSH git server is not started")
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("GIT_", "SSH_"))}
-        env.update(
-            {
-                "GIT_CONFIG_NOSYSTEM": "1",
-                "GIT_CONFIG_GLOBAL": os.devnull,
-                "GIT_TERMINAL_PROMPT": "0",
-                "GIT_SSH_COMMAND": (
-                    f"ssh -F {os.devnull} -i {self._client_key_file} -o IdentitiesOnly=yes "
-                    f"-o UserKnownHostsFile={self._known_hosts_file} "
-                    f"-o GlobalKnownHostsFile={os.devnull} -o StrictHostKeyChecking=yes "
-                    f"-o BatchMode=yes -o ControlPath=none -o ConnectTimeout=10 "
-                    f"-E {state / 'ssh-client.log'}"
-                ),
-                "GIT_AUTHOR_NAME": WRITER_NAME,
-                "GIT_AUTHOR_EMAIL": WRITER_EMAIL,
-                "GIT_COMMITTER_NAME": WRITER_NAME,
-                "GIT_COMMITTER_EMAIL": WRITER_EMAIL,
-            }
+        env = {k: v for k, v in local_env().items() if not k.startswith("SSH_")}
+        env["GIT_SSH_COMMAND"] = (
+            f"ssh -F {os.devnull} -i {self._client_key_file} -o IdentitiesOnly=yes "
+            f"-o UserKnownHostsFile={self._known_hosts_file} "
+            f"-o GlobalKnownHostsFile={os.devnull} -o StrictHostKeyChecking=yes "
+            f"-o BatchMode=yes -o ControlPath=none -o ConnectTimeout=10 "
+            f"-E {state / 'ssh-client.log'}"
         )
         return env
 
     def git(self, *args: str, cwd: Path | None = None) -> str:
         """Run a git command as a client of this server (see ``git_env``); its stdout."""
-        return _run(["git", *args], what=f"git {' '.join(args)}", cwd=cwd, env=self.git_env())
-
-    # -- repositories ---------------------------------------------------------------------
-
-    def create_repo(self, name: str, files: Mapping[str, str], *, branch: str = "main") -> str:
-        """A new bare repository ``<name>.git`` whose ``branch`` has one commit holding
-        ``files`` (path -> text); returns its URL. Made on disk, not over SSH."""
-        bare = self._bare(name)
-        if bare.exists():
-            raise HarnessError(f"repository {name} exists already")
-        bare.parent.mkdir(parents=True, exist_ok=True)
-        self._local_git("init", "--quiet", "--bare", f"--initial-branch={branch}", str(bare))
-        work = Path(tempfile.mkdtemp(prefix="create-", dir=self._require_state()))
-        try:
-            self._local_git("init", "--quiet", f"--initial-branch={branch}", str(work))
-            _write_files(work, files)
-            self._local_git("add", "--all", cwd=work)
-            self._local_git("commit", "--quiet", "--message", f"Create {name}", cwd=work)
-            self._local_git("push", "--quiet", str(bare), f"HEAD:refs/heads/{branch}", cwd=work)
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-        return self.url(name)
-
-    def commit(
-        self,
-        name: str,
-        files: Mapping[str, str | None],
-        *,
-        message: str = "Change files",
-        branch: str = "main",
-    ) -> str:
-        """As an outside writer: clone ``branch`` over SSH, write ``files`` (``None``
-        deletes a path), commit and push; returns the new commit's sha."""
-        work = Path(tempfile.mkdtemp(prefix="writer-", dir=self._require_state()))
-        try:
-            self.git(
-                "clone", "--quiet", "--branch", branch, "--single-branch", self.url(name), str(work)
-            )
-            _write_files(work, files)
-            self.git("add", "--all", cwd=work)
-            self.git("commit", "--quiet", "--allow-empty", "--message", message, cwd=work)
-            self.git("push", "--quiet", "origin", f"HEAD:refs/heads/{branch}", cwd=work)
-            return self.git("rev-parse", "HEAD", cwd=work).strip()
-        finally:
-            shutil.rmtree(work, ignore_errors=True)
-
-    def head(self, name: str, *, branch: str = "main") -> str:
-        """The sha ``branch`` points at, read from the bare repository."""
-        return self._local_git("rev-parse", f"refs/heads/{branch}", cwd=self._bare(name)).strip()
-
-    def files(self, name: str, *, branch: str = "main") -> dict[str, str]:
-        """Every file on ``branch`` (path -> text), read from the bare repository."""
-        bare = self._bare(name)
-        listing = self._local_git(
-            "ls-tree", "-r", "-z", "--name-only", f"refs/heads/{branch}", cwd=bare
-        )
-        return {
-            path: self._local_git("show", f"refs/heads/{branch}:{path}", cwd=bare)
-            for path in listing.split("\0")
-            if path
-        }
-
-    def log(self, name: str, *, branch: str = "main") -> list[Commit]:
-        """The commits of ``branch``, newest first."""
-        out = self._local_git(
-            "log",
-            "-z",
-            "--format=%H%x1f%s%x1f%an <%ae>",
-            f"refs/heads/{branch}",
-            cwd=self._bare(name),
-        )
-        commits = []
-        for record in out.split("\0"):
-            if record.strip():
-                sha, subject, author = record.strip("\n").split("\x1f")
-                commits.append(Commit(sha, subject, author))
-        return commits
+        return run(["git", *args], what=f"git {' '.join(args)}", cwd=cwd, env=self.git_env())
 
     # -- internals ------------------------------------------------------------------------
 
-    def _bare(self, name: str) -> Path:
-        if not name or name.startswith(("/", ".")) or ".." in name.split("/"):
-            raise HarnessError(f"not a repository name: {name!r}")
-        return self.root / f"{name}.git"
+    def _client_git(self, *args: str, cwd: Path | None = None) -> str:
+        return self.git(*args, cwd=cwd)
+
+    def _work_dir(self) -> Path:
+        return self._require_state()
 
     def _require_state(self) -> Path:
         if self._state is None:
@@ -392,69 +304,11 @@ class SshGitServer:
             raise HarnessError("the SSH git server is not started")
         return self._process
 
-    def _local_git(self, *args: str, cwd: Path | None = None) -> str:
-        """git on the bare repositories' files, not over SSH."""
-        return _run(["git", *args], what=f"git {' '.join(args)}", cwd=cwd, env=_local_env())
-
     def _greets(self) -> bool:
         """sshd answers on its port with an SSH identification line."""
         with socket.create_connection((LOOPBACK, self.port), timeout=2.0) as sock:
             sock.settimeout(2.0)
             return sock.recv(64).startswith(BANNER)
-
-
-def _run(
-    argv: list[str],
-    *,
-    what: str,
-    cwd: Path | None = None,
-    env: Mapping[str, str] | None = None,
-    timeout: float = GIT_TIMEOUT,
-) -> str:
-    try:
-        done = subprocess.run(
-            argv,
-            cwd=cwd,
-            env=dict(env) if env is not None else None,
-            stdin=subprocess.DEVNULL,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise HarnessError(f"{what}: {exc}") from exc
-    if done.returncode != 0:
-        raise HarnessError(
-            f"{what} failed with code {done.returncode}:\n{(done.stderr or done.stdout).strip()}"
-        )
-    return done.stdout
-
-
-def _local_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("GIT_")}
-    env.update(
-        {
-            "GIT_CONFIG_NOSYSTEM": "1",
-            "GIT_CONFIG_GLOBAL": os.devnull,
-            "GIT_TERMINAL_PROMPT": "0",
-            "GIT_AUTHOR_NAME": WRITER_NAME,
-            "GIT_AUTHOR_EMAIL": WRITER_EMAIL,
-            "GIT_COMMITTER_NAME": WRITER_NAME,
-            "GIT_COMMITTER_EMAIL": WRITER_EMAIL,
-        }
-    )
-    return env
-
-
-def _write_files(work: Path, files: Mapping[str, str | None]) -> None:
-    for relative, text in files.items():
-        target = work / relative
-        if text is None:
-            target.unlink(missing_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(text)
 
 
 def _remember_private_key(private: bytes, comment: str) -> None:

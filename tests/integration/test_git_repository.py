@@ -6,8 +6,6 @@ are said so, and the credentials never appear in a process argument."""
 from __future__ import annotations
 
 import subprocess
-import threading
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -16,30 +14,13 @@ import pytest
 from imagedrift.errors import GitAuthError, GitConflict, GitError
 from imagedrift.git.repository import GitCredentials, Repository
 from tests.harness.git_server import GitServer
-
-OLD, NEW = "reg.example/app:1.0.0", "reg.example/app:1.0.1@sha256:" + "a" * 64
-MANIFEST = f"""# the web app
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  template:
-    spec:
-      containers:
-        - name: app
-          image: {OLD}   # set by CI
-"""
-
-
-def replace_image(files: Mapping[str, str]) -> dict[str, str]:
-    """The edit: the old image becomes the new one; gone already -> someone else's change."""
-    text = files["apps/web.yaml"]
-    if NEW in text:
-        return {}
-    if OLD not in text:
-        raise GitConflict("apps/web.yaml no longer says " + OLD)
-    return {"apps/web.yaml": text.replace(OLD, NEW)}
+from tests.integration.git_cases import (
+    MANIFEST,
+    NEW,
+    OLD,
+    check_a_concurrent_writer_is_kept,
+    replace_image,
+)
 
 
 def repository(server: GitServer, name: str, tmp: Path, password: str = "") -> Repository:
@@ -67,24 +48,8 @@ def test_a_commit_lands_and_an_empty_diff_commits_nothing(
 def test_a_concurrent_writer_is_kept_and_the_push_retried(
     git_server: GitServer, git_repo: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    git_server.create_repo(git_repo, {"apps/web.yaml": MANIFEST, "apps/other.yaml": "a: 1\n"})
     repo = repository(git_server, git_repo, tmp_path)
-    real_git = repo._git
-    raced = threading.Event()
-
-    def git(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
-        if args[0] == "push" and not raced.is_set():
-            raced.set()  # another writer pushes between our commit and our push
-            git_server.commit(git_repo, {"apps/other.yaml": "a: 2\n"}, message="outside")
-        return real_git(env, *args, stdin=stdin)
-
-    monkeypatch.setattr(repo, "_git", git)
-    pushed = repo.commit(replace_image, "imagedrift: roll web", "apps")
-    assert pushed is not None and pushed.retries == 1
-    files = git_server.files(git_repo)
-    assert files["apps/other.yaml"] == "a: 2\n", "the other writer's commit is kept"
-    assert NEW in files["apps/web.yaml"]
-    assert [c.subject for c in git_server.log(git_repo)][:2] == ["imagedrift: roll web", "outside"]
+    check_a_concurrent_writer_is_kept(git_server, git_repo, repo, monkeypatch)
 
 
 def test_a_value_someone_else_changed_first_is_a_conflict(

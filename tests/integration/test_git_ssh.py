@@ -9,36 +9,29 @@ from __future__ import annotations
 
 import re
 import subprocess
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from imagedrift.errors import GitAuthError, GitConflict, GitError
+from imagedrift.errors import GitAuthError, GitError
 from imagedrift.git.repository import Author, GitCredentials, Repository
 from tests.harness.procs import wait_for
 from tests.harness.ssh_git_server import SshGitServer
+from tests.integration.git_cases import (
+    MANIFEST,
+    NEW,
+    OLD,
+    check_a_concurrent_writer_is_kept,
+    replace_image,
+)
 
 pytestmark = pytest.mark.timeout(180)
 
 GIT_TIMEOUT = 30.0  # seconds for one git call of the adapter
 LOG_WAIT = 10.0  # seconds for sshd to log what it did
 AUTHOR = Author("imagedrift-ssh-test", "imagedrift-ssh@example.invalid")
-OLD, NEW = "reg.example/app:1.0.0", "reg.example/app:1.0.1@sha256:" + "b" * 64
-MANIFEST = f"""# the web app
-apiVersion: apps/v1
-kind: Deployment
-metadata:
-  name: web
-spec:
-  template:
-    spec:
-      containers:
-        - name: app
-          image: {OLD}   # set by CI
-"""
 
 
 @pytest.fixture(scope="module")
@@ -46,16 +39,6 @@ def ssh_git(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshGitServer]:
     """This module's SSH git server; its repositories live in a temporary directory."""
     with SshGitServer(tmp_path_factory.mktemp("ssh-git")) as server:
         yield server
-
-
-def replace_image(files: Mapping[str, str]) -> dict[str, str]:
-    """The edit: the old image becomes the new one; gone already -> someone else's change."""
-    text = files["apps/web.yaml"]
-    if NEW in text:
-        return {}
-    if OLD not in text:
-        raise GitConflict("apps/web.yaml no longer says " + OLD)
-    return {"apps/web.yaml": text.replace(OLD, NEW)}
 
 
 def repository(
@@ -99,6 +82,16 @@ def sshd_lines(server: SshGitServer, pattern: str, since: int) -> list[str]:
     return [line for line in server.log_text()[since:].splitlines() if re.search(pattern, line)]
 
 
+def assert_sshd_logged(
+    server: SshGitServer, since: int, *, seen: str, unseen: str, what: str
+) -> None:
+    """After the first ``since`` characters sshd's log gets a line matching ``seen`` (it
+    writes a moment after the client is gone, so this waits for it) and has none matching
+    ``unseen``."""
+    wait_for(lambda: sshd_lines(server, seen, since), what=what, timeout=LOG_WAIT, interval=0.05)
+    assert not sshd_lines(server, unseen, since)
+
+
 def test_a_commit_over_ssh_lands_with_the_host_key_pinned(
     ssh_git: SshGitServer, git_repo: str, tmp_path: Path
 ) -> None:
@@ -124,28 +117,9 @@ def test_a_commit_over_ssh_lands_with_the_host_key_pinned(
 def test_a_concurrent_writer_over_ssh_is_kept_and_the_push_retried(
     ssh_git: SshGitServer, git_repo: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    ssh_git.create_repo(git_repo, {"apps/web.yaml": MANIFEST, "apps/other.yaml": "a: 1\n"})
     repo = repository(ssh_git, git_repo, tmp_path)
-    real_git = repo._git
-    raced = threading.Event()
-
-    def git(env: dict[str, str], *args: str, stdin: str | None = None) -> str:
-        if args[0] == "push" and not raced.is_set():
-            raced.set()  # another writer pushes between our commit and our push
-            ssh_git.commit(git_repo, {"apps/other.yaml": "a: 2\n"}, message="outside")
-        return real_git(env, *args, stdin=stdin)
-
-    monkeypatch.setattr(repo, "_git", git)
-    pushed = repo.commit(replace_image, "imagedrift: roll web", "apps")
-    assert raced.is_set()
-    assert pushed is not None and pushed.retries == 1
-    assert ssh_git.head(git_repo) == pushed.sha
-    files = ssh_git.files(git_repo)
-    assert files["apps/other.yaml"] == "a: 2\n", "the other writer's commit is kept"
-    assert NEW in files["apps/web.yaml"]
-    log = ssh_git.log(git_repo)
-    assert [c.subject for c in log][:2] == ["imagedrift: roll web", "outside"]
-    assert log[0].author == f"{AUTHOR.name} <{AUTHOR.email}>"
+    assert repo.author == AUTHOR
+    check_a_concurrent_writer_is_kept(ssh_git, git_repo, repo, monkeypatch)
 
 
 @pytest.mark.parametrize("pinned", ["another key for this host", "no key for this host"])
@@ -169,13 +143,13 @@ def test_a_host_key_not_pinned_is_refused_before_any_login(
     assert ssh_git.head(git_repo) == head, "nothing pushed"
     assert ssh_git.log(git_repo)[0].subject == f"Create {git_repo}"
     # ssh gave up after the key exchange: the server never saw a login attempt.
-    wait_for(
-        lambda: sshd_lines(ssh_git, r"Connection closed by .* \[preauth\]", since),
+    assert_sshd_logged(
+        ssh_git,
+        since,
+        seen=r"Connection closed by .* \[preauth\]",
+        unseen="publickey",
         what="sshd to log the client's disconnect",
-        timeout=LOG_WAIT,
-        interval=0.05,
     )
-    assert not sshd_lines(ssh_git, "publickey", since)
 
 
 def test_a_client_key_the_server_does_not_know_is_refused(
@@ -190,13 +164,13 @@ def test_a_client_key_the_server_does_not_know_is_refused(
         repo.commit(replace_image, "must not land", "apps")
     assert_no_key(stranger.private, "the error", f"{caught.value!s}\n{caught.value!r}")
     assert ssh_git.head(git_repo) == head, "nothing pushed"
-    wait_for(
-        lambda: sshd_lines(ssh_git, rf"Failed publickey for {ssh_git.user} ", since),
+    assert_sshd_logged(
+        ssh_git,
+        since,
+        seen=rf"Failed publickey for {ssh_git.user} ",
+        unseen="Accepted publickey",
         what="sshd to log the refused key",
-        timeout=LOG_WAIT,
-        interval=0.05,
     )
-    assert not sshd_lines(ssh_git, "Accepted publickey", since)
 
 
 def test_the_private_key_is_never_in_an_argument_an_environment_or_a_file_left(

@@ -268,7 +268,11 @@ def patch_failed(before: Decision, error: str, conflict: bool) -> Decision:
             before.containers,
         )
     if not conflict:
-        decision = Decision(State.ERROR, error, Action.NONE, decision.containers)
+        rows = tuple(
+            ContainerDecision(row.name, State.ERROR, error) if row.name in before.targets else row
+            for row in decision.containers
+        )
+        decision = Decision(State.ERROR, error, Action.NONE, rows)
     return decision
 
 
