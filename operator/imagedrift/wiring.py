@@ -61,6 +61,7 @@ from imagedrift.engine.git_writes import GitWriter
 from imagedrift.engine.gitops_sources import INDEX_SECRET, GitCredentialStore, SourceFinder
 from imagedrift.engine.leadership import Elector
 from imagedrift.engine.ports import Event
+from imagedrift.engine.proposals import PullRequestClients
 from imagedrift.engine.rebuild_step import RebuildStep
 from imagedrift.engine.registries import RegistryPool
 from imagedrift.kube.adapter import KubeAdapter, load_api_client
@@ -151,7 +152,7 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
         sources=SourceFinder(
             kube, argocd_namespace=os.environ.get("IMAGEDRIFT_ARGOCD_NAMESPACE") or "argocd"
         ),
-        committer=Committer(_git_writer(kube)),
+        committer=_committer(kube),
     )
     workloads = WorkloadCache(
         api, lambda ref, old, new: _controller().workload_changed(ref, old, new)
@@ -179,17 +180,22 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     _start_receiver(controller)
 
 
-def _git_writer(kube: KubeAdapter) -> GitWriter:
-    """GitOps write-back's clones, in a directory only this process reads (they may hold
-    private manifests), bounded in number."""
+def _committer(kube: KubeAdapter) -> Committer:
+    """GitOps write-back: clones in a directory only this process reads (they may hold
+    private manifests), bounded in number; pull requests trusting what registries trust."""
     root = os.environ.get("IMAGEDRIFT_GIT_CACHE") or tempfile.mkdtemp(prefix="imagedrift-git-")
     os.makedirs(root, mode=0o700, exist_ok=True)
-    return GitWriter(
+    credentials = GitCredentialStore(
+        kube, index=os.environ.get("IMAGEDRIFT_GIT_SECRET") or INDEX_SECRET
+    )
+    writer = GitWriter(
         Path(root),
-        GitCredentialStore(kube, index=os.environ.get("IMAGEDRIFT_GIT_SECRET") or INDEX_SECRET),
+        credentials,
         max_repositories=int(os.environ.get("IMAGEDRIFT_GIT_REPOSITORIES", "50")),
         on_write=STATE.metrics.on_git_write,
     )
+    ca = os.environ.get("IMAGEDRIFT_CA_BUNDLE")
+    return Committer(writer, PullRequestClients(credentials, verify=ca or True))
 
 
 def _start_elector(kube: KubeAdapter, controller: Controller) -> None:

@@ -17,12 +17,11 @@ checks after it commit nothing again.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from imagedrift.core.workloads import STATE_ANNOTATION, WorkloadState
 from imagedrift.engine.check import PolicyChecker
@@ -33,46 +32,7 @@ from tests.harness.git_server import GitServer
 from tests.harness.procs import LOOPBACK, free_port
 from tests.harness.registry import Registry
 from tests.integration.checker_world import NAMESPACE, CheckerWorld, base_image
-
-FLUX_NS = "flux-system"
-AUTHOR = "imagedrift <imagedrift@users.noreply.localhost>"
-
-
-def manifest(name: str, image: str, comment: str = "") -> dict[str, Any]:
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name, "namespace": NAMESPACE},
-        "spec": {
-            "template": {"spec": {"containers": [{"name": "app", "image": image}]}},
-        },
-    }
-
-
-def dump(*docs: Mapping[str, Any]) -> str:
-    return "---\n".join(yaml.safe_dump(dict(d), sort_keys=False) for d in docs)
-
-
-class FakeCluster:
-    """Flux's objects and the operator's Secrets, as the checker reads them."""
-
-    def __init__(self) -> None:
-        self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
-        self.secrets: dict[str, dict[str, bytes]] = {}
-
-    def flux(self, name: str, url: str) -> None:
-        self.objects["GitRepository", FLUX_NS, name] = {
-            "spec": {"url": url, "ref": {"branch": "main"}}
-        }
-        self.objects["Kustomization", FLUX_NS, name] = {
-            "spec": {"sourceRef": {"kind": "GitRepository", "name": name}, "path": "./apps"}
-        }
-
-    def get_gitops_object(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.objects.get((kind, namespace, name))
-
-    def read_secret(self, name: str) -> dict[str, bytes] | None:
-        return self.secrets.get(name)
+from tests.integration.gitops_cluster import AUTHOR, FakeCluster, dump, flux_labels, manifest
 
 
 @pytest.fixture
@@ -84,13 +44,6 @@ def world(registry: Registry, tmp_path: Path) -> Iterator[CheckerWorld]:
     finally:
         w.close()
         client.close()
-
-
-def flux_labels(name: str) -> dict[str, str]:
-    return {
-        "kustomize.toolkit.fluxcd.io/name": name,
-        "kustomize.toolkit.fluxcd.io/namespace": FLUX_NS,
-    }
 
 
 def state_of(world: CheckerWorld, name: str) -> WorkloadState:

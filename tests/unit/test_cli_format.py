@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,14 +15,20 @@ import yaml
 from imagedrift.cli import lineage, main, plan, render, status
 from imagedrift.cli.cluster import CliError, parse_workload
 from imagedrift.core.conditions import Condition
+from imagedrift.core.gitops_source import GitSource
+from imagedrift.core.setters import ImageChange
 from imagedrift.core.spec import parse_policy
 from imagedrift.core.workloads import (
+    GitRecord,
     RolloutRecord,
     WorkloadRef,
     WorkloadState,
     image_patch,
 )
 from imagedrift.engine.check import CheckResult
+from imagedrift.engine.git_preview import PreviewCommit, unified_diff
+from imagedrift.engine.git_writes import GitWrite, GitWritten, Written
+from imagedrift.git.repository import Author
 
 NOW = datetime(2024, 5, 1, 10, 0, 0, tzinfo=UTC)
 BASE_OLD, BASE_NEW = "sha256:" + "a" * 64, "sha256:" + "b" * 64
@@ -393,6 +400,8 @@ def test_lineage_after_a_rollout() -> None:
                 "reason": "2/2 replicas updated and available",
                 "startedAt": "2024-05-01T09:41:00Z",
                 "finishedAt": "2024-05-01T09:43:00Z",
+                "commit": "",
+                "rollbackCommit": "",
             }
         ],
     }
@@ -423,6 +432,30 @@ def test_lineage_after_a_rollout() -> None:
         "\n"
         "rolled back here before, never retried: sha256:cccccccccccc"
     )
+
+
+def test_lineage_names_the_commits_of_a_rollout_by_commit() -> None:
+    commit, rolled = "0123456789abcdef" * 2 + "01234567", "fedcba9876543210" * 2 + "76543210"
+    body = rolled_policy()
+    row = body["status"]["lineage"][0]["rollouts"][0]
+    row.update(result="RolledBack", commit=commit, rollbackCommit=rolled)
+    row["reason"] = "pods not ready in 90s"
+    obj = deployment(f"{APP}@{APP_NEW}", {"imagedrift.io/state": completed_state()})
+    ref = WorkloadRef("Deployment", "shop", "web")
+    doc = lineage.build(ref, obj, [(parse_policy("python", body["spec"]), body)])
+    [history] = doc["containers"][0]["history"]
+    assert (history["commit"], history["rollbackCommit"]) == (commit, rolled)
+    assert (
+        "    sha256:bbbbbbbbbbbb -> 1.0.1@sha256:dddddddddddd  Passed  RolledBack  17m ago\n"
+        "      from registry.example/shop/web:1.0.0: pods not ready in 90s\n"
+        "      commit 0123456789ab, rolled back by commit fedcba987654\n"
+    ) in lineage.table(doc, NOW, 100)
+
+    del row["rollbackCommit"]
+    doc = lineage.build(ref, obj, [(parse_policy("python", body["spec"]), body)])
+    assert doc["containers"][0]["history"][0]["rollbackCommit"] == ""
+    out = lineage.table(doc, NOW, 100)
+    assert "      commit 0123456789ab\n" in out and "rolled back by" not in out
 
 
 def test_lineage_of_a_drifted_container_says_what_it_would_roll_to() -> None:
@@ -553,6 +586,7 @@ def test_plan_document() -> None:
             {"container": "app", "from": f"{APP}:1.0.0", "to": f"{APP}@{APP_NEW}", "tag": "1.0.1"}
         ],
         "reason": "",
+        "git": None,
     }
     assert rollout["patch"]["metadata"]["resourceVersion"] == "42"
     assert rollout["patch"]["spec"]["template"]["spec"]["containers"] == [
@@ -611,6 +645,143 @@ def test_plan_of_a_follow_up_is_not_a_new_rollout() -> None:
     [rollout] = doc["rollouts"]
     assert (rollout["action"], rollout["containers"]) == ("complete", [])
     assert "state annotation only" in plan.table(doc, NOW)
+
+
+GIT_URL = "https://git.example/shop/deploy.git"
+VIA = "Flux Kustomization shop/web"
+IN_GIT = """apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  template:
+    spec:
+      containers:
+        - name: app
+          image: {image}  # set by imagedrift
+"""
+
+
+def _committed() -> tuple[dict[str, Any], plan.RecordingKube]:
+    """A Flux-applied web rolled by commit (its patch only records it), and an api of the
+    same repository whose value a Flux marker guards."""
+    kube = plan.RecordingKube(_Reader(deployment(f"{APP}:1.0.0")))
+    ref = WorkloadRef("Deployment", "shop", "web")
+    kube.get_workload(ref)
+    new = f"{APP}:1.0.1@{APP_NEW}"
+    record = RolloutRecord(
+        id="r",
+        base_digest=BASE_NEW,
+        target={"app": new},
+        previous={"app": f"{APP}:1.0.0"},
+        tags={"app": "1.0.1"},
+        started_at="2024-05-01T10:00:00Z",
+        phase="Progressing",
+        policy="python",
+        git=GitRecord(GIT_URL, "main", "deploy", VIA),
+    )
+    patch = image_patch("Deployment", {}, WorkloadState({"app": "1.0.1"}, record), "42")
+    kube.patch_workload(ref, patch)
+    source = GitSource(GIT_URL, "main", "deploy", VIA)
+    api = "deployment/shop/api"
+    writes = tuple(
+        GitWrite(
+            key,
+            source,
+            (ImageChange("python", "Deployment", "shop", key[17:], "app", f"{APP}:1.0.0", new),),
+        )
+        for key in (WEB, api)
+    )
+    path = "deploy/web.yaml"
+    diff = unified_diff(
+        {path: IN_GIT.format(image=f"{APP}:1.0.0")}, {path: IN_GIT.format(image=new)}
+    )
+    kube.commits.append(
+        PreviewCommit(
+            GIT_URL,
+            "main",
+            "89abcdef" * 5,
+            f"imagedrift: python: roll 1 workload(s)\n\n- {WEB} app: {APP}:1.0.0 -> {new}\n",
+            Author("bot", "bot@example.invalid"),
+            writes,
+            (
+                GitWritten(WEB, Written.COMMITTED, "", files=(path,)),
+                GitWritten(api, Written.REFUSED, "app: a Flux marker ($imagepolicy) sets it"),
+            ),
+            diff,
+        )
+    )
+    result = CheckResult({"workloads": {"items": []}}, [], [], 1.0, {})
+    return plan.build(parse_policy("python", POLICY["spec"]), POLICY, result, kube), kube
+
+
+def test_plan_of_a_rollout_by_commit_shows_the_commit() -> None:
+    doc, kube = _committed()
+    [rollout] = doc["rollouts"]
+    assert rollout["action"] == "roll" and "spec" not in rollout["patch"]
+    assert rollout["containers"] == [
+        {"container": "app", "from": f"{APP}:1.0.0", "to": f"{APP}:1.0.1@{APP_NEW}", "tag": "1.0.1"}
+    ]
+    assert rollout["git"] == {"repository": GIT_URL, "branch": "main", "path": "deploy", "via": VIA}
+    [commit] = doc["commits"]
+    assert {k: v for k, v in commit.items() if k not in ("message", "diff")} == {
+        "repository": GIT_URL,
+        "branch": "main",
+        "parent": "89abcdef" * 5,
+        "pullRequestBranch": "",
+        "author": "bot <bot@example.invalid>",
+        "workloads": [
+            {"workload": WEB, "outcome": "Committed", "reason": "", "files": ["deploy/web.yaml"]},
+            {
+                "workload": "deployment/shop/api",
+                "outcome": "Refused",
+                "reason": "app: a Flux marker ($imagepolicy) sets it",
+                "files": [],
+            },
+        ],
+        "error": "",
+    }
+    assert commit["message"] == kube.commits[0].message
+    assert commit["diff"] == kube.commits[0].diff
+    assert json.loads(render.render(doc, "json", lambda d: ""))["commits"] == [commit]
+    sections = plan.table(doc, NOW, 100).split("\n\n")
+    assert "would patch:\n  deployment/web -n shop  (roll by commit)\n" in sections[1]
+    assert "\n\n".join(sections[2:]) == (
+        "would commit (nothing is pushed):\n"
+        "  https://git.example/shop/deploy.git  branch main  at 89abcdef89ab\n"
+        "    deployment/web -n shop: Committed\n"
+        "    deployment/api -n shop: Refused: app: a Flux marker ($imagepolicy) sets it\n"
+        "    author: bot <bot@example.invalid>\n"
+        "    message:\n"
+        "      imagedrift: python: roll 1 workload(s)\n"
+        "\n"
+        f"      - deployment/shop/web app: {APP}:1.0.0 -> {APP}:1.0.1@{APP_NEW}\n"
+        "    diff:\n"
+        "      --- a/deploy/web.yaml\n"
+        "      +++ b/deploy/web.yaml\n"
+        "      @@ -7,4 +7,4 @@\n"
+        "           spec:\n"
+        "             containers:\n"
+        "               - name: app\n"
+        f"      -          image: {APP}:1.0.0  # set by imagedrift\n"
+        f"      +          image: {APP}:1.0.1@{APP_NEW}  # set by imagedrift"
+    )
+
+
+@pytest.mark.parametrize(
+    ("error", "diff", "says"),
+    [
+        ("http://git.example: the server refused the credentials (401)", "", "    cannot be read"),
+        ("", "", "    nothing to commit"),
+    ],
+)
+def test_plan_says_why_a_repository_gets_no_commit(error: str, diff: str, says: str) -> None:
+    _, kube = _committed()
+    kube.commits[0] = dataclasses.replace(kube.commits[0], error=error, diff=diff)
+    result = CheckResult({"workloads": {"items": []}}, [], [], 1.0, {})
+    doc = plan.build(parse_policy("python", POLICY["spec"]), POLICY, result, kube)
+    out = plan.table(doc, NOW, 100)
+    assert says in out and "    diff:" not in out and "    message:" not in out
 
 
 def test_recorded_smoke_test_job_reads_back_running() -> None:

@@ -63,6 +63,8 @@ def _history(status: Mapping[str, Any], workload: str, container: str) -> list[d
                         "reason": str(rollout.get("reason", "")),
                         "startedAt": str(rollout.get("startedAt", "")),
                         "finishedAt": str(rollout.get("finishedAt", "")),
+                        "commit": str(rollout.get("commit", "")),
+                        "rollbackCommit": str(rollout.get("rollbackCommit", "")),
                     }
                 )
     return sorted(rows, key=lambda r: r["startedAt"], reverse=True)
@@ -214,6 +216,11 @@ def table(doc: Mapping[str, Any], now: datetime, width: int = render.DEFAULT_WID
                 if h["reason"]:
                     detail += f": {h['reason']}"
                 text += "\n" + render.wrap(detail, width, indent=6)
+                commits = [f"commit {h['commit'][:12]}"] if h["commit"] else []
+                if h["rollbackCommit"]:
+                    commits.append(f"rolled back by commit {h['rollbackCommit'][:12]}")
+                if commits:
+                    text += "\n" + render.wrap(", ".join(commits), width, indent=6)
         else:
             text += "\n  history: none recorded"
         blocks.append(text)

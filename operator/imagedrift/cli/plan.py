@@ -4,6 +4,11 @@ The real engine (``PolicyChecker``) runs once against the real registries and th
 cluster, through a Kubernetes port that reads for real and *records* patches instead of
 sending them. Nothing is written: no workload patch, no status, no Event.
 
+A GitOps-managed workload of a policy that commits is planned as the operator would write
+it: its repository is found from the Flux or Argo CD objects and read (credentials from
+the Secrets the operator uses, ``IMAGEDRIFT_GIT_SECRET``), and the commit it would get is
+shown as a diff (``engine.git_preview``); nothing is pushed.
+
 A suspended policy is planned as if it were resumed (that is what an SRE asks before
 ``imagedrift resume``); the document says ``suspended: true``. Paused workloads stay held
 back, with the reason.
@@ -35,14 +40,24 @@ from imagedrift.core.workloads import (
 )
 from imagedrift.engine.caches import BaseWatcher, ImageCache
 from imagedrift.engine.check import CheckResult, PolicyChecker
-from imagedrift.engine.ports import KubePort, PodReader, ValidationKube
+from imagedrift.engine.commits import Committer
+from imagedrift.engine.git_preview import GitPreview, PreviewCommit
+from imagedrift.engine.git_writes import GitWrite
+from imagedrift.engine.gitops_sources import (
+    ARGOCD_NAMESPACE,
+    INDEX_SECRET,
+    GitCredentialStore,
+    SourceFinder,
+)
+from imagedrift.engine.ports import GitOpsReader, KubePort, PodReader, ValidationKube
 from imagedrift.engine.registries import RegistryPool, SecretReader
 
 
 class RecordingKube:
     """A ``KubePort`` (and ``ValidationKube``) that reads through ``reader`` and records
     every write instead of sending it: workload patches in ``patches``, smoke-test Jobs in
-    ``jobs``. A Job it would create reads back as running, so its gate stays pending."""
+    ``jobs`` (and ``run_check`` puts the commits it previewed in ``commits``). A Job it
+    would create reads back as running, so its gate stays pending."""
 
     def __init__(self, reader: KubePort, namespace: str = "") -> None:
         self._reader = reader
@@ -51,6 +66,7 @@ class RecordingKube:
         self._seen: dict[WorkloadRef, dict[str, Any]] = {}
         self.patches: list[tuple[WorkloadRef, dict[str, Any], dict[str, Any]]] = []
         self.jobs: list[dict[str, Any]] = []
+        self.commits: list[PreviewCommit] = []
 
     def remember(self, body: Mapping[str, Any]) -> None:
         """Keep ``body`` as read (the engine patches what the watch cache holds)."""
@@ -112,7 +128,8 @@ def run_check(
     now: datetime,
     clock: float,
 ) -> tuple[CheckResult, RecordingKube]:
-    """One check of ``spec`` with fresh caches; patches recorded, never sent."""
+    """One check of ``spec`` with fresh caches; patches recorded, never sent, commits
+    previewed, never pushed."""
     if spec.rollout.suspend:
         spec = dataclasses.replace(spec, rollout=dataclasses.replace(spec.rollout, suspend=False))
     workloads = list(workloads)
@@ -122,12 +139,33 @@ def run_check(
     # The operator's mirrors, when the CLI is given the same setting.
     mirrors = parse_mirrors(os.environ.get("IMAGEDRIFT_REGISTRY_MIRRORS", ""))
     pool = RegistryPool(secrets, namespace=operator_namespace, verify=verify, mirrors=mirrors)
+    sources, preview = _write_back(reader)
     try:
-        checker = PolicyChecker(pool, kube, ImageCache(), BaseWatcher())
+        checker = PolicyChecker(
+            pool,
+            kube,
+            ImageCache(),
+            BaseWatcher(),
+            sources=sources,
+            committer=Committer(preview) if preview is not None else None,
+        )
         result = checker.check(spec, body, workloads, now, clock)
     finally:
         pool.close()
+    if preview is not None:
+        kube.commits.extend(preview.commits)
     return result, kube
+
+
+def _write_back(reader: KubePort) -> tuple[SourceFinder | None, GitPreview | None]:
+    """GitOps write-back wired as the operator wires it (the same settings), its commits
+    previewed; none without a reader of the GitOps objects and Secrets."""
+    if not isinstance(reader, GitOpsReader):
+        return None, None
+    argocd = os.environ.get("IMAGEDRIFT_ARGOCD_NAMESPACE") or ARGOCD_NAMESPACE
+    index = os.environ.get("IMAGEDRIFT_GIT_SECRET") or INDEX_SECRET
+    sources = SourceFinder(reader, argocd_namespace=argocd)
+    return sources, GitPreview(GitCredentialStore(reader, index=index))
 
 
 def _action(state: WorkloadState) -> str:
@@ -165,6 +203,7 @@ def build(
     base = status.get("base") or {}
     rollouts = []
     planned: set[tuple[str, str]] = set()
+    by_commit = {w.key: w for c in kube.commits for w in c.writes}
     for ref, patch, read in kube.patches:
         if STATE_ANNOTATION not in ((patch.get("metadata") or {}).get("annotations") or {}):
             continue  # only the workload's status note: not a rollout
@@ -173,6 +212,10 @@ def build(
         running = containers(read)
         target = dict(record.target) if record else {}
         images = containers({"kind": ref.kind, "spec": patch.get("spec") or {}})
+        write = by_commit.get(str(ref))
+        if write is not None:  # the images go to git; the patch only records the commit
+            images = {c.container: c.new_image for c in write.changes}
+            running = {c.container: c.old_image for c in write.changes}
         action = _action(state)
         changes = [
             {
@@ -195,6 +238,7 @@ def build(
                 "baseDigest": record.base_digest if record else "",
                 "containers": changes,
                 "reason": record.reason if record else "",
+                "git": _source(write) if write is not None else None,
                 "patch": patch,
             }
         )
@@ -236,12 +280,36 @@ def build(
         heldBack=held,
         rollingOut=in_progress,
         smokeTests=[_job(j) for j in kube.jobs],
+        commits=[_commit(c) for c in kube.commits],
         upToDate=up_to_date,
         counts=dict(result.counts),
         conditions=[_condition(c) for c in result.conditions],
         events=[{"type": e.type, "reason": e.reason, "message": e.message} for e in result.events],
         lastError=str(status.get("lastError", "")),
     )
+
+
+def _source(write: GitWrite) -> dict[str, str]:
+    s = write.source
+    return {"repository": s.url, "branch": s.branch, "path": s.path, "via": s.via}
+
+
+def _commit(c: PreviewCommit) -> dict[str, Any]:
+    """One repository branch's commit as it would be made: its message and its diff."""
+    return {
+        "repository": c.url,
+        "branch": c.branch,
+        "parent": c.parent,
+        "pullRequestBranch": c.proposed_on,
+        "author": f"{c.author.name} <{c.author.email}>" if c.author else "",
+        "message": c.message,
+        "workloads": [
+            {"workload": r.key, "outcome": str(r.outcome), "reason": r.reason, "files": [*r.files]}
+            for r in c.written
+        ],
+        "diff": c.diff,
+        "error": c.error,
+    }
 
 
 def _tags(result: CheckResult) -> list[dict[str, Any]]:
@@ -307,6 +375,30 @@ def _tag_rows(doc: Mapping[str, Any], width: int) -> list[str]:
     return rows
 
 
+def _commit_rows(doc: Mapping[str, Any], width: int) -> list[str]:
+    """Per repository branch: what becomes of each workload, the message, the diff."""
+    rows = ["would commit (nothing is pushed):"]
+    for c in doc["commits"]:
+        where = f"  {c['repository']}  branch {c['branch'] or '(default)'}"
+        where += f"  at {c['parent'][:12]}" if c["parent"] else ""
+        if c["pullRequestBranch"]:
+            where += f"  (a pull request from {c['pullRequestBranch']})"
+        rows.append(where)
+        for w in c["workloads"]:
+            said = f"{render.workload(w['workload'])}: {w['outcome']}"
+            said += f": {w['reason']}" if w["reason"] else ""
+            rows.append(render.wrap(said, width, indent=4))
+        if c["error"]:
+            rows.append(render.wrap(f"cannot be read: {c['error']}", width, indent=4))
+        elif not c["diff"]:
+            rows.append("    nothing to commit")
+        else:
+            rows.append(f"    author: {c['author'] or '-'}")
+            rows.extend(["    message:", render.verbatim(c["message"], 6)])
+            rows.extend(["    diff:", render.verbatim(c["diff"], 6)])
+    return rows
+
+
 def table(doc: Mapping[str, Any], now: datetime, width: int = render.DEFAULT_WIDTH) -> str:
     del now  # a plan is about the next check; no ages to show
     base = doc["base"]
@@ -354,7 +446,8 @@ def table(doc: Mapping[str, Any], now: datetime, width: int = render.DEFAULT_WID
         patches = ["would patch:"]
         for r in doc["rollouts"]:
             ref = WorkloadRef(r["kind"], r["namespace"], r["name"])
-            patches.append(f"  {describe(ref)}  ({r['action']})")
+            how = " by commit" if r["git"] else ""
+            patches.append(f"  {describe(ref)}  ({r['action']}{how})")
             for change in r["containers"]:
                 tag = f" ({change['tag']})" if change["tag"] else ""
                 patches.append(f"    {change['container']}: {change['from'] or '-'}")
@@ -364,6 +457,8 @@ def table(doc: Mapping[str, Any], now: datetime, width: int = render.DEFAULT_WID
         sections.append("\n".join(patches))
     else:
         sections.append("would patch: nothing")
+    if doc["commits"]:
+        sections.append("\n".join(_commit_rows(doc, width)))
     if doc["smokeTests"]:
         jobs = ["would start smoke-test Jobs:"]
         jobs.extend(

@@ -138,6 +138,13 @@ def wrap(text: str, width: int, indent: int) -> str:
     return "\n".join(lead + line for line in lines or [NONE])
 
 
+def verbatim(text: str, indent: int) -> str:
+    """``text`` line by line as written (a diff, a commit message: never wrapped), every
+    line indented by ``indent`` spaces; blank lines stay empty."""
+    lead = " " * indent
+    return "\n".join(lead + line if line.strip() else "" for line in text.rstrip("\n").split("\n"))
+
+
 def workload(ref: str) -> str:
     """``deployment/shop/web`` (as status records it) in kubectl's ``deployment/web -n shop``."""
     parts = ref.split("/")

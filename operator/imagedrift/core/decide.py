@@ -241,7 +241,11 @@ def _replaced(obs: WorkloadObservation) -> dict[str, str]:
         digest = target.rpartition("@")[2]
         if waiting and now is not None and same_reference(now, record.previous.get(container, "")):
             continue  # committed, not applied yet by the GitOps controller
-        if now is not None and now != target and digest not in obs.record.overridden:
+        if (
+            now is not None
+            and not same_reference(now, target)
+            and digest not in obs.record.overridden
+        ):
             changed[container] = now
     return changed
 

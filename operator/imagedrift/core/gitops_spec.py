@@ -12,12 +12,14 @@ here so that a typo is a Stalled policy, not a failed commit at 3 a.m.
 
 from __future__ import annotations
 
+import re
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from imagedrift.core.durations import parse_duration
 from imagedrift.core.gitops_source import clean_path
 from imagedrift.errors import InvalidSpec
 
@@ -26,6 +28,11 @@ class Mode(StrEnum):
     LEAVE = "Leave"
     PATCH = "Patch"
     COMMIT = "Commit"
+    PULL_REQUEST = "PullRequest"
+
+
+PROVIDERS = {"GitHub": "github", "GitLab": "gitlab", "AzureDevOps": "azure"}
+BRANCH_PREFIX = "imagedrift/"
 
 
 # What a commit message template may name (each a plain string).
@@ -34,7 +41,7 @@ MESSAGE_FIELDS = {
     "base": "the base image reference the policy tracks",
     "baseDigest": "the base digest the candidates are built on",
     "baseShort": "its first 12 hex digits",
-    "changes": "one line per workload and container: old -> new (tag, verdict)",
+    "changes": "one line per workload and container: old image -> new image",
     "workloads": "how many workloads the commit changes",
     "verdicts": "the candidates' gate verdicts and reasons, one line each",
 }
@@ -60,6 +67,17 @@ class RepositoryOverride:
 
 
 @dataclass(frozen=True)
+class PullRequestSpec:
+    """Where pull requests are opened when the clone URL alone does not say (a self-hosted
+    server, a mirror): the provider, its API's origin, the repository's web URL."""
+
+    provider: str = ""  # "github" | "gitlab" | "azure"; "" from the repository's host
+    api_url: str = ""  # "" the provider's public API
+    repository_url: str = ""  # "" the clone URL
+    branch_prefix: str = BRANCH_PREFIX
+
+
+@dataclass(frozen=True)
 class GitOpsSpec:
     mode: Mode = Mode.LEAVE
     repository: RepositoryOverride | None = None
@@ -68,11 +86,20 @@ class GitOpsSpec:
     author_name: str = "imagedrift"
     author_email: str = "imagedrift@users.noreply.localhost"
     message: str = DEFAULT_MESSAGE
+    pull_request: PullRequestSpec = PullRequestSpec()
+    # How long the GitOps controller may take to apply a commit before the rollout counts
+    # as failed (and is rolled back by a commit); its own interval is often minutes.
+    apply_timeout: float = 900.0
 
     @property
     def writes(self) -> bool:
         """Does the policy write GitOps-managed workloads back to git?"""
-        return self.mode is Mode.COMMIT
+        return self.mode in (Mode.COMMIT, Mode.PULL_REQUEST)
+
+    @property
+    def proposes(self) -> bool:
+        """Through pull requests (else by commits to the branch the controller reads)?"""
+        return self.mode is Mode.PULL_REQUEST
 
 
 def parse_gitops(raw: Mapping[str, Any], patch_gitops_managed: bool) -> GitOpsSpec:
@@ -96,7 +123,9 @@ def parse_gitops(raw: Mapping[str, Any], patch_gitops_managed: bool) -> GitOpsSp
         if not url:
             raise InvalidSpec("spec.gitops.repository.url: required when repository is set")
         netloc = url.split("://", 1)[1].split("/", 1)[0] if "://" in url else ""
-        if url.startswith("http") and "@" in netloc:
+        userinfo = netloc.rpartition("@")[0]
+        # An SSH login name is no secret; a password anywhere, or any user of HTTP(S), is.
+        if ":" in userinfo or (url.startswith("http") and userinfo):
             raise InvalidSpec(
                 "spec.gitops.repository.url: credentials in a URL are refused; put them in a "
                 "Secret labelled imagedrift.io/git-credentials"
@@ -120,7 +149,37 @@ def parse_gitops(raw: Mapping[str, Any], patch_gitops_managed: bool) -> GitOpsSp
         str(author.get("name") or "imagedrift"),
         str(author.get("email") or "imagedrift@users.noreply.localhost"),
         message,
+        _pull_request(raw.get("pullRequest") or {}),
+        parse_duration(str(raw.get("applyTimeout") or "15m")),
     )
+
+
+def _pull_request(raw: Mapping[str, Any]) -> PullRequestSpec:
+    provider = str(raw.get("provider") or "")
+    if provider and provider not in PROVIDERS:
+        names = ", ".join(PROVIDERS)
+        raise InvalidSpec(f"spec.gitops.pullRequest.provider: {provider!r} is not one of {names}")
+    prefix = str(raw.get("branchPrefix") or BRANCH_PREFIX)
+    if not valid_branch(f"{prefix}policy/0123456789ab-0123456789ab"):
+        raise InvalidSpec(f"spec.gitops.pullRequest.branchPrefix: {prefix!r} is no branch name")
+    return PullRequestSpec(
+        PROVIDERS.get(provider, ""),
+        str(raw.get("apiURL") or ""),
+        str(raw.get("repositoryURL") or ""),
+        prefix,
+    )
+
+
+_REF_BAD = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
+
+
+def valid_branch(name: str) -> bool:
+    """Would git take ``name`` as a branch (``git check-ref-format --branch``'s rules)?"""
+    if not name or name.startswith(("-", "/")) or name.endswith(("/", ".")) or name == "@":
+        return False
+    if _REF_BAD.search(name):
+        return False
+    return all(p and not p.startswith(".") and not p.endswith(".lock") for p in name.split("/"))
 
 
 def check_message(template: str) -> None:

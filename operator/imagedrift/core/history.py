@@ -36,10 +36,16 @@ class RolloutRow:
     rollback: str = ""  # a RolledBack rollout's rollback: its phase
     commit: str = ""  # a rollout by commit: the commit that set the image (GitOps write-back)
     rollback_commit: str = ""  # ... and the commit that restored the previous one
+    pull_request: str = ""  # the pull request that proposed it (its web URL)
 
     @property
     def key(self) -> tuple[str, str, str]:
         return self.workload, self.container, self.started_at
+
+    @property
+    def outcome(self) -> tuple[str, ...]:
+        """What a later record of the same rollout may change."""
+        return self.result, self.rollback, self.commit, self.rollback_commit, self.pull_request
 
     @classmethod
     def from_status(cls, row: Mapping[str, Any]) -> RolloutRow:
@@ -54,6 +60,7 @@ class RolloutRow:
             str(row.get("rollback", "")),
             str(row.get("commit", "")),
             str(row.get("rollbackCommit", "")),
+            str(row.get("pullRequest", "")),
         )
 
     def to_status(self) -> dict[str, str]:
@@ -73,6 +80,8 @@ class RolloutRow:
             row["commit"] = self.commit
         if self.rollback_commit:
             row["rollbackCommit"] = self.rollback_commit
+        if self.pull_request:
+            row["pullRequest"] = self.pull_request
         return row
 
 
@@ -229,12 +238,9 @@ def sync_rollout(
         key = (workload, container, record.started_at)
         now = next((r for r in (entry.rollouts if entry else ()) if r.key == key), None)
         git = record.git
-        commits = (git.commit, git.rollback_commit) if git is not None else ("", "")
-        if now is not None and (now.result, now.rollback, now.commit, now.rollback_commit) == (
-            record.phase,
-            record.rollback,
-            *commits,
-        ):
+        commits = (git.commit, git.rollback_commit, git.pull_request) if git else ("", "", "")
+        wanted = (record.phase, record.rollback, *commits)
+        if now is not None and now.outcome == wanted:
             continue
         running = record.phase == Phase.PROGRESSING.value
         row = RolloutRow(

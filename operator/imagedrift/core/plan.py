@@ -71,6 +71,7 @@ class GitChange:
     source: GitSource
     images: Mapping[str, tuple[str, str]]
     rollback: bool = False
+    head: str = ""  # propose on this branch (a pull request) instead of committing
 
 
 @dataclass(frozen=True)
@@ -171,7 +172,8 @@ def plan(
             decisions[i] = transitions.hold(decisions[i], wave_plan.held[f.key])
         elif f.key in wave_plan.start:
             subject = Subject(f.key, states[i], f.observation, decisions[i], f.running)
-            made[i] = transitions.start(subject, policy.name, base_digest, now)
+            prefix = policy.gitops.pull_request.branch_prefix if policy.gitops.proposes else ""
+            made[i] = transitions.start(subject, policy.name, base_digest, now, prefix)
             before[i] = decisions[i]
             states[i], decisions[i] = made[i].state, made[i].decision
     steps = [
@@ -239,23 +241,24 @@ def _git_change(f: WorkloadFacts, state: WorkloadState, t: Transition) -> GitCha
     source = f.observation.source or GitSource(g.url, g.branch, g.path, g.via)
     rollback = record.phase == Phase.ROLLED_BACK.value
     old = record.target if rollback else record.previous
-    return GitChange(
-        source,
-        {c: (old.get(c, f.running.get(c, "")), new) for c, new in t.images.items()},
-        rollback,
-    )
+    images = {c: (old.get(c, f.running.get(c, "")), new) for c, new in t.images.items()}
+    # A rollback is committed straight to the branch: the service is down meanwhile.
+    return GitChange(source, images, rollback, "" if rollback else g.head)
 
 
-def committed(step: Step, sha: str) -> Step:
+def committed(step: Step, sha: str, pull_request: str = "", head: str = "") -> Step:
     """``step`` once its git change is on the branch (``sha`` the commit; "" when the files
-    already said so): its record names the commit, and its patch records that."""
+    already said so) or proposed (``pull_request`` its URL): its record names them, and its
+    patch records that."""
     record = step.state.rollout
     assert step.git is not None and step.patch is not None
     assert record is not None and record.git is not None
     if step.git.rollback:
         git = dataclasses.replace(record.git, rollback_commit=sha)
     else:
-        git = dataclasses.replace(record.git, commit=sha)
+        git = dataclasses.replace(
+            record.git, commit=sha, pull_request=pull_request, head=head or record.git.head
+        )
     state = dataclasses.replace(step.state, rollout=dataclasses.replace(record, git=git))
     patch = copy.deepcopy(step.patch)
     patch["metadata"]["annotations"][STATE_ANNOTATION] = state.encode()

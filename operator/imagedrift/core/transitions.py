@@ -62,8 +62,11 @@ class Transition:
 OUTCOMES = (Action.FINISH, Action.ROLL_BACK, Action.YIELD, Action.SETTLE)
 
 
-def start(s: Subject, policy: str, base_digest: str, now: datetime) -> Transition:
-    """A ``ROLL`` the planner let through: patch the targets, record the rollout."""
+def start(
+    s: Subject, policy: str, base_digest: str, now: datetime, head_prefix: str = ""
+) -> Transition:
+    """A ``ROLL`` the planner let through: patch the targets (or commit them, or propose
+    them on a pull request's branch under ``head_prefix``), record the rollout."""
     decision = s.decision
     targets = dict(decision.targets)
     if decision.by_commit:
@@ -73,7 +76,12 @@ def start(s: Subject, policy: str, base_digest: str, now: datetime) -> Transitio
     source = s.observation.source if decision.by_commit else None
     git = None
     if source is not None:
-        git = GitRecord(source.url, source.branch, source.path, source.via)
+        # One branch per (policy, base digest, candidate): found again after a restart.
+        # (A policy name may hold dots; a branch component may not end in ".lock".)
+        name = policy.replace(".", "-")
+        head = f"{head_prefix}{name}/{_hex(base_digest)}-{_hex(first.digest)}"
+        head = head if head_prefix else ""
+        git = GitRecord(source.url, source.branch, source.path, source.via, head=head)
     record = RolloutRecord(
         id=f"{base_digest}|{first.digest}",
         base_digest=base_digest,
@@ -287,6 +295,10 @@ def refused(before: Decision, reason: str) -> Decision:
         for row in before.containers
     )
     return Decision(State.MANAGED_BY_GITOPS, why, Action.NONE, rows)
+
+
+def _hex(digest: str) -> str:
+    return digest.partition(":")[2][:12]
 
 
 def _tagged(image: str, tag: str) -> str:

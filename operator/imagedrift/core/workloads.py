@@ -91,13 +91,18 @@ class GitRecord:
     via: str  # the object that named the repository (a Flux Kustomization, ...)
     commit: str = ""  # the commit that set the target ("" the files already said so)
     rollback_commit: str = ""  # the commit that restored the previous images
+    head: str = ""  # a pull request's branch (imagedrift's own); "" committed to ``branch``
+    pull_request: str = ""  # its web URL
 
     def encode(self) -> dict[str, str]:
         body = {"url": self.url, "branch": self.branch, "path": self.path, "via": self.via}
-        if self.commit:
-            body["commit"] = self.commit
-        if self.rollback_commit:
-            body["rollbackCommit"] = self.rollback_commit
+        optional = {
+            "commit": self.commit,
+            "rollbackCommit": self.rollback_commit,
+            "head": self.head,
+            "pullRequest": self.pull_request,
+        }
+        body.update({k: v for k, v in optional.items() if v})
         return body
 
     @classmethod
@@ -111,6 +116,8 @@ class GitRecord:
             str(raw.get("via", "")),
             str(raw.get("commit", "")),
             str(raw.get("rollbackCommit", "")),
+            str(raw.get("head", "")),
+            str(raw.get("pullRequest", "")),
         )
 
 
@@ -276,7 +283,7 @@ def rollback_images(
     superseded: dict[str, str] = {}
     for container, target in sorted(record.target.items()):
         current = now.get(container, target)
-        if current != target:
+        if not same_reference(current, target):  # as parsed: git keeps a manifest's spelling
             superseded[container] = current
             continue
         previous = record.previous.get(container, "")

@@ -98,6 +98,7 @@ class PolicyChecker:
             kube,
             pulls if pulls is not None else PullWatch(),
             sources,
+            committer.pull_requests if committer is not None else None,
         )
 
     def observe_base(self, base: BaseSpec, clock: float) -> BaseObservation:

@@ -7,21 +7,49 @@ the rollouts of the check are one commit per repository and branch, the rollback
 the commit and its patch records it) or does not (``Applied.REFUSED`` / ``FAILED``, and its
 record is not written: the next check decides again, and a commit already pushed is found
 in the files, never pushed twice).
+
+A policy that proposes (``spec.gitops.mode: PullRequest``) writes its rollouts to one branch
+per (policy, base digest, candidate) instead, and opens or updates the pull request from it
+(``_propose``); its rollbacks are still commits to the branch the controller reads: the
+service is down meanwhile, and no reviewer should stand between it and what ran before.
 """
 
 from __future__ import annotations
 
+import dataclasses
+from collections.abc import Sequence
+from typing import Protocol
+
 from imagedrift.core import commit_message
-from imagedrift.core.plan import Applied, PolicyPlan, Step, WriteResult, committed
+from imagedrift.core.gitops_source import GitSource
+from imagedrift.core.plan import Applied, GitChange, PolicyPlan, Step, WriteResult, committed
 from imagedrift.core.setters import ImageChange, Layout
 from imagedrift.core.spec import PolicySpec
-from imagedrift.engine.git_writes import GitWrite, GitWriter, GitWritten, Written
-from imagedrift.git.repository import Author
+from imagedrift.core.workloads import unapplied
+from imagedrift.engine.git_writes import GitWrite, GitWritten, Written
+from imagedrift.engine.proposals import PullRequestClients
+from imagedrift.errors import GitError
+from imagedrift.git.repository import Author, Proposed
+
+MAX_SERIES = 20  # pull requests of one policy, base digest and candidate, merged one by one
+
+
+class Writer(Protocol):
+    """What commits the writes: ``GitWriter``, or a preview that only shows the diff."""
+
+    def write(
+        self, writes: Sequence[GitWrite], message: str, *, author: Author | None = None
+    ) -> dict[str, GitWritten]: ...
+
+    def propose(
+        self, writes: Sequence[GitWrite], message: str, head: str, *, author: Author | None = None
+    ) -> tuple[dict[str, GitWritten], Proposed | None]: ...
 
 
 class Committer:
-    def __init__(self, writer: GitWriter) -> None:
+    def __init__(self, writer: Writer, pull_requests: PullRequestClients | None = None) -> None:
         self.writer = writer
+        self.pull_requests = pull_requests  # None: pull requests are not wired
 
     def apply(
         self, policy: PolicySpec, base_digest: str, planned: PolicyPlan
@@ -32,6 +60,14 @@ class Committer:
         back = [s for s in planned.steps if s.git is not None and s.git.rollback]
         written: dict[str, GitWritten] = {}
         author = Author(policy.gitops.author_name, policy.gitops.author_email)
+        heads: dict[tuple[str, str, str], list[Step]] = {}
+        for step in [s for s in forward if s.git is not None and s.git.head]:
+            assert step.git is not None
+            heads.setdefault((step.git.source.url, step.git.source.branch, step.git.head), [])
+            heads[step.git.source.url, step.git.source.branch, step.git.head].append(step)
+        for (url, base, head), group in heads.items():
+            written.update(self._propose(policy, base_digest, planned, url, base, head, group))
+        forward = [s for s in forward if s.git is not None and not s.git.head]
         if forward:
             message = commit_message.compose(policy, base_digest, forward, planned.history)
             writes = [_write(policy, s) for s in forward]
@@ -47,13 +83,98 @@ class Committer:
             if step.git is None or result is None:
                 steps.append(step)
             elif result.outcome in (Written.COMMITTED, Written.UP_TO_DATE):
-                steps.append(committed(step, result.sha))
+                steps.append(committed(step, result.sha, result.pull_request, result.head))
             else:
                 refused = result.outcome in (Written.REFUSED, Written.NOT_FOUND)
                 outcome = Applied.REFUSED if refused else Applied.FAILED
                 failed[step.facts.key] = WriteResult(outcome, f"git: {result.reason}")
                 steps.append(step)
         return tuple(steps), failed
+
+    def _propose(
+        self,
+        policy: PolicySpec,
+        base_digest: str,
+        planned: PolicyPlan,
+        url: str,
+        base: str,
+        head: str,
+        group: Sequence[Step],
+    ) -> dict[str, GitWritten]:
+        """Propose ``group`` on ``head``, with every workload already waiting on it (a
+        later wave adds to the pull request, never replaces it); open or update the pull
+        request. One that was merged is not proposed again (its change is on ``base``); one
+        closed unmerged is a human's no: never proposed again for this candidate."""
+        spec = policy.gitops.pull_request
+
+        def each(outcome: Written, reason: str, pr: str = "") -> dict[str, GitWritten]:
+            keys = [s.facts.key for s in group]
+            return {k: GitWritten(k, outcome, reason, pull_request=pr) for k in keys}
+
+        if self.pull_requests is None:
+            return each(Written.FAILED, "this operator was started without pull requests")
+        if not base:
+            why = "a pull request needs a base branch; name it in spec.gitops.repository.branch"
+            return each(Written.REFUSED, why)
+        try:
+            client = self.pull_requests.client(url, spec)
+            # A merged pull request's branch is never pushed again: what it did not carry
+            # (a later wave) goes on the next branch of the series, head-2, head-3, ...
+            merged = None
+            for n in range(1, MAX_SERIES + 1):
+                branch = head if n == 1 else f"{head}-{n}"
+                found = self.pull_requests.find(url, spec, branch, base)
+                if found is None or found.state != "merged":
+                    break
+                merged = found
+            else:
+                return each(Written.FAILED, f"{MAX_SERIES} pull requests from {head} merged")
+        except GitError as exc:
+            return each(Written.FAILED, str(exc))
+        if found is not None and found.state == "closed":
+            why = f"pull request {found.url} was closed without merging: not proposed again"
+            return each(Written.REFUSED, why)
+        steps = [*group, *_waiting_on(planned, branch, {s.facts.key for s in group})]
+        message = commit_message.compose(policy, base_digest, steps, planned.history)
+        author = Author(policy.gitops.author_name, policy.gitops.author_email)
+        writes = [_write(policy, s) for s in steps]
+        results, proposed = self.writer.propose(writes, message, branch, author=author)
+        if proposed is None:
+            # Nothing to propose: on the base already (a merged pull request carried it).
+            pr = merged.url if merged is not None else ""
+            return {k: dataclasses.replace(r, pull_request=pr) for k, r in results.items()}
+        title, _, body = message.partition("\n")
+        try:
+            if found is None:
+                found = client.open(branch, base, title, body.strip())
+            elif proposed.pushed or found.title != title:
+                found = client.update(found, title, body.strip())
+        except GitError as exc:
+            # The branch is pushed; the next check finds no pull request and opens it.
+            return each(Written.FAILED, f"pull request from {branch}: {exc}")
+        self.pull_requests.remember(url, branch, base, found)
+        return {
+            k: dataclasses.replace(r, pull_request=found.url, head=branch)
+            for k, r in results.items()
+            if k in {s.facts.key for s in group}
+        }
+
+
+def _waiting_on(planned: PolicyPlan, head: str, skip: set[str]) -> list[Step]:
+    """The workloads whose rollout waits on ``head``'s pull request (proposed by an earlier
+    check, not applied yet), as steps carrying their change again."""
+    out = []
+    for step in planned.steps:
+        record = step.state.rollout
+        if step.facts.key in skip or record is None or record.git is None:
+            continue
+        if record.git.head != head or not unapplied(record, step.facts.observation.images):
+            continue
+        g = record.git
+        images = {c: (record.previous.get(c, ""), t) for c, t in record.target.items()}
+        source = step.facts.observation.source or GitSource(g.url, g.branch, g.path, g.via)
+        out.append(dataclasses.replace(step, git=GitChange(source, images, False, head)))
+    return out
 
 
 def _write(policy: PolicySpec, step: Step) -> GitWrite:

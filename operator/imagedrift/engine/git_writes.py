@@ -25,7 +25,7 @@ from urllib.parse import quote
 from imagedrift.core import setters
 from imagedrift.core.gitops_source import GitSource
 from imagedrift.errors import GitAuthError, GitConflict, GitError
-from imagedrift.git.repository import Author, GitCredentials, Pushed, Repository
+from imagedrift.git.repository import Author, GitCredentials, Proposed, Pushed, Repository
 
 MAX_REPOSITORIES = 50
 
@@ -57,6 +57,8 @@ class GitWritten:
     sha: str = ""  # the commit that holds it
     files: tuple[str, ...] = ()  # repository-relative paths this workload's edit changed
     retries: int = 0  # pushes another writer beat first
+    pull_request: str = ""  # the pull request that proposes it (its web URL)
+    head: str = ""  # ... and its branch
 
 
 class GitWriter:
@@ -92,6 +94,34 @@ class GitWriter:
             out.update(self._write_group(url, branch, group, message, author))
         return out
 
+    def propose(
+        self, writes: Sequence[GitWrite], message: str, head: str, *, author: Author | None = None
+    ) -> tuple[dict[str, GitWritten], Proposed | None]:
+        """``writes`` (one repository and base branch) as one commit on ``head``, planned on
+        the base (``Repository.propose``): what became of each, and the branch's tip (None:
+        nothing to propose, or it failed). Never raises for a repository's fault."""
+        url, branch = writes[0].source.url, writes[0].source.branch
+        planned, edit = _edit(writes)
+        try:
+            repo = self._repository(url, branch)
+            paths = sorted({w.source.path for w in writes})
+            proposed = repo.propose(edit, message, head, paths, author=author)
+        except (GitAuthError, GitConflict, GitError) as exc:
+            self._hook(url, "failed", 0)
+            return {w.key: GitWritten(w.key, Written.FAILED, str(exc)) for w in writes}, None
+        if proposed is not None and proposed.pushed:
+            self._hook(url, "committed", 0)
+        out = {}
+        for key, result in planned.items():
+            if result.outcome is Written.COMMITTED:
+                result = (
+                    replace(result, sha=proposed.sha)
+                    if proposed is not None
+                    else replace(result, outcome=Written.UP_TO_DATE, files=())
+                )
+            out[key] = result
+        return out, proposed
+
     def _write_group(
         self,
         url: str,
@@ -100,17 +130,7 @@ class GitWriter:
         message: str,
         author: Author | None,
     ) -> dict[str, GitWritten]:
-        planned: dict[str, GitWritten] = {}
-
-        def edit(files: Mapping[str, str]) -> dict[str, str]:
-            planned.clear()  # planned again on every attempt, on the files as they are now
-            current, changed = dict(files), {}
-            for w in group:
-                planned[w.key], texts = _plan(w, current)
-                current.update(texts)
-                changed.update(texts)
-            return changed
-
+        planned, edit = _edit(group)
         try:
             repo = self._repository(url, branch)
             paths = sorted({w.source.path for w in group})
@@ -142,7 +162,37 @@ class GitWriter:
         return repo
 
 
-def _plan(w: GitWrite, files: Mapping[str, str]) -> tuple[GitWritten, dict[str, str]]:
+def _edit(
+    group: Sequence[GitWrite],
+) -> tuple[dict[str, GitWritten], Callable[[Mapping[str, str]], dict[str, str]]]:
+    """The edit of a commit carrying ``group``, and where it says what became of each
+    write (planned again on every attempt, on the files as they are then)."""
+    planned: dict[str, GitWritten] = {}
+
+    def edit(files: Mapping[str, str]) -> dict[str, str]:
+        planned.clear()
+        written, changed = plan_group(group, files)
+        planned.update((w.key, w) for w in written)
+        return changed
+
+    return planned, edit
+
+
+def plan_group(
+    group: Sequence[GitWrite], files: Mapping[str, str]
+) -> tuple[list[GitWritten], dict[str, str]]:
+    """Each write of one commit planned on ``files``, each on the output of the one before,
+    and the files as the commit would leave them (only those that change)."""
+    current = dict(files)
+    written: list[GitWritten] = []
+    for w in group:
+        result, texts = plan_write(w, current)
+        written.append(result)
+        current.update(texts)
+    return written, {p: t for p, t in current.items() if files.get(p) != t}
+
+
+def plan_write(w: GitWrite, files: Mapping[str, str]) -> tuple[GitWritten, dict[str, str]]:
     """What the setters say of ``w`` on ``files`` (repository-relative), and the new texts
     of the files it changes: every change planned on the output of the one before; one
     that cannot be written drops them all."""

@@ -9,8 +9,9 @@ read from the cluster, cached for a short while.
   namespace: the index Secret ``imagedrift-git`` (key ``repositories``: lines of
   ``<URL prefix> <Secret name>``, the longest prefix wins) names it, and it holds the keys
   Flux's GitRepository Secrets have: ``username``/``password`` (a token is a password), or
-  ``identity``/``known_hosts`` for SSH. Secrets are read by name (the operator may not
-  list them), each at most once per ``ttl``.
+  ``identity``/``known_hosts`` for SSH; ``token`` for the pull-request API when the
+  password is not one; ``signingKey``, an SSH private key that signs every commit.
+  Secrets are read by name (the operator may not list them), each at most once per ``ttl``.
 """
 
 from __future__ import annotations
@@ -140,6 +141,8 @@ class GitCredentialStore:
             password=data.get("password", b"").decode(),
             ssh_key=data.get("identity", b""),
             known_hosts=data.get("known_hosts", b""),
+            token=data.get("token", b"").decode(),
+            signing_key=data.get("signingKey", b""),
         )
 
     def _secret(self, name: str) -> dict[str, bytes] | None:

@@ -44,9 +44,16 @@ from imagedrift.core.workloads import (
 from imagedrift.engine.gitops_sources import SourceFinder
 from imagedrift.engine.look import LineageReads, Look, on_base
 from imagedrift.engine.ports import KubePort, PodReader
+from imagedrift.engine.proposals import PullRequestClients
 from imagedrift.engine.pulls import PullWatch
 from imagedrift.engine.search import CandidateSearch
-from imagedrift.errors import InvalidReference, KubeError, RegistryError, RegistryThrottled
+from imagedrift.errors import (
+    GitError,
+    InvalidReference,
+    KubeError,
+    RegistryError,
+    RegistryThrottled,
+)
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +77,14 @@ class Observer:
         kube: KubePort,
         pulls: PullWatch,
         sources: SourceFinder | None = None,
+        proposals: PullRequestClients | None = None,
     ) -> None:
         self.reads = reads
         self.search = search
         self.kube = kube
         self.pulls = pulls
         self.sources = sources  # None: GitOps write-back is not wired
+        self.proposals = proposals  # None: nor are pull requests
 
     def facts(
         self,
@@ -117,7 +126,9 @@ class Observer:
             when = record.started_at if record.phase == Phase.PROGRESSING.value else None
             started = parse_timestamp(when or record.finished_at) or look.now
             waiting = unapplied(record, governed)
-            if waiting:
+            if waiting and record.git is not None and record.git.pull_request:
+                result = self._proposed(look, record)
+            elif waiting:
                 result = _not_applied(look, record, started, waiting)
             else:
                 result = self._progress(look, obj, record, started, governed)
@@ -265,6 +276,31 @@ class Observer:
             kind, obj, started, look.now, rollout.verify_timeout, health, rollout.settle_time
         )
 
+    def _proposed(self, look: Look, record: RolloutRecord) -> Progress:
+        """A rollout proposed on a pull request, not applied yet: it waits for a human as
+        long as the pull request is open (no timeout: a review takes what it takes), then
+        for the GitOps controller; a pull request closed unmerged fails it (the candidate is
+        not proposed again)."""
+        git = record.git
+        assert git is not None
+        spec = look.policy.gitops.pull_request
+        wait = Progress(Phase.PROGRESSING, f"pull request {git.pull_request} is open", 30.0)
+        if self.proposals is None:
+            return wait
+        try:
+            pr = self.proposals.find(git.url, spec, git.head, git.branch)
+        except GitError as exc:
+            return Progress(Phase.PROGRESSING, f"{wait.reason} (its state unread: {exc})", 30.0)
+        if pr is None or pr.state == "open":
+            return wait
+        if pr.state == "merged":
+            return Progress(
+                Phase.PROGRESSING,
+                f"pull request {git.pull_request} merged; waiting for {git.via} to apply it",
+                10.0,
+            )
+        return Progress(Phase.FAILED, f"pull request {git.pull_request} was closed without merging")
+
     def _pulled(self, look: Look, obj: Mapping[str, Any], container: str, running: ImageRef) -> str:
         """The digest the workload's pods report for ``container`` (see ``core.running``);
         "" when pods cannot be read here or report none."""
@@ -302,7 +338,7 @@ def _not_applied(
     sha = (git.rollback_commit if rolling_back(record) else git.commit)[:7] or "the change"
     what = "rollback " if rolling_back(record) else ""
     elapsed = (look.now - started).total_seconds()
-    timeout = look.policy.rollout.verify_timeout
+    timeout = look.policy.gitops.apply_timeout
     if elapsed > timeout:
         return Progress(
             Phase.FAILED,

@@ -46,6 +46,12 @@ class GitCredentials:
     password: str = ""
     ssh_key: bytes = b""
     known_hosts: bytes = b""
+    token: str = ""  # for a pull-request API, when it is not the password
+    signing_key: bytes = b""  # an SSH private key: every commit is signed with it
+
+    @property
+    def api_token(self) -> str:
+        return self.token or self.password
 
     def __repr__(self) -> str:  # never print a secret, whatever logs a value
         kind = "ssh" if self.ssh_key else "basic" if self.password else "none"
@@ -63,6 +69,13 @@ class Pushed:
     sha: str  # the commit now at the branch's head
     retries: int  # pushes refused because another writer got in first
     files: tuple[str, ...]  # what the commit changed
+
+
+@dataclass(frozen=True)
+class Proposed:
+    sha: str  # the commit at the head branch's tip
+    pushed: bool  # False: the head branch already held exactly these files
+    files: tuple[str, ...]  # what the change touches, against the base
 
 
 class Repository:
@@ -137,29 +150,10 @@ class Repository:
             retries = 0
             for attempt in range(self.max_attempts):
                 self._fetch(env)
-                changed = {p: t for p, t in edit(self.files(path)).items()}
-                changed = {p: t for p, t in changed.items() if self._differs(p, t)}
+                changed = self._stage(env, edit(self.files(path)))
                 if not changed:
                     return None
-                for rel, text in changed.items():
-                    target = self._inside(rel)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(text.encode("utf-8", errors="surrogateescape"))
-                self._git(env, "add", "--", *changed)
-                self._git(
-                    env,
-                    "-c",
-                    f"user.name={who.name}",
-                    "-c",
-                    f"user.email={who.email}",
-                    "commit",
-                    "--quiet",
-                    "--no-verify",
-                    "-F",
-                    "-",
-                    stdin=message,
-                )
-                sha = self._git(env, "rev-parse", "HEAD").strip()
+                sha = self._commit(env, who, message)
                 try:
                     self._git(env, "push", "--quiet", "origin", f"HEAD:refs/heads/{self.branch}")
                 except _Rejected:
@@ -173,7 +167,69 @@ class Repository:
                 "(other writers kept getting in first)"
             )
 
+    def propose(
+        self,
+        edit: Edit,
+        message: str,
+        head: str,
+        path: str | Sequence[str] = "",
+        *,
+        author: Author | None = None,
+    ) -> Proposed | None:
+        """The change for a pull request: fetch this branch (the base), apply ``edit``,
+        commit, and make ``head`` that commit. ``head`` is imagedrift's own branch: it is
+        pushed only when its files would change (a force push: the edit is planned on the
+        base again each time, with every workload the pull request carries), so a check
+        that has nothing new leaves it, and its pull request, as they are. None when the
+        edit changes nothing on the base (no branch, no pull request on an empty diff)."""
+        who = author or self.author
+        with self.lock, self._env() as env:
+            self._fetch(env)
+            changed = self._stage(env, edit(self.files(path)))
+            if not changed:
+                return None
+            tree = self._git(env, "write-tree").strip()
+            remote = f"refs/remotes/origin/{head}"
+            try:
+                self._git(
+                    env,
+                    "fetch",
+                    "--quiet",
+                    "--depth",
+                    "1",
+                    "origin",
+                    f"+refs/heads/{head}:{remote}",
+                )
+                there = self._git(env, "rev-parse", f"{remote}^{{tree}}").strip()
+            except GitAuthError:
+                raise
+            except GitError:
+                there = ""  # no such branch yet
+            if there == tree:
+                sha = self._git(env, "rev-parse", remote).strip()
+                return Proposed(sha, False, tuple(sorted(changed)))
+            sha = self._commit(env, who, message)
+            self._git(env, "push", "--quiet", "--force", "origin", f"HEAD:refs/heads/{head}")
+            return Proposed(sha, True, tuple(sorted(changed)))
+
     # -- internals ------------------------------------------------------------------------
+
+    def _stage(self, env: dict[str, str], edited: Mapping[str, str]) -> dict[str, str]:
+        """Write and stage the files ``edited`` changes; those it really changes."""
+        changed = {p: t for p, t in edited.items() if self._differs(p, t)}
+        for rel, text in changed.items():
+            target = self._inside(rel)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(text.encode("utf-8", errors="surrogateescape"))
+        if changed:
+            self._git(env, "add", "--", *changed)
+        return changed
+
+    def _commit(self, env: dict[str, str], who: Author, message: str) -> str:
+        """Commit what is staged (signed when the credentials carry a signing key)."""
+        identity = ("-c", f"user.name={who.name}", "-c", f"user.email={who.email}")
+        self._git(env, *identity, "commit", "--quiet", "--no-verify", "-F", "-", stdin=message)
+        return self._git(env, "rev-parse", "HEAD").strip()
 
     def _differs(self, rel: str, text: str) -> bool:
         target = self._inside(rel)
@@ -257,8 +313,21 @@ class Repository:
             if creds.password:
                 token = base64.b64encode(f"{creds.username}:{creds.password}".encode()).decode()
                 keys.append(("http.extraHeader", f"Authorization: Basic {token}"))
-            if creds.ssh_key:
+            if creds.ssh_key or creds.signing_key:
                 scratch = Path(tempfile.mkdtemp(prefix="imagedrift-ssh-"))
+            if creds.signing_key:
+                assert scratch is not None
+                signer = scratch / "signing-key"
+                signer.write_bytes(creds.signing_key)
+                signer.chmod(0o600)
+                # SSH signatures (git 2.34+): `git verify-commit` with an allowed-signers file.
+                keys += [
+                    ("gpg.format", "ssh"),
+                    ("user.signingKey", str(signer)),
+                    ("commit.gpgSign", "true"),
+                ]
+            if creds.ssh_key:
+                assert scratch is not None
                 key, hosts = scratch / "key", scratch / "known_hosts"
                 key.write_bytes(creds.ssh_key)
                 hosts.write_bytes(creds.known_hosts)
