@@ -157,6 +157,10 @@ def test_each_workload_gets_its_own_outcome_and_nothing_is_half_written(
     everything = repr(world.status) + repr([e.message for e in result.events])
     assert "not-the-password" not in everything and password not in everything
     assert result.next_check_in is not None, "faults are retried"
+    # Only git failed: the policy says so, and the controller backs off (a fault).
+    ready = next(c for c in result.conditions if c.type == "Ready")
+    assert (ready.status, ready.reason) == (False, "GitUnavailable"), ready
+    assert result.fault == "GitUnavailable"
 
     # Nothing applied yet: web waits for Flux, nothing is committed again.
     world.check("Flux has not applied it yet", advance=10)

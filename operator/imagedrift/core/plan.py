@@ -99,6 +99,9 @@ class PolicyPlan:
     notices: tuple[Notice, ...]  # posted whatever the writes do
 
 
+GIT_FAULT = "git: "  # what a git write's failure says first (a workload's reason)
+
+
 class Applied(Enum):
     LANDED = "Landed"
     CONFLICTED = "Conflicted"

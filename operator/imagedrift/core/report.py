@@ -17,7 +17,7 @@ from imagedrift.core.conditions import Condition, parse_timestamp, timestamp
 from imagedrift.core.decide import DRIFTED_STATES, PRIORITY, Action, State
 from imagedrift.core.images import ResolvedImage
 from imagedrift.core.notices import Notice
-from imagedrift.core.plan import PolicyOutcome, PolicyPlan, Step
+from imagedrift.core.plan import GIT_FAULT, PolicyOutcome, PolicyPlan, Step
 from imagedrift.core.records import SmokeRecord
 from imagedrift.core.refs import ImageRef, short_digest
 from imagedrift.core.rollout import Phase
@@ -208,7 +208,7 @@ def compose(
         next_in = max(registry_wait.retry_after, 1.0)
     elif errors:
         conditions = cond.not_ready(
-            "RegistryUnavailable",
+            _fault_of(errors),
             f"{len(errors)} of {len(steps)} workload(s) could not be checked: "
             f"{errors[0].facts.key}: {errors[0].decision.reason}",
         )
@@ -238,5 +238,12 @@ def compose(
         for r in rows
         if r["state"] in DRIFTED_STATES
     ]
-    fault = "RegistryUnavailable" if errors and registry_wait is None else ""
+    fault = _fault_of(errors) if errors and registry_wait is None else ""
     return Report(status, conditions, next_in, counts, drifted, fault)
+
+
+def _fault_of(errors: Sequence[Step]) -> str:
+    """What failed: the git repositories of write-back, when only they did."""
+    if all(s.decision.reason.startswith(GIT_FAULT) for s in errors):
+        return "GitUnavailable"
+    return "RegistryUnavailable"

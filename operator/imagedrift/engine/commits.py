@@ -22,7 +22,15 @@ from typing import Protocol
 
 from imagedrift.core import commit_message
 from imagedrift.core.gitops_source import GitSource
-from imagedrift.core.plan import Applied, GitChange, PolicyPlan, Step, WriteResult, committed
+from imagedrift.core.plan import (
+    GIT_FAULT,
+    Applied,
+    GitChange,
+    PolicyPlan,
+    Step,
+    WriteResult,
+    committed,
+)
 from imagedrift.core.setters import ImageChange, Layout
 from imagedrift.core.spec import PolicySpec
 from imagedrift.core.workloads import unapplied
@@ -87,7 +95,7 @@ class Committer:
             else:
                 refused = result.outcome in (Written.REFUSED, Written.NOT_FOUND)
                 outcome = Applied.REFUSED if refused else Applied.FAILED
-                failed[step.facts.key] = WriteResult(outcome, f"git: {result.reason}")
+                failed[step.facts.key] = WriteResult(outcome, f"{GIT_FAULT}{result.reason}")
                 steps.append(step)
         return tuple(steps), failed
 

@@ -1,0 +1,149 @@
+"""Pull-request write-back end to end: the operator as a process, Flux's controllers, the
+loopback git server and a TLS server speaking GitHub's pull-request API.
+
+The base moves: imagedrift pushes its branch and opens one pull request; more checks and an
+operator restart find it again (by its branch, through the API) and write nothing; a human
+merges it, Flux applies main, the rollout is verified and the lineage names the pull request;
+the merged branch is never pushed again.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+from kubernetes import client
+
+from tests.e2e.promised import wait_lineage_row
+from tests.e2e.scenario import World, base_image
+from tests.e2e.support import base_spec, checks_pass
+from tests.harness.controlplane import Kube
+from tests.harness.fixtures_operator import OPERATOR_NAMESPACE
+from tests.harness.flux import Flux
+from tests.harness.flux_app import MANIFESTS, FluxApp
+from tests.harness.git_server import GitServer
+from tests.harness.operator import OperatorProcess
+from tests.harness.pr_servers import PrServer
+from tests.harness.procs import wait_for
+from tests.harness.tlsca import TestCA
+
+pytestmark = pytest.mark.usefixtures("crds_installed")
+
+WRITES = ("POST", "PATCH", "PUT")
+
+
+def deployment(image: str, policy: str) -> str:
+    body = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "web", "labels": {"imagedrift.io/policy": policy}},
+        "spec": {
+            "replicas": 1,
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"containers": [{"name": "app", "image": image}]},
+            },
+        },
+    }
+    return "# web, reviewed by the shop team\n" + yaml.safe_dump(body, sort_keys=False)
+
+
+def test_one_pull_request_across_checks_and_a_restart_then_merged_and_verified(
+    world: World,
+    kube: Kube,
+    flux: Flux,
+    git_server: GitServer,
+    git_repo: str,
+    pr_servers: dict[str, PrServer],
+    acr_tls: TestCA,
+    operator_secrets: Callable[[str, dict[str, str]], str],
+    operator_factory: Callable[..., OperatorProcess],
+    tmp_path: Path,
+) -> None:
+    github = pr_servers["github"]
+    old = base_image("v1")
+    world.publish("base", "1", old)
+    world.publish("app", "1.0.0", world.app_on(old, "1.0.0"))
+    tagged = f"{world.ref('app')}:1.0.0"
+    policy = f"prs-{world.suffix}"
+    git_server.create_repo(git_repo, {f"{MANIFESTS}/web.yaml": deployment(tagged, policy)})
+    app = FluxApp(kube, flux, git_server, git_repo, world.namespace, interval="5s")
+    app.apply()
+    app.wait_image(tagged, 90)
+
+    user, password = git_server.credentials
+    creds = operator_secrets("git", {"username": user, "password": password, "token": github.token})
+    index = f"git-index-{uuid.uuid4().hex[:6]}"
+    kube.core.create_namespaced_secret(
+        OPERATOR_NAMESPACE,
+        client.V1Secret(
+            metadata=client.V1ObjectMeta(name=index),
+            string_data={"repositories": f"{git_server.base_url}/ {creds}\n"},
+        ),
+    )
+    try:
+        world.policy(
+            "prs",
+            {
+                "base": base_spec(world),
+                "app": {"tags": {"semver": {"range": ">=1.0.0"}}},
+                "gitops": {
+                    "mode": "PullRequest",
+                    "pullRequest": {
+                        "provider": "GitHub",
+                        "apiURL": github.url,
+                        "repositoryURL": github.repository_url,
+                    },
+                },
+            },
+        )
+        env = {"IMAGEDRIFT_GIT_SECRET": index, "IMAGEDRIFT_CA_BUNDLE": str(acr_tls.ca_cert)}
+        operator = operator_factory(env=env)
+        world.wait_ready(policy, reason="UpToDate", timeout=60)
+
+        new = base_image("v2")
+        world.publish("base", "1", new)
+        rebuilt = world.publish("app", "1.0.1", world.app_on(new, "1.0.1"))
+        target = f"{world.ref('app')}:1.0.1@{rebuilt}"
+        (pr,) = wait_for(lambda: github.pulls() or None, what="a pull request opened", timeout=90)
+        assert pr.base == "main" and pr.head.startswith(f"imagedrift/{policy}/"), pr
+        assert target in git_server.files(git_repo, branch=pr.head)[f"{MANIFESTS}/web.yaml"]
+        assert tagged in git_server.files(git_repo)[f"{MANIFESTS}/web.yaml"], "main changed"
+        assert "deployment/" in pr.body and "Passed" in pr.body, pr.body
+        writes = [r for r in github.requests() if r.method in WRITES]
+        tip = git_server.head(git_repo, branch=pr.head)
+        assert world.image_of("web") == tagged, "a proposed image reached the cluster"
+
+        # More checks, then a new operator process: nothing is written again.
+        checks_pass(operator, policy, 3)
+        assert operator.stop() is None
+        operator = operator_factory(env=env)
+        checks_pass(operator, policy, 3)
+        assert [r for r in github.requests() if r.method in WRITES] == writes
+        assert [p.number for p in github.pulls()] == [pr.number]
+        assert git_server.head(git_repo, branch=pr.head) == tip
+
+        # A human merges it (the branch lands on main and is deleted); Flux applies main.
+        github.merge(pr.number)
+        clone = tmp_path / "merge"
+        git_server.git("clone", "--quiet", git_server.url(git_repo), str(clone))
+        git_server.git("fetch", "--quiet", "origin", pr.head, cwd=clone)
+        git_server.git("merge", "--quiet", "--ff-only", "FETCH_HEAD", cwd=clone)
+        git_server.git(
+            "push", "--quiet", "origin", "HEAD:refs/heads/main", f":refs/heads/{pr.head}", cwd=clone
+        )
+        app.request_reconcile()
+        row = wait_lineage_row(world, policy, f"deployment/{world.namespace}/web", "Complete")
+        assert row["pullRequest"].endswith(f"/pull/{pr.number}"), row
+        assert world.image_of("web") == target
+        # The checks that saw the merge and verified the rollout pushed nothing again.
+        world.wait_ready(policy, reason="UpToDate", timeout=60)
+        assert len(github.pulls()) == 1
+        heads = git_server.git("ls-remote", "--heads", git_server.url(git_repo)).stdout
+        assert "imagedrift/" not in heads, "the merged branch was pushed again"
+    finally:
+        kube.core.delete_namespaced_secret(index, OPERATOR_NAMESPACE)
