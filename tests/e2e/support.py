@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import subprocess
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 from imagedrift.registry.push import Image
 from tests.e2e.scenario import World, base_image, rolled_out
 from tests.harness.controlplane import Kube
+from tests.harness.git_server import GitServer
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import wait_for
 from tests.harness.registry import Registry
@@ -145,3 +146,15 @@ def touched_checks(
 
         patch(name, world.namespace, {"metadata": {"labels": {"example.test/touched": str(i)}}})
         wait_for(checked, what=f"a check of {', '.join(names)} after {kind} {name} was touched")
+
+
+def git_access(
+    operator_secrets: Callable[[str, dict[str, str]], str], server: GitServer, **extra: str
+) -> dict[str, str]:
+    """The operator's environment for GitOps write-back to ``server``: a Secret with its
+    credentials (and ``extra`` keys, e.g. a pull-request ``token``) and the index Secret
+    naming it for the server's URLs, both in the operator's namespace."""
+    user, password = server.credentials
+    creds = operator_secrets("git", {"username": user, "password": password, **extra})
+    index = operator_secrets("git-index", {"repositories": f"{server.base_url}/ {creds}\n"})
+    return {"IMAGEDRIFT_GIT_SECRET": index}

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from tests.e2e.scenario import World, base_image
-from tests.e2e.support import base_spec, ok_json
+from tests.e2e.support import base_spec, git_access, ok_json
 from tests.harness.controlplane import Kube
 from tests.harness.flux import Flux
 from tests.harness.flux_app import MANIFESTS, FluxApp
@@ -71,10 +71,9 @@ def test_plan_shows_the_diff_it_would_commit_and_pushes_nothing(
     app = FluxApp(kube, flux, git_server, git_repo, world.namespace, interval="5s")
     app.apply()
     app.wait_image(tagged, 90)
-    user, password = git_server.credentials
-    creds = operator_secrets("git", {"username": user, "password": password})
-    index = operator_secrets("git-index", {"repositories": f"{git_server.base_url}/ {creds}"})
-    monkeypatch.setenv("IMAGEDRIFT_GIT_SECRET", index)  # as the operator is told
+    _, password = git_server.credentials
+    for variable, value in git_access(operator_secrets, git_server).items():
+        monkeypatch.setenv(variable, value)  # as the operator is told
     name = world.policy(
         "gitops",
         {

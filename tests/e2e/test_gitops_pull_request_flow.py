@@ -9,19 +9,16 @@ the merged branch is never pushed again.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
-from kubernetes import client
 
 from tests.e2e.promised import wait_lineage_row
 from tests.e2e.scenario import World, base_image
-from tests.e2e.support import base_spec, checks_pass
+from tests.e2e.support import base_spec, checks_pass, git_access
 from tests.harness.controlplane import Kube
-from tests.harness.fixtures_operator import OPERATOR_NAMESPACE
 from tests.harness.flux import Flux
 from tests.harness.flux_app import MANIFESTS, FluxApp
 from tests.harness.git_server import GitServer
@@ -75,75 +72,63 @@ def test_one_pull_request_across_checks_and_a_restart_then_merged_and_verified(
     app.apply()
     app.wait_image(tagged, 90)
 
-    user, password = git_server.credentials
-    creds = operator_secrets("git", {"username": user, "password": password, "token": github.token})
-    index = f"git-index-{uuid.uuid4().hex[:6]}"
-    kube.core.create_namespaced_secret(
-        OPERATOR_NAMESPACE,
-        client.V1Secret(
-            metadata=client.V1ObjectMeta(name=index),
-            string_data={"repositories": f"{git_server.base_url}/ {creds}\n"},
-        ),
-    )
-    try:
-        world.policy(
-            "prs",
-            {
-                "base": base_spec(world),
-                "app": {"tags": {"semver": {"range": ">=1.0.0"}}},
-                "gitops": {
-                    "mode": "PullRequest",
-                    "pullRequest": {
-                        "provider": "GitHub",
-                        "apiURL": github.url,
-                        "repositoryURL": github.repository_url,
-                    },
+    access = git_access(operator_secrets, git_server, token=github.token)
+    world.policy(
+        "prs",
+        {
+            "base": base_spec(world),
+            "app": {"tags": {"semver": {"range": ">=1.0.0"}}},
+            "gitops": {
+                "mode": "PullRequest",
+                "pullRequest": {
+                    "provider": "GitHub",
+                    "apiURL": github.url,
+                    "repositoryURL": github.repository_url,
                 },
             },
-        )
-        env = {"IMAGEDRIFT_GIT_SECRET": index, "IMAGEDRIFT_CA_BUNDLE": str(acr_tls.ca_cert)}
-        operator = operator_factory(env=env)
-        world.wait_ready(policy, reason="UpToDate", timeout=60)
+        },
+    )
+    env = {**access, "IMAGEDRIFT_CA_BUNDLE": str(acr_tls.ca_cert)}
+    operator = operator_factory(env=env)
+    world.wait_ready(policy, reason="UpToDate", timeout=60)
 
-        new = base_image("v2")
-        world.publish("base", "1", new)
-        rebuilt = world.publish("app", "1.0.1", world.app_on(new, "1.0.1"))
-        target = f"{world.ref('app')}:1.0.1@{rebuilt}"
-        (pr,) = wait_for(lambda: github.pulls() or None, what="a pull request opened", timeout=90)
-        assert pr.base == "main" and pr.head.startswith(f"imagedrift/{policy}/"), pr
-        assert target in git_server.files(git_repo, branch=pr.head)[f"{MANIFESTS}/web.yaml"]
-        assert tagged in git_server.files(git_repo)[f"{MANIFESTS}/web.yaml"], "main changed"
-        assert "deployment/" in pr.body and "Passed" in pr.body, pr.body
-        writes = [r for r in github.requests() if r.method in WRITES]
-        tip = git_server.head(git_repo, branch=pr.head)
-        assert world.image_of("web") == tagged, "a proposed image reached the cluster"
+    new = base_image("v2")
+    world.publish("base", "1", new)
+    rebuilt = world.publish("app", "1.0.1", world.app_on(new, "1.0.1"))
+    target = f"{world.ref('app')}:1.0.1@{rebuilt}"
+    (pr,) = wait_for(lambda: github.pulls() or None, what="a pull request opened", timeout=90)
+    assert pr.base == "main" and pr.head.startswith(f"imagedrift/{policy}/"), pr
+    assert target in git_server.files(git_repo, branch=pr.head)[f"{MANIFESTS}/web.yaml"]
+    assert tagged in git_server.files(git_repo)[f"{MANIFESTS}/web.yaml"], "main changed"
+    assert "deployment/" in pr.body and "Passed" in pr.body, pr.body
+    writes = [r for r in github.requests() if r.method in WRITES]
+    tip = git_server.head(git_repo, branch=pr.head)
+    assert world.image_of("web") == tagged, "a proposed image reached the cluster"
 
-        # More checks, then a new operator process: nothing is written again.
-        checks_pass(operator, policy, 3)
-        assert operator.stop() is None
-        operator = operator_factory(env=env)
-        checks_pass(operator, policy, 3)
-        assert [r for r in github.requests() if r.method in WRITES] == writes
-        assert [p.number for p in github.pulls()] == [pr.number]
-        assert git_server.head(git_repo, branch=pr.head) == tip
+    # More checks, then a new operator process: nothing is written again.
+    checks_pass(operator, policy, 3)
+    assert operator.stop() is None
+    operator = operator_factory(env=env)
+    checks_pass(operator, policy, 3)
+    assert [r for r in github.requests() if r.method in WRITES] == writes
+    assert [p.number for p in github.pulls()] == [pr.number]
+    assert git_server.head(git_repo, branch=pr.head) == tip
 
-        # A human merges it (the branch lands on main and is deleted); Flux applies main.
-        github.merge(pr.number)
-        clone = tmp_path / "merge"
-        git_server.git("clone", "--quiet", git_server.url(git_repo), str(clone))
-        git_server.git("fetch", "--quiet", "origin", pr.head, cwd=clone)
-        git_server.git("merge", "--quiet", "--ff-only", "FETCH_HEAD", cwd=clone)
-        git_server.git(
-            "push", "--quiet", "origin", "HEAD:refs/heads/main", f":refs/heads/{pr.head}", cwd=clone
-        )
-        app.request_reconcile()
-        row = wait_lineage_row(world, policy, f"deployment/{world.namespace}/web", "Complete")
-        assert row["pullRequest"].endswith(f"/pull/{pr.number}"), row
-        assert world.image_of("web") == target
-        # The checks that saw the merge and verified the rollout pushed nothing again.
-        world.wait_ready(policy, reason="UpToDate", timeout=60)
-        assert len(github.pulls()) == 1
-        heads = git_server.git("ls-remote", "--heads", git_server.url(git_repo)).stdout
-        assert "imagedrift/" not in heads, "the merged branch was pushed again"
-    finally:
-        kube.core.delete_namespaced_secret(index, OPERATOR_NAMESPACE)
+    # A human merges it (the branch lands on main and is deleted); Flux applies main.
+    github.merge(pr.number)
+    clone = tmp_path / "merge"
+    git_server.git("clone", "--quiet", git_server.url(git_repo), str(clone))
+    git_server.git("fetch", "--quiet", "origin", pr.head, cwd=clone)
+    git_server.git("merge", "--quiet", "--ff-only", "FETCH_HEAD", cwd=clone)
+    git_server.git(
+        "push", "--quiet", "origin", "HEAD:refs/heads/main", f":refs/heads/{pr.head}", cwd=clone
+    )
+    app.request_reconcile()
+    row = wait_lineage_row(world, policy, f"deployment/{world.namespace}/web", "Complete")
+    assert row["pullRequest"].endswith(f"/pull/{pr.number}"), row
+    assert world.image_of("web") == target
+    # The checks that saw the merge and verified the rollout pushed nothing again.
+    world.wait_ready(policy, reason="UpToDate", timeout=60)
+    assert len(github.pulls()) == 1
+    heads = git_server.git("ls-remote", "--heads", git_server.url(git_repo)).stdout
+    assert "imagedrift/" not in heads, "the merged branch was pushed again"

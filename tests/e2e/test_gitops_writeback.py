@@ -17,21 +17,18 @@ pods do, and records the commit in the lineage.
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import yaml
-from kubernetes import client
 
 from tests.e2e.on_node import SERVE, app_on, on_real_node, runnable_base, wait_running
 from tests.e2e.promised import wait_lineage_row
 from tests.e2e.scenario import World
-from tests.e2e.support import base_spec, checks_pass, policy_status
+from tests.e2e.support import base_spec, checks_pass, git_access, policy_status
 from tests.harness.controlplane import Kube
-from tests.harness.fixtures_operator import OPERATOR_NAMESPACE
 from tests.harness.flux import Flux
 from tests.harness.flux_app import MANIFESTS, FluxApp
 from tests.harness.git_server import GitServer
@@ -102,20 +99,7 @@ def gitops(
     app.wait_image(tagged, 90)
     wait_running(world, "web", first, 2)
 
-    user, password = git_server.credentials
-    secret = operator_secrets("git-creds", {"username": user, "password": password})
-    index = f"git-index-{uuid.uuid4().hex[:6]}"
-    kube.core.create_namespaced_secret(
-        OPERATOR_NAMESPACE,
-        client.V1Secret(
-            metadata=client.V1ObjectMeta(name=index),
-            string_data={
-                "repositories": f"# the shop's repositories\n{git_server.base_url}/ {secret}\n"
-            },
-        ),
-    )
-    yield GitOpsWorld(world, app, git_server, policy, {"IMAGEDRIFT_GIT_SECRET": index})
-    kube.core.delete_namespaced_secret(index, OPERATOR_NAMESPACE)
+    yield GitOpsWorld(world, app, git_server, policy, git_access(operator_secrets, git_server))
     flux.check_alive()
 
 

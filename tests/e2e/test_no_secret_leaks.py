@@ -25,7 +25,7 @@ from imagedrift.registry.base import Credentials
 from imagedrift.registry.oci import OciRegistryClient
 from tests.e2e.promised import wait_lineage_row
 from tests.e2e.scenario import World, base_image, rolled_out
-from tests.e2e.support import acr_push, base_spec, event_grid_push
+from tests.e2e.support import acr_push, base_spec, event_grid_push, git_access
 from tests.harness import leaks
 from tests.harness.acr_server import FakeAcr
 from tests.harness.arm_server import WebhookSink
@@ -267,9 +267,6 @@ def _gitops_app(
     app.deployment = "gitweb"
     app.apply()
     app.wait_image(f"{world.ref('gapp')}:1.0.0", 90)
-    user, password = git_server.credentials
-    creds = operator_secrets("git", {"username": user, "password": password})
-    index = operator_secrets("git-index", {"repositories": f"{git_server.base_url}/ {creds}"})
     world.policy(
         "git",
         {
@@ -278,7 +275,7 @@ def _gitops_app(
             "gitops": {"mode": "Commit"},
         },
     )
-    return policy, {"IMAGEDRIFT_GIT_SECRET": index}
+    return policy, git_access(operator_secrets, git_server)
 
 
 def _deliver(
