@@ -131,11 +131,12 @@ class Metrics:
             self.throttled.labels(host).inc()
 
     def on_git_write(self, url: str, outcome: str, retries: int) -> None:
-        """GitWriter's hook: a commit pushed (after ``retries`` refused pushes) or failed."""
+        """GitWriter's hook: a commit pushed, a write failed, or ``retries`` pushes refused
+        because another writer got in first (told as they happen)."""
         repository = redact_url(url)
         if outcome == "committed":
             self.git_commits.labels(repository).inc()
-        else:
+        elif outcome == "failed":
             self.git_failures.labels(repository).inc()
         if retries:
             self.git_retries.labels(repository).inc(retries)

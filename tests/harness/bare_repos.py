@@ -4,9 +4,10 @@ Both test servers (``GitServer`` over HTTP, ``SshGitServer`` over SSH) keep thei
 repositories the same way and differ only in how a client reaches them, so that part lives
 here once: ``BareRepositories`` names a repository's directory (``<name>.git``), makes one
 with one commit (``create_repo``), changes files as an outside writer does, through the
-server (``commit``), and reads a branch straight from the bare repository (``head``,
-``files``, ``log``, ``message``). A server adds how a client runs git, a repository's URL
-and where scratch clones go.
+server (``commit``) or straight into the bare repository (``commit_local``: fast, and
+absent from a server's request log), and reads a branch straight from the bare repository
+(``head``, ``files``, ``log``, ``message``). A server adds how a client runs git, a
+repository's URL and where scratch clones go.
 
 git on the repositories' files runs with ``local_env()``: no user or system configuration,
 no prompt, and the outside writer's identity in every commit it makes.
@@ -27,6 +28,9 @@ from typing import ClassVar, Final
 from tests.harness.procs import HarnessError
 
 GIT_TIMEOUT: Final = 60.0
+# Attempts of one ``commit_local`` whose branch keeps moving under it (pushes through the
+# server land in between): each reads the branch again.
+LOCAL_ATTEMPTS: Final = 20
 # The outside writer's identity in the commits it makes.
 WRITER_NAME: Final = "Outside Writer"
 WRITER_EMAIL: Final = "writer@example.invalid"
@@ -105,6 +109,58 @@ class BareRepositories(ABC):
             return git("rev-parse", "HEAD", cwd=work).strip()
         finally:
             shutil.rmtree(work, ignore_errors=True)
+
+    def commit_local(
+        self,
+        name: str,
+        files: Mapping[str, str | None],
+        *,
+        message: str = "Change files",
+        branch: str = "main",
+        append: bool = False,
+    ) -> str:
+        """As an outside writer, straight into the bare repository (no clone, no request to
+        the server): one commit on ``branch`` writing ``files`` (``None`` deletes a path;
+        with ``append``, each text is added to the end of the file as the branch has it);
+        returns its sha. Thread-safe, and safe against pushes through the server: the
+        branch moves only from the head the commit was made on (a compare-and-swap), else
+        the commit is made again on the new head, at most ``LOCAL_ATTEMPTS`` times."""
+        bare = self._bare(name)
+        ref = f"refs/heads/{branch}"
+        work = Path(tempfile.mkdtemp(prefix="local-", dir=self._work_dir()))
+        # Its own index: the bare repository has none, and concurrent writers share nothing.
+        env = {**local_env(), "GIT_INDEX_FILE": str(work / "index")}
+
+        def git(*args: str) -> str:
+            return run(["git", *args], what=f"git {' '.join(args)}", cwd=bare, env=env)
+
+        moved: HarnessError | None = None
+        try:
+            for _ in range(LOCAL_ATTEMPTS):
+                parent = git("rev-parse", "--verify", ref).strip()
+                git("read-tree", parent)
+                for path, text in files.items():
+                    if text is None:
+                        git("update-index", "--force-remove", "--", path)
+                        continue
+                    if append and git("ls-tree", "--name-only", parent, "--", path).strip():
+                        text = git("show", f"{parent}:{path}") + text
+                    blob = work / "blob"
+                    blob.write_text(text)
+                    sha = git("hash-object", "-w", "--", str(blob)).strip()
+                    git("update-index", "--add", "--cacheinfo", f"100644,{sha},{path}")
+                tree = git("write-tree").strip()
+                made = git("commit-tree", tree, "-p", parent, "-m", message).strip()
+                try:
+                    git("update-ref", "-m", message, ref, made, parent)
+                    return made
+                except HarnessError as exc:
+                    moved = exc  # the branch moved since it was read: again, on its new head
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        raise HarnessError(
+            f"{name} branch {branch} moved under {LOCAL_ATTEMPTS} local commits in a row"
+        ) from moved
 
     def head(self, name: str, *, branch: str = "main") -> str:
         """The sha ``branch`` points at, read from the bare repository."""
@@ -212,6 +268,7 @@ def write_files(work: Path, files: Mapping[str, str | None]) -> None:
 
 __all__ = [
     "GIT_TIMEOUT",
+    "LOCAL_ATTEMPTS",
     "WRITER_EMAIL",
     "WRITER_NAME",
     "BareRepositories",

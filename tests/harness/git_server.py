@@ -11,8 +11,13 @@ Every request is logged (``requests``: method, path, repository, service, status
 user agent) so tests can count what a client fetched. The repositories are made and read
 as ``bare_repos.BareRepositories`` does for both test servers: ``create_repo`` makes one
 with one commit, on disk, so no request is logged; ``commit`` changes files as an outside
-writer does: a clone over HTTP, a commit, a push; ``head``, ``files``, ``log`` and
-``message`` read a branch straight from the bare repository.
+writer does: a clone over HTTP, a commit, a push (``commit_local`` writes on disk, unlogged);
+``head``, ``files``, ``log`` and ``message`` read a branch straight from the bare repository.
+
+A test can act at an exact point of a client's conversation: ``intercept(hook)`` runs
+``hook(request)`` for each request once its answer is made and logged, before it is sent.
+What the hook changes, that answer does not show: an outside commit made after the answer
+to a fetch and before the client has it makes the client's next push be refused, every time.
 
 Credentials never appear in a process's arguments or in a URL: git gets them as an
 ``http.extraHeader`` through ``GIT_CONFIG_*`` environment variables.
@@ -28,6 +33,8 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -93,6 +100,8 @@ class GitServer(BareRepositories):
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._scratch: Path | None = None
+        self._hook: Callable[[GitRequest], None] | None = None
+        self.hook_errors: list[BaseException] = []  # what a hook raised (its answer still went)
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -271,6 +280,25 @@ class GitServer(BareRepositories):
         with self._lock:
             self._requests.clear()
 
+    # -- acting between an answer and its sending -------------------------------------------
+
+    @contextmanager
+    def intercept(self, hook: Callable[[GitRequest], None]) -> Iterator[None]:
+        """Run ``hook(request)`` in the request's thread for every request answered while
+        inside: after its answer is made and logged, before it is sent (see the module
+        doc). One hook at a time; what it raises is kept in ``hook_errors`` (emptied on
+        entering)."""
+        with self._lock:
+            if self._hook is not None:
+                raise HarnessError("the git server runs a hook already")
+            self._hook = hook
+            self.hook_errors.clear()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._hook = None
+
     # -- internals ------------------------------------------------------------------------
 
     def _client_git(self, *args: str, cwd: Path | None = None) -> str:
@@ -284,6 +312,13 @@ class GitServer(BareRepositories):
     def _record(self, request: GitRequest) -> None:
         with self._lock:
             self._requests.append(request)
+            hook = self._hook
+        if hook is not None:
+            try:
+                hook(request)
+            except Exception as exc:  # the client gets its answer whatever the hook did
+                with self._lock:
+                    self.hook_errors.append(exc)
 
     def _check_auth(self, authorization: str) -> str | None:
         """The user name when ``authorization`` carries this server's basic credentials."""
@@ -369,7 +404,8 @@ class _Handler(BaseHTTPRequestHandler):
             )
         else:
             status, headers, data = owner._run_backend(self, path, parts.query, user, body)
-        # Logged before answering: a client that has its answer finds it counted.
+        # Logged (and a test's hook run) before answering: a client that has its answer
+        # finds it counted.
         owner._record(
             GitRequest(
                 self.command,

@@ -112,3 +112,31 @@ def test_credentials_never_appear_in_a_process_argument(
     assert seen and not any(password in arg for args in seen for arg in args)
     with pytest.raises(GitError, match="credentials in a repository URL"):
         Repository("http://u:p@127.0.0.1:1/r.git", "main", tmp_path / "x")
+
+
+def test_a_branch_moved_while_the_push_updates_it_is_retried_and_counted(
+    git_server: GitServer, git_repo: str, tmp_path: Path
+) -> None:
+    """Another writer commits between the push's ref advertisement and its update: the
+    server refuses the update ("failed to update ref" / "cannot lock ref"), not the client.
+    That too is a push another writer beat: fetched, planned again, pushed, and counted."""
+    git_server.create_repo(git_repo, {"apps/web.yaml": MANIFEST, "NOTES.md": "notes\n"})
+    repo = repository(git_server, git_repo, tmp_path)
+    moved: list[str] = []
+
+    def interloper(request: Any) -> None:
+        advertised = request.service == "git-receive-pack" and request.method == "GET"
+        if advertised and not moved:
+            moved.append(git_server.commit_local(git_repo, {"NOTES.md": "them\n"}, append=True))
+
+    refused: list[int] = []
+    with git_server.intercept(interloper):
+        pushed = repo.commit(
+            replace_image, "imagedrift", "apps", on_refused=lambda: refused.append(1)
+        )
+    assert git_server.hook_errors == []
+    assert moved and pushed is not None and pushed.retries == 1 and refused == [1]
+    files = git_server.files(git_repo)
+    assert files["apps/web.yaml"] == MANIFEST.replace(OLD, NEW)
+    assert files["NOTES.md"] == "notes\nthem\n", "the other writer's commit was lost"
+    assert [c.sha for c in git_server.log(git_repo)][1] == moved[0]

@@ -22,6 +22,7 @@ import pytest
 
 from imagedrift.engine.check import PolicyChecker
 from imagedrift.engine.commits import Committer
+from imagedrift.engine.git_preview import GitPreview
 from imagedrift.engine.git_writes import GitWriter
 from imagedrift.engine.gitops_sources import GitCredentialStore, SourceFinder
 from imagedrift.engine.proposals import PullRequestClients
@@ -252,3 +253,28 @@ def test_a_pull_request_closed_without_merging_is_not_proposed_again(prw: PrWorl
     w.check("later", advance=60)
     assert p.api_writes() == writes and len(p.server.pulls()) == 1
     assert old in p.git.files(p.repo)["apps/ahead.yaml"] and target not in str(p.git.files(p.repo))
+
+
+def test_a_dry_run_looks_pull_requests_up_and_opens_none(prw: PrWorld) -> None:
+    """What ``imagedrift plan`` wires: the diff and the branch it would propose, read-only."""
+    p, w = prw, prw.world
+    old, target = setup(p)
+    credentials = GitCredentialStore(p.cluster, index="index")
+    preview = GitPreview(credentials)
+    prs = PullRequestClients(credentials, verify=p.tls.ca_cert, clock=lambda: w.clock)
+    w.checker = PolicyChecker(
+        w.pool,
+        w.kube,
+        w.checker.observer.reads.images,
+        w.bases,
+        w.searches,
+        sources=SourceFinder(p.cluster),
+        committer=Committer(preview, prs, read_only=True),
+    )
+    w.check("planned", advance=60)
+    assert p.api_writes() == [] and p.server.pulls() == [] and p.heads() == ["main"]
+    (commit,) = preview.commits
+    assert f"-        image: {old}\n" in commit.diff, commit.diff
+    assert f"+        image: {target}\n" in commit.diff, commit.diff
+    assert commit.proposed_on.startswith(f"imagedrift/{w.policy_name}/"), commit
+    assert any(r.method == "GET" for r in p.server.requests()), "the pull request was not looked up"

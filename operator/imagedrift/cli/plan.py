@@ -50,6 +50,7 @@ from imagedrift.engine.gitops_sources import (
     SourceFinder,
 )
 from imagedrift.engine.ports import GitOpsReader, KubePort, PodReader, ValidationKube
+from imagedrift.engine.proposals import PullRequestClients
 from imagedrift.engine.registries import RegistryPool, SecretReader
 
 
@@ -140,14 +141,14 @@ def run_check(
     mirrors = parse_mirrors(os.environ.get("IMAGEDRIFT_REGISTRY_MIRRORS", ""))
     pool = RegistryPool(secrets, namespace=operator_namespace, verify=verify, mirrors=mirrors)
     sources, preview = _write_back(reader)
+    committer = None
+    if preview is not None:
+        # Pull requests are looked up as the operator does, never opened or edited.
+        prs = PullRequestClients(preview.credentials, verify=verify)
+        committer = Committer(preview, prs, read_only=True)
     try:
         checker = PolicyChecker(
-            pool,
-            kube,
-            ImageCache(),
-            BaseWatcher(),
-            sources=sources,
-            committer=Committer(preview) if preview is not None else None,
+            pool, kube, ImageCache(), BaseWatcher(), sources=sources, committer=committer
         )
         result = checker.check(spec, body, workloads, now, clock)
     finally:

@@ -55,9 +55,17 @@ class Writer(Protocol):
 
 
 class Committer:
-    def __init__(self, writer: Writer, pull_requests: PullRequestClients | None = None) -> None:
+    def __init__(
+        self,
+        writer: Writer,
+        pull_requests: PullRequestClients | None = None,
+        *,
+        read_only: bool = False,
+    ) -> None:
         self.writer = writer
         self.pull_requests = pull_requests  # None: pull requests are not wired
+        # A dry run (``imagedrift plan``): pull requests are looked up, never opened or edited.
+        self.read_only = read_only
 
     def apply(
         self, policy: PolicySpec, base_digest: str, planned: PolicyPlan
@@ -152,6 +160,12 @@ class Committer:
             pr = merged.url if merged is not None else ""
             return {k: dataclasses.replace(r, pull_request=pr) for k, r in results.items()}
         title, _, body = message.partition("\n")
+        if self.read_only:
+            shown = found.url if found is not None else f"(would open from {branch})"
+            return {
+                k: dataclasses.replace(r, pull_request=shown, head=branch)
+                for k, r in results.items()
+            }
         try:
             if found is None:
                 found = client.open(branch, base, title, body.strip())

@@ -49,7 +49,7 @@ class GitPreview:
         *,
         timeout: float = TIMEOUT,
     ) -> None:
-        self._credentials = credentials
+        self.credentials = credentials
         self.timeout = timeout
         self.commits: list[PreviewCommit] = []
 
@@ -115,7 +115,7 @@ class GitPreview:
     def _read(self, url: str, branch: str, paths: Sequence[str]) -> tuple[str, dict[str, str]]:
         """The branch's head and its YAML files under ``paths``, from a throwaway clone."""
         with tempfile.TemporaryDirectory(prefix="imagedrift-plan-") as scratch:
-            creds = self._credentials(url) or GitCredentials()
+            creds = self.credentials(url) or GitCredentials()
             repo = Repository(url, branch, Path(scratch) / "clone", creds, timeout=self.timeout)
             head = repo.fetch()
             return head, repo.files(paths)

@@ -75,7 +75,8 @@ class GitWriter:
         self._credentials = credentials
         self._author = author
         self._max = max_repositories
-        # (repository URL, "committed" | "failed", pushes retried): the metrics' hook
+        # (repository URL, "committed" | "failed" | "refused", pushes retried): the metrics'
+        # hook; a refused push is told as it happens, whatever becomes of the write
         self._hook = on_write or (lambda url, outcome, retries: None)
         self._repos: OrderedDict[tuple[str, str], Repository] = OrderedDict()
         self._lock = threading.Lock()
@@ -134,12 +135,18 @@ class GitWriter:
         try:
             repo = self._repository(url, branch)
             paths = sorted({w.source.path for w in group})
-            pushed = repo.commit(edit, message, paths, author=author)
+            pushed = repo.commit(
+                edit,
+                message,
+                paths,
+                author=author,
+                on_refused=lambda: self._hook(url, "refused", 1),
+            )
         except (GitAuthError, GitConflict, GitError) as exc:
             self._hook(url, "failed", 0)
             return {w.key: GitWritten(w.key, Written.FAILED, str(exc)) for w in group}
         if pushed is not None:
-            self._hook(url, "committed", pushed.retries)
+            self._hook(url, "committed", 0)  # its refused pushes were counted as they came
         return {key: _pushed(result, pushed) for key, result in planned.items()}
 
     def _repository(self, url: str, branch: str) -> Repository:

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import base64
 import os
+import random
+import re
 import shutil
 import subprocess
 import tempfile
@@ -29,7 +31,7 @@ from pathlib import Path
 from imagedrift.errors import GitAuthError, GitConflict, GitError
 
 TIMEOUT = 60.0  # seconds for one git call (a fetch of a shallow clone, a push)
-MAX_ATTEMPTS = 5  # pushes of one change set, including the first
+MAX_ATTEMPTS = 8  # pushes of one change set, including the first
 BACKOFF = 0.2  # seconds before the second attempt, doubling
 YAML = (".yaml", ".yml")
 NAMES = ("Kustomization",)  # YAML files without the suffix
@@ -140,11 +142,14 @@ class Repository:
         path: str | Sequence[str] = "",
         *,
         author: Author | None = None,
+        on_refused: Callable[[], None] | None = None,
     ) -> Pushed | None:
         """Fetch, apply ``edit`` to the files under ``path``, commit (by ``author``, else the
         repository's) and push; on a refused push (another writer first) fetch and apply it
-        again. None when the edit changes nothing (no commit on an empty diff). Raises
-        GitConflict, GitAuthError, GitError."""
+        again. None when the edit changes nothing (no commit on an empty diff). Every
+        refused push is also told to ``on_refused`` as it happens (counted even when the
+        write then fails or finds nothing left to do). Raises GitConflict, GitAuthError,
+        GitError."""
         who = author or self.author
         with self.lock, self._env() as env:
             retries = 0
@@ -158,8 +163,11 @@ class Repository:
                     self._git(env, "push", "--quiet", "origin", f"HEAD:refs/heads/{self.branch}")
                 except _Rejected:
                     retries += 1
+                    if on_refused is not None:
+                        on_refused()
                     if attempt + 1 < self.max_attempts:
-                        time.sleep(min(self.backoff * 2**attempt, 5.0))
+                        # Jittered: two writers that collided once should not again.
+                        time.sleep(min(self.backoff * 2**attempt, 5.0) * random.uniform(0.5, 1.5))
                     continue
                 return Pushed(sha, retries, tuple(sorted(changed)))
             raise GitError(
@@ -276,20 +284,18 @@ class Repository:
             ) from None
         if done.returncode == 0:
             return done.stdout
-        said = (done.stderr or done.stdout).strip().splitlines()
-        last = said[-1] if said else f"exit code {done.returncode}"
-        if (
-            args
-            and args[0] == "push"
-            and any(w in done.stderr for w in ("[rejected]", "fetch first", "non-fast-forward"))
-        ):
+        said = [line for line in (done.stderr or done.stdout).strip().splitlines() if line]
+        # The cause, not git's closing "failed to push some refs" line.
+        telling = [line for line in said if "failed to push some refs" not in line]
+        last = (telling or said or [f"exit code {done.returncode}"])[-1].strip()
+        if args and args[0] == "push" and any(w in done.stderr for w in _MOVED_WORDS):
             raise _Rejected(last)
         if "Host key verification failed" in done.stderr:  # ours refused theirs: say so
             raise GitAuthError(
                 f"{self.url}: the server's SSH host key is not one pinned in known_hosts "
                 "(Host key verification failed)"
             )
-        if any(w in done.stderr for w in _AUTH_WORDS):
+        if any(w in done.stderr for w in _AUTH_WORDS) or _AUTH_STATUS.search(done.stderr):
             raise GitAuthError(f"{self.url}: the server refused the credentials ({last})")
         raise GitError(f"git {args[0]} on {self.url}: {last}")
 
@@ -371,7 +377,19 @@ _AUTH_WORDS = (
     "could not read Username",
     "could not read Password",
     "Permission denied",
-    "401",
-    "403",
     "terminal prompts disabled",
+)
+# An HTTP status in git's own words (a port or a sha holding "401" is not one).
+_AUTH_STATUS = re.compile(
+    r"returned error: 40[13]\b|\bHTTP 40[13]\b|\b40[13] (Unauthorized|Forbidden)"
+)
+# The branch moved under the push: another writer was first (refused before the update, or
+# by the server's ref lock while updating): fetch, plan again, push again.
+_MOVED_WORDS = (
+    "[rejected]",
+    "fetch first",
+    "non-fast-forward",
+    "failed to update ref",
+    "cannot lock ref",
+    "[remote rejected]",
 )
