@@ -124,3 +124,34 @@ def test_clones_kept_are_bounded(git_server: GitServer, git_repo: str, tmp_path:
     for url in urls:
         assert w.write([write(url, "web")], "m")["deployment/shop/web"].sha
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
+
+
+def test_writes_soon_after_our_own_push_start_from_it_and_a_moved_branch_is_fetched(
+    git_server: GitServer, git_repo: str, tmp_path: Path
+) -> None:
+    """Policies sharing a repository write one after the other within an interval: the
+    first fetches, the next start from the commit they pushed (no fetch); when someone else
+    pushed meanwhile, the push is refused, the branch fetched, and the write lands on top."""
+    files = {f"apps/{n}.yaml": manifest(n) for n in ("web", "api", "cart")}
+    url = git_server.create_repo(git_repo, files)
+    w = writer(git_server, tmp_path)
+    fetches = git_server.fetches(git_repo)
+    assert w.write([write(url, "web")], "policy a")["deployment/shop/web"].sha
+    assert w.write([write(url, "api")], "policy b")["deployment/shop/api"].sha
+    assert git_server.fetches(git_repo) == fetches + 1, "fetched again right after our push"
+    git_server.commit_local(git_repo, {"NOTES.md": "someone else\n"})
+    cart = w.write([write(url, "cart")], "policy c")["deployment/shop/cart"]
+    assert cart.outcome is Written.COMMITTED and cart.retries == 1, cart
+    assert git_server.fetches(git_repo) == fetches + 2
+    after = git_server.files(git_repo)
+    assert after["NOTES.md"] == "someone else\n"
+    for name in ("web", "api", "cart"):
+        assert after[f"apps/{name}.yaml"] == manifest(name).replace(
+            OLD.format(app=name), NEW.format(app=name)
+        )
+    assert [c.subject for c in git_server.log(git_repo)][:4] == [
+        "policy c",
+        "Change files",
+        "policy b",
+        "policy a",
+    ]

@@ -83,14 +83,22 @@ class Committer:
             heads[step.git.source.url, step.git.source.branch, step.git.head].append(step)
         for (url, base, head), group in heads.items():
             written.update(self._propose(policy, base_digest, planned, url, base, head, group))
-        forward = [s for s in forward if s.git is not None and not s.git.head]
-        if forward:
-            message = commit_message.compose(policy, base_digest, forward, planned.history)
-            writes = [_write(policy, s) for s in forward]
+        # One commit per repository and branch, its message naming only what it changes.
+        by_branch: dict[tuple[str, str], list[Step]] = {}
+        for step in forward:
+            if step.git is not None and not step.git.head:
+                by_branch.setdefault((step.git.source.url, step.git.source.branch), []).append(step)
+        for group in by_branch.values():
+            message = commit_message.compose(policy, base_digest, group, planned.history)
+            writes = [_write(policy, s) for s in group]
             written.update(self.writer.write(writes, message, author=author))
-        if back:
-            message = commit_message.rollback(policy, back)
-            writes = [_write(policy, s) for s in back]
+        rollbacks: dict[tuple[str, str], list[Step]] = {}
+        for step in back:
+            assert step.git is not None
+            rollbacks.setdefault((step.git.source.url, step.git.source.branch), []).append(step)
+        for group in rollbacks.values():
+            message = commit_message.rollback(policy, group)
+            writes = [_write(policy, s) for s in group]
             written.update(self.writer.write(writes, message, author=author))
         steps: list[Step] = []
         failed: dict[str, WriteResult] = {}

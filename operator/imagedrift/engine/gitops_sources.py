@@ -95,15 +95,16 @@ class SourceFinder:
     def _get(self, kind: str, namespace: str, name: str) -> Mapping[str, Any] | None:
         key = (kind, namespace, name)
         now = self.clock()
+        # Held across the GET: workers checking policies of one Kustomization at once wait
+        # for the one read instead of each sending theirs (reads are cached, and short).
         with self._lock:
             cached = self._objects.get(key)
-        if cached is not None and now - cached[0] < self.ttl:
-            return cached[1]
-        body = self.kube.get_gitops_object(kind, namespace, name)
-        with self._lock:
+            if cached is not None and now - cached[0] < self.ttl:
+                return cached[1]
+            body = self.kube.get_gitops_object(kind, namespace, name)
             self.reads += 1
             self._objects[key] = (now, body)
-        return body
+            return body
 
 
 class GitCredentialStore:

@@ -33,6 +33,7 @@ from imagedrift.errors import GitAuthError, GitConflict, GitError
 TIMEOUT = 60.0  # seconds for one git call (a fetch of a shallow clone, a push)
 MAX_ATTEMPTS = 8  # pushes of one change set, including the first
 BACKOFF = 0.2  # seconds before the second attempt, doubling
+FRESH = 60.0  # seconds our own last fetch or push stands for the branch's head
 YAML = (".yaml", ".yml")
 NAMES = ("Kustomization",)  # YAML files without the suffix
 
@@ -95,6 +96,7 @@ class Repository:
         timeout: float = TIMEOUT,
         max_attempts: int = MAX_ATTEMPTS,
         backoff: float = BACKOFF,
+        fresh_for: float = FRESH,
     ) -> None:
         if _credentials_in(url):
             raise GitError("credentials in a repository URL are refused: use a Secret")
@@ -106,7 +108,13 @@ class Repository:
         self.timeout = timeout
         self.max_attempts = max_attempts
         self.backoff = backoff
+        self.fresh_for = fresh_for
         self.lock = threading.Lock()
+        # When the checkout last was the branch's head, as fetched or as we pushed it: a
+        # write soon after starts from it without a fetch (a push another writer beat is
+        # refused, and then it fetches), so a repository several policies write to in one
+        # interval is fetched about once, not once per policy.
+        self._synced: float | None = None
 
     # -- reading --------------------------------------------------------------------------
 
@@ -154,14 +162,24 @@ class Repository:
         with self.lock, self._env() as env:
             retries = 0
             for attempt in range(self.max_attempts):
-                self._fetch(env)
-                changed = self._stage(env, edit(self.files(path)))
-                if not changed:
-                    return None
-                sha = self._commit(env, who, message)
+                try:
+                    trusted = self._sync(env, trust_fresh=attempt == 0)
+                    changed = self._stage(env, edit(self.files(path)))
+                    if not changed and trusted:
+                        # "Nothing to do" is never decided on a checkout not fetched now.
+                        self._synced = None
+                        continue
+                    if not changed:
+                        return None
+                    sha = self._commit(env, who, message)
+                except BaseException:
+                    self._synced = None  # whatever the checkout holds now, fetch next time
+                    raise
                 try:
                     self._git(env, "push", "--quiet", "origin", f"HEAD:refs/heads/{self.branch}")
+                    self._synced = time.monotonic()
                 except _Rejected:
+                    self._synced = None
                     retries += 1
                     if on_refused is not None:
                         on_refused()
@@ -193,6 +211,7 @@ class Repository:
         who = author or self.author
         with self.lock, self._env() as env:
             self._fetch(env)
+            self._synced = None  # the checkout will hold the proposal, not the base's head
             changed = self._stage(env, edit(self.files(path)))
             if not changed:
                 return None
@@ -253,6 +272,18 @@ class Repository:
             raise GitConflict(f"path {rel!r} leaves the repository")
         return target
 
+    def _sync(self, env: dict[str, str], *, trust_fresh: bool) -> bool:
+        """The checkout at the branch's head: fetched, or (``trust_fresh``) as it was left
+        by our own fetch or push less than ``fresh_for`` seconds ago, cleaned. True when
+        it was not fetched."""
+        synced = self._synced
+        if trust_fresh and synced is not None and time.monotonic() - synced < self.fresh_for:
+            self._git(env, "checkout", "--quiet", "--force", "--detach", "HEAD")
+            self._git(env, "clean", "--quiet", "-d", "--force")
+            return True
+        self._fetch(env)
+        return False
+
     def _fetch(self, env: dict[str, str]) -> str:
         if not (self.root / ".git").is_dir():
             self.root.mkdir(parents=True, exist_ok=True)
@@ -264,6 +295,7 @@ class Repository:
         )
         self._git(env, "checkout", "--quiet", "--force", "--detach", remote)
         self._git(env, "clean", "--quiet", "-d", "--force")
+        self._synced = time.monotonic()
         return self._git(env, "rev-parse", "HEAD").strip()
 
     def _git(self, env: dict[str, str], *args: str, stdin: str | None = None) -> str:
