@@ -7,7 +7,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: all lock deps python-deps system-deps controlplane lint test unit demo bench bench-scale clean
+.PHONY: all lock deps python-deps system-deps controlplane lint test unit demo bench bench-scale bench-gitops clean
 
 all: test
 
@@ -56,6 +56,10 @@ bench: deps
 # The real operator process at fleet size, e.g. make bench-scale ARGS="--policies 1000 --workloads 10000 --bases 20"
 bench-scale: deps
 	$(BIN)/python scripts/bench_scale.py $(ARGS)
+
+# GitOps write-back at size: make bench-gitops ARGS="--workloads 500 --repos 50 --policies 10"
+bench-gitops: deps
+	$(BIN)/python scripts/bench_gitops.py $(ARGS)
 
 # Re-resolves every dependency to the newest versions pyproject.toml allows and rewrites both
 # locks (dev: tests and tools; runtime: what the image installs, the same versions). Run

@@ -16,6 +16,7 @@ clients' request hook, so the engine stays free of metric calls.
     imagedrift_git_commits_total{repository}             write-back commits pushed
     imagedrift_git_push_retries_total{repository}        pushes refused: another writer first
     imagedrift_git_write_failures_total{repository}      writes that failed (retried next check)
+    imagedrift_git_pull_requests_total{repository,action} pull requests opened / updated
 """
 
 from __future__ import annotations
@@ -113,6 +114,12 @@ class Metrics:
             ["repository"],
             registry=r,
         )
+        self.git_pull_requests = Counter(
+            "imagedrift_git_pull_requests_total",
+            "Write-back pull requests opened or updated.",
+            ["repository", "action"],
+            registry=r,
+        )
         self.leading = Gauge(
             "imagedrift_leader",
             "1 while this replica holds the Lease and works; 0 on a standby.",
@@ -140,6 +147,9 @@ class Metrics:
             self.git_failures.labels(repository).inc()
         if retries:
             self.git_retries.labels(repository).inc(retries)
+
+    def on_pull_request(self, url: str, action: str) -> None:
+        self.git_pull_requests.labels(redact_url(url), action).inc()
 
     def on_budget_exhausted(self, host: str) -> None:
         self.budget_exhausted.labels(host).inc()

@@ -28,6 +28,7 @@ Environment:
     IMAGEDRIFT_GIT_CACHE        where clones for GitOps write-back live (default a private
                                 directory under the system's temporary directory)
     IMAGEDRIFT_GIT_REPOSITORIES clones kept at most (default 50; the least recently used go)
+    IMAGEDRIFT_GIT_CACHE_BYTES  ... and bytes on disk, all together (default 512 MiB)
     IMAGEDRIFT_GIT_SECRET       the Secret naming each repository's credentials Secret
                                 (default imagedrift-git; see engine.gitops_sources)
     IMAGEDRIFT_ARGOCD_NAMESPACE where Argo CD Applications live (default argocd)
@@ -57,7 +58,7 @@ from imagedrift.engine.caches import BaseWatcher, ImageCache, TtlCache
 from imagedrift.engine.check import PolicyChecker
 from imagedrift.engine.commits import Committer
 from imagedrift.engine.controller import Controller
-from imagedrift.engine.git_writes import GitWriter
+from imagedrift.engine.git_writes import MAX_BYTES, GitWriter
 from imagedrift.engine.gitops_sources import INDEX_SECRET, GitCredentialStore, SourceFinder
 from imagedrift.engine.leadership import Elector
 from imagedrift.engine.ports import Event
@@ -192,10 +193,15 @@ def _committer(kube: KubeAdapter) -> Committer:
         Path(root),
         credentials,
         max_repositories=int(os.environ.get("IMAGEDRIFT_GIT_REPOSITORIES", "50")),
+        max_bytes=int(os.environ.get("IMAGEDRIFT_GIT_CACHE_BYTES", str(MAX_BYTES))),
         on_write=STATE.metrics.on_git_write,
     )
     ca = os.environ.get("IMAGEDRIFT_CA_BUNDLE")
-    return Committer(writer, PullRequestClients(credentials, verify=ca or True))
+    return Committer(
+        writer,
+        PullRequestClients(credentials, verify=ca or True),
+        on_pull_request=STATE.metrics.on_pull_request,
+    )
 
 
 def _start_elector(kube: KubeAdapter, controller: Controller) -> None:

@@ -1,7 +1,8 @@
 """GitOps write-back's write (``engine.git_writes``) against a real git server: one commit
 per repository and branch for a wave's workloads, what cannot be written is that
 workload's reason, a repository that fails does not stop the others, nothing is committed
-twice, each repository is fetched once per write, and the clones kept are bounded."""
+twice, each repository is fetched once per write, and the clones kept are bounded (in
+number and bytes)."""
 
 from __future__ import annotations
 
@@ -124,6 +125,22 @@ def test_clones_kept_are_bounded(git_server: GitServer, git_repo: str, tmp_path:
     for url in urls:
         assert w.write([write(url, "web")], "m")["deployment/shop/web"].sha
     assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 2
+
+
+def test_clones_kept_fit_their_byte_budget(
+    git_server: GitServer, git_repo: str, tmp_path: Path
+) -> None:
+    """A budget smaller than two clones keeps only the one in use (never that one)."""
+    urls = [
+        git_server.create_repo(f"{git_repo}-{i}", {"apps/web.yaml": manifest("web")})
+        for i in range(3)
+    ]
+    user, password = git_server.credentials
+    creds = GitCredentials(user, password)
+    w = GitWriter(tmp_path, lambda url: creds, max_bytes=1)
+    for url in urls:
+        assert w.write([write(url, "web")], "m")["deployment/shop/web"].sha
+        assert len([p for p in tmp_path.iterdir() if p.is_dir()]) == 1
 
 
 def test_writes_soon_after_our_own_push_start_from_it_and_a_moved_branch_is_fetched(

@@ -67,6 +67,7 @@ class PrWorld:
             "token": server.token.encode(),
         }
         self.restarts = 0
+        self.told: list[str] = []  # what the metrics' hook heard: opened, updated
         self.restart()
 
     def restart(self) -> None:
@@ -86,7 +87,9 @@ class PrWorld:
             w.bases,
             w.searches,
             sources=SourceFinder(self.cluster),
-            committer=Committer(writer, prs),
+            committer=Committer(
+                writer, prs, on_pull_request=lambda url, action: self.told.append(action)
+            ),
         )
 
     def api_writes(self) -> list[str]:
@@ -215,6 +218,7 @@ def test_one_pull_request_per_candidate_across_checks_and_restarts(prw: PrWorld)
     later = p.api_writes()[len(writes) :]
     assert len(later) == 1 and not later[0].startswith("POST"), later
     assert "deployment/shop/api" in updated.body and "deployment/shop/web" in updated.body
+    assert p.told == ["opened", "updated"], "pull requests counted wrong"
 
     # Merged by a human, applied by Flux: verified, the lineage names the pull request.
     p.merge(pr.number, pr.head)

@@ -17,7 +17,7 @@ service is down meanwhile, and no reviewer should stand between it and what ran 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from imagedrift.core import commit_message
@@ -61,11 +61,14 @@ class Committer:
         pull_requests: PullRequestClients | None = None,
         *,
         read_only: bool = False,
+        on_pull_request: Callable[[str, str], None] | None = None,
     ) -> None:
         self.writer = writer
         self.pull_requests = pull_requests  # None: pull requests are not wired
         # A dry run (``imagedrift plan``): pull requests are looked up, never opened or edited.
         self.read_only = read_only
+        # (repository URL, "opened" | "updated"): the metrics' hook
+        self._told = on_pull_request or (lambda url, action: None)
 
     def apply(
         self, policy: PolicySpec, base_digest: str, planned: PolicyPlan
@@ -177,8 +180,10 @@ class Committer:
         try:
             if found is None:
                 found = client.open(branch, base, title, body.strip())
+                self._told(url, "opened")
             elif proposed.pushed or found.title != title:
                 found = client.update(found, title, body.strip())
+                self._told(url, "updated")
         except GitError as exc:
             # The branch is pushed; the next check finds no pull request and opens it.
             return each(Written.FAILED, f"pull request from {branch}: {exc}")

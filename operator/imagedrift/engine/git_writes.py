@@ -8,15 +8,18 @@ of the one before (two workloads in one file make one commit). What cannot be wr
 that workload's reason, never the group's: a Flux marker on one workload's value refuses
 that one, and the others are committed. A server fault is the reason of every workload of
 its group, and the other groups go on. Clones are kept for the repositories in use, at
-most ``max_repositories``, the least recently used removed from disk first.
+most ``max_repositories`` and ``max_bytes`` on disk, the least recently used removed first.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -28,6 +31,8 @@ from imagedrift.errors import GitAuthError, GitConflict, GitError
 from imagedrift.git.repository import Author, GitCredentials, Proposed, Pushed, Repository
 
 MAX_REPOSITORIES = 50
+MAX_BYTES = 512 * 1024 * 1024  # on disk, all clones together
+PARALLEL = 4  # repositories one write sends to at once
 
 
 class Written(StrEnum):
@@ -69,12 +74,14 @@ class GitWriter:
         *,
         author: Author | None = None,
         max_repositories: int = MAX_REPOSITORIES,
+        max_bytes: int = MAX_BYTES,
         on_write: Callable[[str, str, int], None] | None = None,
     ) -> None:
         self.root = root
         self._credentials = credentials
         self._author = author
         self._max = max_repositories
+        self._max_bytes = max_bytes
         # (repository URL, "committed" | "failed" | "refused", pushes retried): the metrics'
         # hook; a refused push is told as it happens, whatever becomes of the write
         self._hook = on_write or (lambda url, outcome, retries: None)
@@ -91,8 +98,17 @@ class GitWriter:
         for w in writes:
             groups.setdefault((w.source.url, w.source.branch), []).append(w)
         out: dict[str, GitWritten] = {}
-        for (url, branch), group in groups.items():
-            out.update(self._write_group(url, branch, group, message, author))
+        if len(groups) == 1:
+            (((url, branch), group),) = groups.items()
+            return self._write_group(url, branch, group, message, author)
+        # Repositories are written side by side: each write waits on the network and on git.
+        with ThreadPoolExecutor(min(PARALLEL, len(groups)), "git-write") as pool:
+            done = [
+                pool.submit(self._write_group, url, branch, group, message, author)
+                for (url, branch), group in groups.items()
+            ]
+            for future in done:
+                out.update(future.result())
         return out
 
     def propose(
@@ -161,12 +177,30 @@ class GitWriter:
             evicted = []
             while len(self._repos) > self._max:
                 evicted.append(self._repos.popitem(last=False)[1])
+            # The volume is bounded too: the least recently used go until the rest fit.
+            sizes = {k: _size(r.root) for k, r in self._repos.items()}
+            total = sum(sizes.values())
+            for k in list(self._repos):
+                if total <= self._max_bytes or k == key:
+                    break
+                total -= sizes[k]
+                evicted.append(self._repos.pop(k))
         for old in evicted:
             with old.lock:  # not while a commit runs in it
                 shutil.rmtree(old.root, ignore_errors=True)
         # Read again for every write: a rotated Secret is used from the next write on.
         repo.credentials = self._credentials(url) or GitCredentials()
         return repo
+
+
+def _size(root: Path) -> int:
+    """Bytes under ``root`` (0 when it is not there yet)."""
+    total = 0
+    for folder, _, names in os.walk(root):
+        for name in names:
+            with contextlib.suppress(OSError):  # removed meanwhile: not there
+                total += os.lstat(os.path.join(folder, name)).st_size
+    return total
 
 
 def _edit(
