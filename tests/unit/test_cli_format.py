@@ -402,6 +402,7 @@ def test_lineage_after_a_rollout() -> None:
                 "finishedAt": "2024-05-01T09:43:00Z",
                 "commit": "",
                 "rollbackCommit": "",
+                "pullRequest": "",
             }
         ],
     }
@@ -456,6 +457,18 @@ def test_lineage_names_the_commits_of_a_rollout_by_commit() -> None:
     assert doc["containers"][0]["history"][0]["rollbackCommit"] == ""
     out = lineage.table(doc, NOW, 100)
     assert "      commit 0123456789ab\n" in out and "rolled back by" not in out
+
+
+def test_lineage_names_the_pull_request_of_a_rollout_proposed() -> None:
+    body = rolled_policy()
+    row = body["status"]["lineage"][0]["rollouts"][0]
+    url = "https://github.com/acme/deploy/pull/7"
+    row.update(commit="0123456789ab" * 3 + "0123", pullRequest=url)
+    obj = deployment(f"{APP}@{APP_NEW}", {"imagedrift.io/state": completed_state()})
+    ref = WorkloadRef("Deployment", "shop", "web")
+    doc = lineage.build(ref, obj, [(parse_policy("python", body["spec"]), body)])
+    assert doc["containers"][0]["history"][0]["pullRequest"] == url
+    assert f"      commit 0123456789ab, pull request {url}\n" in lineage.table(doc, NOW, 120)
 
 
 def test_lineage_of_a_drifted_container_says_what_it_would_roll_to() -> None:

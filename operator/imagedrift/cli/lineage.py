@@ -65,6 +65,7 @@ def _history(status: Mapping[str, Any], workload: str, container: str) -> list[d
                         "finishedAt": str(rollout.get("finishedAt", "")),
                         "commit": str(rollout.get("commit", "")),
                         "rollbackCommit": str(rollout.get("rollbackCommit", "")),
+                        "pullRequest": str(rollout.get("pullRequest", "")),
                     }
                 )
     return sorted(rows, key=lambda r: r["startedAt"], reverse=True)
@@ -217,6 +218,8 @@ def table(doc: Mapping[str, Any], now: datetime, width: int = render.DEFAULT_WID
                     detail += f": {h['reason']}"
                 text += "\n" + render.wrap(detail, width, indent=6)
                 commits = [f"commit {h['commit'][:12]}"] if h["commit"] else []
+                if h["pullRequest"]:
+                    commits.append(f"pull request {h['pullRequest']}")
                 if h["rollbackCommit"]:
                     commits.append(f"rolled back by commit {h['rollbackCommit'][:12]}")
                 if commits:
