@@ -19,7 +19,6 @@ import shutil
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -32,7 +31,6 @@ from imagedrift.git.repository import Author, GitCredentials, Proposed, Pushed, 
 
 MAX_REPOSITORIES = 50
 MAX_BYTES = 512 * 1024 * 1024  # on disk, all clones together
-PARALLEL = 4  # repositories one write sends to at once
 
 
 class Written(StrEnum):
@@ -98,17 +96,10 @@ class GitWriter:
         for w in writes:
             groups.setdefault((w.source.url, w.source.branch), []).append(w)
         out: dict[str, GitWritten] = {}
-        if len(groups) == 1:
-            (((url, branch), group),) = groups.items()
-            return self._write_group(url, branch, group, message, author)
-        # Repositories are written side by side: each write waits on the network and on git.
-        with ThreadPoolExecutor(min(PARALLEL, len(groups)), "git-write") as pool:
-            done = [
-                pool.submit(self._write_group, url, branch, group, message, author)
-                for (url, branch), group in groups.items()
-            ]
-            for future in done:
-                out.update(future.result())
+        # One repository after the other: the workers already check policies side by side,
+        # and more git processes at once were slower, not faster (bench_gitops).
+        for (url, branch), group in groups.items():
+            out.update(self._write_group(url, branch, group, message, author))
         return out
 
     def propose(
