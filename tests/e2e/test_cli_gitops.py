@@ -9,16 +9,14 @@ from __future__ import annotations
 import subprocess
 import time
 from collections.abc import Callable
-from typing import Any
 
 import pytest
-import yaml
 
 from tests.e2e.scenario import World, base_image
 from tests.e2e.support import base_spec, git_access, ok_json
 from tests.harness.controlplane import Kube
 from tests.harness.flux import Flux
-from tests.harness.flux_app import MANIFESTS, FluxApp
+from tests.harness.flux_app import MANIFESTS, FluxApp, deployment_yaml
 from tests.harness.git_server import GitServer
 
 pytestmark = pytest.mark.usefixtures("crds_installed")
@@ -26,20 +24,8 @@ pytestmark = pytest.mark.usefixtures("crds_installed")
 
 def manifest(image: str, policy: str) -> str:
     """The Deployment as a team keeps it in git: a comment, and the image where they set it."""
-    body: dict[str, Any] = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "web", "labels": {"app": "web", "imagedrift.io/policy": policy}},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "app", "image": image}]},
-            },
-        },
-    }
-    return "# web: owned by the shop team\n" + yaml.safe_dump(body, sort_keys=False)
+    labels = {"app": "web", "imagedrift.io/policy": policy}
+    return deployment_yaml("web", image, labels=labels, comment="web: owned by the shop team")
 
 
 def changed_lines(diff: str) -> list[str]:
@@ -67,10 +53,8 @@ def test_plan_shows_the_diff_it_would_commit_and_pushes_nothing(
     policy = f"gitops-{world.suffix}"
     tagged = f"{world.ref('app')}:1.0.0"
     path = f"{MANIFESTS}/web.yaml"
-    git_server.create_repo(git_repo, {path: manifest(tagged, policy)})
     app = FluxApp(kube, flux, git_server, git_repo, world.namespace, interval="5s")
-    app.apply()
-    app.wait_image(tagged, 90)
+    app.deploy({path: manifest(tagged, policy)}, tagged)
     _, password = git_server.credentials
     for variable, value in git_access(operator_secrets, git_server).items():
         monkeypatch.setenv(variable, value)  # as the operator is told

@@ -24,7 +24,7 @@ import yaml
 
 from tests.harness.controlplane import Kube
 from tests.harness.flux import Flux
-from tests.harness.flux_app import DEPLOYMENT, MANIFESTS, FluxApp, condition
+from tests.harness.flux_app import DEPLOYMENT, MANIFESTS, FluxApp, condition, deployment_yaml
 from tests.harness.git_server import REALM, GitServer
 from tests.harness.procs import LOOPBACK
 
@@ -35,22 +35,7 @@ CHANGE_TIMEOUT = 30.0
 
 
 def deployment_manifest(tag: str) -> str:
-    return yaml.safe_dump(
-        {
-            "apiVersion": "apps/v1",
-            "kind": "Deployment",
-            "metadata": {"name": DEPLOYMENT},
-            "spec": {
-                "replicas": 1,
-                "selector": {"matchLabels": {"app": DEPLOYMENT}},
-                "template": {
-                    "metadata": {"labels": {"app": DEPLOYMENT}},
-                    "spec": {"containers": [{"name": "web", "image": f"{IMAGE}:{tag}"}]},
-                },
-            },
-        },
-        sort_keys=False,
-    )
+    return deployment_yaml(DEPLOYMENT, f"{IMAGE}:{tag}", container="web")
 
 
 # -- the git server alone ---------------------------------------------------------------

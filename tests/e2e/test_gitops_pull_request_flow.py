@@ -13,14 +13,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 
 from tests.e2e.promised import wait_lineage_row
 from tests.e2e.scenario import World, base_image
 from tests.e2e.support import base_spec, checks_pass, git_access
 from tests.harness.controlplane import Kube
 from tests.harness.flux import Flux
-from tests.harness.flux_app import MANIFESTS, FluxApp
+from tests.harness.flux_app import MANIFESTS, FluxApp, deployment_yaml
 from tests.harness.git_server import GitServer
 from tests.harness.operator import OperatorProcess
 from tests.harness.pr_servers import PrServer
@@ -33,20 +32,8 @@ WRITES = ("POST", "PATCH", "PUT")
 
 
 def deployment(image: str, policy: str) -> str:
-    body = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "web", "labels": {"imagedrift.io/policy": policy}},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "web"}},
-            "template": {
-                "metadata": {"labels": {"app": "web"}},
-                "spec": {"containers": [{"name": "app", "image": image}]},
-            },
-        },
-    }
-    return "# web, reviewed by the shop team\n" + yaml.safe_dump(body, sort_keys=False)
+    labels = {"imagedrift.io/policy": policy}
+    return deployment_yaml("web", image, labels=labels, comment="web, reviewed by the shop team")
 
 
 def test_one_pull_request_across_checks_and_a_restart_then_merged_and_verified(
@@ -67,10 +54,8 @@ def test_one_pull_request_across_checks_and_a_restart_then_merged_and_verified(
     world.publish("app", "1.0.0", world.app_on(old, "1.0.0"))
     tagged = f"{world.ref('app')}:1.0.0"
     policy = f"prs-{world.suffix}"
-    git_server.create_repo(git_repo, {f"{MANIFESTS}/web.yaml": deployment(tagged, policy)})
     app = FluxApp(kube, flux, git_server, git_repo, world.namespace, interval="5s")
-    app.apply()
-    app.wait_image(tagged, 90)
+    app.deploy({f"{MANIFESTS}/web.yaml": deployment(tagged, policy)}, tagged)
 
     access = git_access(operator_secrets, git_server, token=github.token)
     world.policy(

@@ -23,19 +23,16 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from kubernetes import client
 
 from tests.e2e.scenario import World, base_image, rolled_out
-from tests.e2e.support import base_spec, touched_checks
+from tests.e2e.support import base_spec, git_access, touched_checks
 from tests.harness.controlplane import Kube
-from tests.harness.fixtures_operator import OPERATOR_NAMESPACE
 from tests.harness.flux import Flux
 from tests.harness.flux_app import MANIFESTS, FluxApp
 from tests.harness.git_server import FLUSH_PKT, GitRequest, GitServer
@@ -223,30 +220,18 @@ def race(
     policy = f"race-{world.suffix}"
     image = f"{world.ref('app')}:1.0.0"
     files = {**manifests(image, policy), NOTES: "# Notes, appended by other hands\n"}
-    git_server.create_repo(git_repo, files)
     app = FluxApp(
         kube, flux, git_server, git_repo, world.namespace, interval="5s", deployment="web-00"
     )
-    app.apply()
-    app.wait_image(image, 90)
+    app.deploy(files, image)
     wait_for(
         lambda: all(rolled_out(world, name, image) for name in names()),
         what="every Deployment applied by Flux and rolled out",
         timeout=90,
     )
 
-    user, password = git_server.credentials
-    secret = operator_secrets("git-creds", {"username": user, "password": password})
-    index = f"git-index-{uuid.uuid4().hex[:6]}"
-    kube.core.create_namespaced_secret(
-        OPERATOR_NAMESPACE,
-        client.V1Secret(
-            metadata=client.V1ObjectMeta(name=index),
-            string_data={"repositories": f"{git_server.base_url}/ {secret}\n"},
-        ),
-    )
-    yield Race(world, app, git_server, policy, {"IMAGEDRIFT_GIT_SECRET": index}, image, files)
-    kube.core.delete_namespaced_secret(index, OPERATOR_NAMESPACE)
+    env = git_access(operator_secrets, git_server)
+    yield Race(world, app, git_server, policy, env, image, files)
     flux.check_alive()
 
 

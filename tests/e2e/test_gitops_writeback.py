@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import yaml
 
 from tests.e2e.on_node import SERVE, app_on, on_real_node, runnable_base, wait_running
 from tests.e2e.promised import wait_lineage_row
@@ -30,7 +29,7 @@ from tests.e2e.scenario import World
 from tests.e2e.support import base_spec, checks_pass, git_access, policy_status
 from tests.harness.controlplane import Kube
 from tests.harness.flux import Flux
-from tests.harness.flux_app import MANIFESTS, FluxApp
+from tests.harness.flux_app import MANIFESTS, FluxApp, deployment_yaml
 from tests.harness.git_server import GitServer
 from tests.harness.node import RealNode
 from tests.harness.operator import OperatorProcess
@@ -66,14 +65,14 @@ class GitOpsWorld:
 
 def manifest(world: World, image: str, policy: str) -> str:
     """The Deployment as a team keeps it in git: comments, and the image where they set it."""
-    placed = on_real_node(image, probe=True)
-    body: dict[str, Any] = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "web", "labels": {"app": "web", "imagedrift.io/policy": policy}},
-        "spec": {"replicas": 2, "selector": {"matchLabels": {"app": "web"}}, **placed},
-    }
-    return "# web: owned by the shop team\n" + yaml.safe_dump(body, sort_keys=False)
+    return deployment_yaml(
+        "web",
+        image,
+        labels={"app": "web", "imagedrift.io/policy": policy},
+        replicas=2,
+        spec=on_real_node(image, probe=True),
+        comment="web: owned by the shop team",
+    )
 
 
 @pytest.fixture
@@ -93,10 +92,8 @@ def gitops(
     first = world.publish("app", "1.0.0", app_on(world, old, "1.0.0", SERVE))
     policy = f"gitops-{world.suffix}"
     tagged = f"{world.ref('app')}:1.0.0"
-    git_server.create_repo(git_repo, {f"{MANIFESTS}/web.yaml": manifest(world, tagged, policy)})
     app = FluxApp(kube, flux, git_server, git_repo, world.namespace, interval="5s")
-    app.apply()
-    app.wait_image(tagged, 90)
+    app.deploy({f"{MANIFESTS}/web.yaml": manifest(world, tagged, policy)}, tagged)
     wait_running(world, "web", first, 2)
 
     yield GitOpsWorld(world, app, git_server, policy, git_access(operator_secrets, git_server))

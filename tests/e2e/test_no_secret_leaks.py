@@ -19,7 +19,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
 from imagedrift.registry.base import Credentials
 from imagedrift.registry.oci import OciRegistryClient
@@ -34,7 +33,7 @@ from tests.harness.entra import FakeEntra
 from tests.harness.fixtures_acr import AcrIdentities
 from tests.harness.fixtures_arm import SINK_KEY
 from tests.harness.flux import Flux
-from tests.harness.flux_app import MANIFESTS, FluxApp
+from tests.harness.flux_app import MANIFESTS, FluxApp, deployment_yaml
 from tests.harness.git_server import GitServer
 from tests.harness.operator import OperatorProcess
 from tests.harness.procs import free_port, wait_for
@@ -249,24 +248,12 @@ def _gitops_app(
     operator's environment naming the index Secret of its git credentials."""
     world.publish("gapp", "1.0.0", world.app_on(base_image("leak-v1"), "g1"))
     policy = f"git-{world.suffix}"
-    body = {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": "gitweb", "labels": {"imagedrift.io/policy": policy}},
-        "spec": {
-            "replicas": 1,
-            "selector": {"matchLabels": {"app": "gitweb"}},
-            "template": {
-                "metadata": {"labels": {"app": "gitweb"}},
-                "spec": {"containers": [{"name": "app", "image": f"{world.ref('gapp')}:1.0.0"}]},
-            },
-        },
-    }
-    git_server.create_repo(git_repo, {f"{MANIFESTS}/gitweb.yaml": yaml.safe_dump(body)})
-    app = FluxApp(kube, flux, git_server, git_repo, world.namespace, interval="5s")
-    app.deployment = "gitweb"
-    app.apply()
-    app.wait_image(f"{world.ref('gapp')}:1.0.0", 90)
+    image = f"{world.ref('gapp')}:1.0.0"
+    manifest = deployment_yaml("gitweb", image, labels={"imagedrift.io/policy": policy})
+    app = FluxApp(
+        kube, flux, git_server, git_repo, world.namespace, interval="5s", deployment="gitweb"
+    )
+    app.deploy({f"{MANIFESTS}/gitweb.yaml": manifest}, image)
     world.policy(
         "git",
         {

@@ -1,13 +1,16 @@
 """One repository applied by Flux's own controllers (``tests.harness.flux``) into a
 namespace: its credentials Secret, GitRepository and Kustomization, and what tests read of
-them (the image Flux applied, the revision it applied, a reconcile requested at once)."""
+them (the image Flux applied, the revision it applied, a reconcile requested at once); and
+the Deployment manifests such a repository holds (``deployment_yaml``)."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
+import yaml
 from kubernetes import client
 from kubernetes.client.exceptions import ApiException
 
@@ -24,6 +27,41 @@ def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
         if condition.get("type") == kind:
             return dict(condition)
     return {}
+
+
+def deployment_yaml(
+    name: str,
+    image: str,
+    *,
+    labels: Mapping[str, str] | None = None,
+    replicas: int = 1,
+    container: str = "app",
+    spec: Mapping[str, Any] | None = None,
+    comment: str = "",
+) -> str:
+    """A Deployment as a team keeps it in git: ``# comment`` on the first line (when given),
+    then the YAML of Deployment ``name`` (with ``labels``, when given): ``replicas`` pods
+    labelled ``app: name``, one container ``container`` running ``image``. The keys of
+    ``spec`` follow ``replicas`` and ``selector``; a ``template`` among them replaces the
+    pod, image included."""
+    body_spec: dict[str, Any] = {
+        "replicas": replicas,
+        "selector": {"matchLabels": {"app": name}},
+        **(spec or {}),
+    }
+    body_spec.setdefault(
+        "template",
+        {
+            "metadata": {"labels": {"app": name}},
+            "spec": {"containers": [{"name": container, "image": image}]},
+        },
+    )
+    metadata: dict[str, Any] = {"name": name}
+    if labels:
+        metadata["labels"] = dict(labels)
+    body = {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": body_spec}
+    text = yaml.safe_dump(body, sort_keys=False)
+    return f"# {comment}\n{text}" if comment else text
 
 
 def _now() -> str:
@@ -97,6 +135,13 @@ class FluxApp:
                 },
             },
         )
+
+    def deploy(self, files: Mapping[str, str], image: str, timeout: float = 90) -> None:
+        """``files`` (path -> text) as the repository's first commit, applied by Flux;
+        returns once the Deployment runs ``image`` (within ``timeout`` seconds)."""
+        self.git.create_repo(self.name, files)
+        self.apply()
+        self.wait_image(image, timeout)
 
     def git_repository(self) -> dict[str, Any]:
         obj = self.kube.custom.get_namespaced_custom_object(

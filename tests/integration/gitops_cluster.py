@@ -9,7 +9,10 @@ from typing import Any
 
 import yaml
 
-from tests.integration.checker_world import NAMESPACE
+from imagedrift.engine.check import PolicyChecker
+from imagedrift.engine.commits import Committer
+from imagedrift.engine.gitops_sources import SourceFinder
+from tests.integration.checker_world import NAMESPACE, CheckerWorld
 
 FLUX_NS = "flux-system"
 AUTHOR = "imagedrift <imagedrift@users.noreply.localhost>"
@@ -28,6 +31,20 @@ def manifest(name: str, image: str) -> dict[str, Any]:
 
 def dump(*docs: Mapping[str, Any]) -> str:
     return "---\n".join(yaml.safe_dump(dict(d), sort_keys=False) for d in docs)
+
+
+def write_back(world: CheckerWorld, cluster: FakeCluster, committer: Committer) -> None:
+    """Give ``world`` a checker that writes back through ``committer``, finding each
+    workload's repository in ``cluster``; its caches and clients stay the world's own."""
+    world.checker = PolicyChecker(
+        world.pool,
+        world.kube,
+        world.checker.observer.reads.images,
+        world.bases,
+        world.searches,
+        sources=SourceFinder(cluster),
+        committer=committer,
+    )
 
 
 class FakeCluster:

@@ -24,15 +24,21 @@ from typing import Any
 import pytest
 
 from imagedrift.core.workloads import STATE_ANNOTATION, WorkloadState
-from imagedrift.engine.check import PolicyChecker
 from imagedrift.engine.commits import Committer
 from imagedrift.engine.git_writes import GitWriter
-from imagedrift.engine.gitops_sources import GitCredentialStore, SourceFinder
+from imagedrift.engine.gitops_sources import GitCredentialStore
 from tests.harness.git_server import GitServer
 from tests.harness.procs import LOOPBACK, free_port
 from tests.harness.registry import Registry
 from tests.integration.checker_world import NAMESPACE, CheckerWorld, base_image
-from tests.integration.gitops_cluster import AUTHOR, FakeCluster, dump, flux_labels, manifest
+from tests.integration.gitops_cluster import (
+    AUTHOR,
+    FakeCluster,
+    dump,
+    flux_labels,
+    manifest,
+    write_back,
+)
 
 
 @pytest.fixture
@@ -86,15 +92,7 @@ def test_each_workload_gets_its_own_outcome_and_nothing_is_half_written(
     cluster.secrets["creds"] = {"username": user.encode(), "password": password.encode()}
     cluster.secrets["wrong"] = {"username": user.encode(), "password": b"not-the-password"}
     writer = GitWriter(tmp_path / "clones", GitCredentialStore(cluster, index="index"))
-    world.checker = PolicyChecker(
-        world.pool,
-        world.kube,
-        world.checker.observer.reads.images,
-        world.bases,
-        world.searches,
-        sources=SourceFinder(cluster),
-        committer=Committer(writer),
-    )
+    write_back(world, cluster, Committer(writer))
     for name, repo in (
         ("web", "good"),
         ("marked", "good"),

@@ -20,18 +20,17 @@ from typing import Any
 
 import pytest
 
-from imagedrift.engine.check import PolicyChecker
 from imagedrift.engine.commits import Committer
 from imagedrift.engine.git_preview import GitPreview
 from imagedrift.engine.git_writes import GitWriter
-from imagedrift.engine.gitops_sources import GitCredentialStore, SourceFinder
+from imagedrift.engine.gitops_sources import GitCredentialStore
 from imagedrift.engine.proposals import PullRequestClients
 from tests.harness.git_server import GitServer
 from tests.harness.pr_servers import PrServer
 from tests.harness.registry import Registry
 from tests.harness.tlsca import TestCA
 from tests.integration.checker_world import NAMESPACE, CheckerWorld, base_image
-from tests.integration.gitops_cluster import FakeCluster, dump, flux_labels, manifest
+from tests.integration.gitops_cluster import FakeCluster, dump, flux_labels, manifest, write_back
 
 PROVIDER_NAMES = {"github": "GitHub", "gitlab": "GitLab", "azure": "AzureDevOps"}
 WRITES = ("POST", "PATCH", "PUT")
@@ -79,18 +78,10 @@ class PrWorld:
         prs = PullRequestClients(
             credentials, verify=self.tls.ca_cert, clock=lambda: self.world.clock
         )
-        w = self.world
-        w.checker = PolicyChecker(
-            w.pool,
-            w.kube,
-            w.checker.observer.reads.images,
-            w.bases,
-            w.searches,
-            sources=SourceFinder(self.cluster),
-            committer=Committer(
-                writer, prs, on_pull_request=lambda url, action: self.told.append(action)
-            ),
+        committer = Committer(
+            writer, prs, on_pull_request=lambda url, action: self.told.append(action)
         )
+        write_back(self.world, self.cluster, committer)
 
     def api_writes(self) -> list[str]:
         return [f"{r.method} {r.path}" for r in self.server.requests() if r.method in WRITES]
@@ -266,15 +257,7 @@ def test_a_dry_run_looks_pull_requests_up_and_opens_none(prw: PrWorld) -> None:
     credentials = GitCredentialStore(p.cluster, index="index")
     preview = GitPreview(credentials)
     prs = PullRequestClients(credentials, verify=p.tls.ca_cert, clock=lambda: w.clock)
-    w.checker = PolicyChecker(
-        w.pool,
-        w.kube,
-        w.checker.observer.reads.images,
-        w.bases,
-        w.searches,
-        sources=SourceFinder(p.cluster),
-        committer=Committer(preview, prs, read_only=True),
-    )
+    write_back(w, p.cluster, Committer(preview, prs, read_only=True))
     w.check("planned", advance=60)
     assert p.api_writes() == [] and p.server.pulls() == [] and p.heads() == ["main"]
     (commit,) = preview.commits
