@@ -80,6 +80,7 @@ class GitWriter:
         self._author = author
         self._max = max_repositories
         self._max_bytes = max_bytes
+        self._sizes: dict[tuple[str, str], int] = {}  # bytes of each clone kept
         # (repository URL, "committed" | "failed" | "refused", pushes retried): the metrics'
         # hook; a refused push is told as it happens, whatever becomes of the write
         self._hook = on_write or (lambda url, outcome, retries: None)
@@ -114,6 +115,7 @@ class GitWriter:
             repo = self._repository(url, branch)
             paths = sorted({w.source.path for w in writes})
             proposed = repo.propose(edit, message, head, paths, author=author)
+            self._measure(repo)
         except (GitAuthError, GitConflict, GitError) as exc:
             self._hook(url, "failed", 0)
             return {w.key: GitWritten(w.key, Written.FAILED, str(exc)) for w in writes}, None
@@ -149,12 +151,19 @@ class GitWriter:
                 author=author,
                 on_refused=lambda: self._hook(url, "refused", 1),
             )
+            self._measure(repo)
         except (GitAuthError, GitConflict, GitError) as exc:
             self._hook(url, "failed", 0)
             return {w.key: GitWritten(w.key, Written.FAILED, str(exc)) for w in group}
         if pushed is not None:
             self._hook(url, "committed", 0)  # its refused pushes were counted as they came
         return {key: _pushed(result, pushed) for key, result in planned.items()}
+
+    def _measure(self, repo: Repository) -> None:
+        size = _size(repo.root)
+        with self._lock:
+            if self._repos.get((repo.url, repo.branch)) is repo:
+                self._sizes[repo.url, repo.branch] = size
 
     def _repository(self, url: str, branch: str) -> Repository:
         key = (url, branch)
@@ -169,12 +178,15 @@ class GitWriter:
             while len(self._repos) > self._max:
                 evicted.append(self._repos.popitem(last=False)[1])
             # The volume is bounded too: the least recently used go until the rest fit.
-            sizes = {k: _size(r.root) for k, r in self._repos.items()}
-            total = sum(sizes.values())
+            # Each clone is measured once after each write to it (``_measure``): walking
+            # every clone on every write cost more CPU than the writes (bench_gitops).
+            for gone in [k for k in self._sizes if k not in self._repos]:
+                del self._sizes[gone]
+            total = sum(self._sizes.values())
             for k in list(self._repos):
                 if total <= self._max_bytes or k == key:
                     break
-                total -= sizes[k]
+                total -= self._sizes.pop(k, 0)
                 evicted.append(self._repos.pop(k))
         for old in evicted:
             with old.lock:  # not while a commit runs in it
