@@ -137,16 +137,15 @@ class Metrics:
         if status == 429:
             self.throttled.labels(host).inc()
 
-    def on_git_write(self, url: str, outcome: str, retries: int) -> None:
-        """GitWriter's hook: a commit pushed, a write failed, or ``retries`` pushes refused
-        because another writer got in first (told as they happen)."""
-        repository = redact_url(url)
-        if outcome == "committed":
-            self.git_commits.labels(repository).inc()
-        elif outcome == "failed":
-            self.git_failures.labels(repository).inc()
-        if retries:
-            self.git_retries.labels(repository).inc(retries)
+    def on_git_write(self, url: str, outcome: str) -> None:
+        """GitWriter's hook: a commit pushed, a write failed, or a push refused because
+        another writer got in first (told as it happens)."""
+        counter = {
+            "committed": self.git_commits,
+            "failed": self.git_failures,
+            "refused": self.git_retries,
+        }[outcome]
+        counter.labels(redact_url(url)).inc()
 
     def on_pull_request(self, url: str, action: str) -> None:
         self.git_pull_requests.labels(redact_url(url), action).inc()

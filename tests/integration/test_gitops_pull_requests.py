@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from imagedrift.core.workloads import WorkloadState
 from imagedrift.engine.commits import Committer
 from imagedrift.engine.git_preview import GitPreview
 from imagedrift.engine.git_writes import GitWriter
@@ -188,7 +189,10 @@ def test_one_pull_request_per_candidate_across_checks_and_restarts(prw: PrWorld)
     assert target in p.git.files(p.repo, branch=pr.head)["apps/web.yaml"]
     assert old in p.git.files(p.repo)["apps/web.yaml"], "main changed before any merge"
     assert item(w, "web")["state"] == "RollingOut"
-    assert f"pull request {p.server.url}" in item(w, "web")["reason"] or pr.number, item(w, "web")
+    record = WorkloadState.decode(w.kube.bodies[w.workload("web")]).rollout
+    assert record is not None and record.git is not None, record
+    assert record.git.pull_request.endswith(str(pr.number)), record.git
+    assert (record.git.head, record.git.commit) == (pr.head, p.git.head(p.repo, branch=pr.head))
     writes, tip = p.api_writes(), p.git.head(p.repo, branch=pr.head)
     assert len(writes) == 1 and writes[0].startswith("POST"), writes
 

@@ -34,7 +34,13 @@ from enum import StrEnum
 from imagedrift.core.gitops_source import GitSource
 from imagedrift.core.refs import short_digest
 from imagedrift.core.rollout import Phase, Progress
-from imagedrift.core.workloads import RolloutRecord, WorkloadState, rolling_back, same_reference
+from imagedrift.core.workloads import (
+    RolloutRecord,
+    WorkloadState,
+    rolling_back,
+    same_reference,
+    unapplied,
+)
 
 
 class State(StrEnum):
@@ -234,13 +240,13 @@ def _replaced(obs: WorkloadObservation) -> dict[str, str]:
     record = obs.record.rollout
     if record is None or record.phase not in (Phase.PROGRESSING.value, Phase.COMPLETE.value):
         return {}
-    waiting = record.git is not None and record.phase == Phase.PROGRESSING.value
+    waiting = unapplied(record, obs.images)  # committed, not applied yet: not a change
     changed: dict[str, str] = {}
     for container, target in record.target.items():
         now = obs.images.get(container)
         digest = target.rpartition("@")[2]
-        if waiting and now is not None and same_reference(now, record.previous.get(container, "")):
-            continue  # committed, not applied yet by the GitOps controller
+        if container in waiting:
+            continue
         if (
             now is not None
             and not same_reference(now, target)

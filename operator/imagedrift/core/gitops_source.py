@@ -46,6 +46,16 @@ class GitSource:
     argocd_helm: bool = False  # ... of a Helm app (helm.parameters), else Kustomize (images)
 
 
+def credentials_in_url(url: str) -> bool:
+    """A secret in ``url``: a password in any, or any user in a URL that is not SSH (a token
+    is often given as the user). An SSH login name (``ssh://git@host/...``, scp-like
+    ``git@host:org/repo.git``) is no secret: the key is."""
+    scheme, sep, rest = url.partition("://")
+    userinfo = (rest if sep else url).split("/", 1)[0].rpartition("@")[0]
+    ssh = not sep or scheme.lower() in ("ssh", "git+ssh", "ssh+git")
+    return bool(userinfo) and (":" in userinfo or not ssh)
+
+
 def clean_path(path: str) -> str:
     """``./apps/web/`` -> ``apps/web``; None of ``..`` may leave the repository."""
     normal = posixpath.normpath("/" + (path or "").strip())

@@ -20,7 +20,7 @@ from enum import StrEnum
 from typing import Any
 
 from imagedrift.core.durations import parse_duration
-from imagedrift.core.gitops_source import clean_path
+from imagedrift.core.gitops_source import clean_path, credentials_in_url
 from imagedrift.errors import InvalidSpec
 
 
@@ -122,13 +122,10 @@ def parse_gitops(raw: Mapping[str, Any], patch_gitops_managed: bool) -> GitOpsSp
         url = str(repo_raw.get("url") or "")
         if not url:
             raise InvalidSpec("spec.gitops.repository.url: required when repository is set")
-        netloc = url.split("://", 1)[1].split("/", 1)[0] if "://" in url else ""
-        userinfo = netloc.rpartition("@")[0]
-        # An SSH login name is no secret; a password anywhere, or any user of HTTP(S), is.
-        if ":" in userinfo or (url.startswith("http") and userinfo):
+        if credentials_in_url(url):
             raise InvalidSpec(
                 "spec.gitops.repository.url: credentials in a URL are refused; put them in a "
-                "Secret labelled imagedrift.io/git-credentials"
+                "Secret the index Secret imagedrift-git names for the repository"
             )
         repository = RepositoryOverride(
             url, str(repo_raw.get("branch") or ""), clean_path(str(repo_raw.get("path") or ""))

@@ -241,7 +241,7 @@ def _git_change(f: WorkloadFacts, state: WorkloadState, t: Transition) -> GitCha
     record = state.rollout
     assert record is not None and record.git is not None
     g = record.git
-    source = f.observation.source or GitSource(g.url, g.branch, g.path, g.via)
+    source = f.observation.source or g.source()
     rollback = record.phase == Phase.ROLLED_BACK.value
     old = record.target if rollback else record.previous
     images = {c: (old.get(c, f.running.get(c, "")), new) for c, new in t.images.items()}

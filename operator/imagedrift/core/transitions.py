@@ -31,7 +31,7 @@ from imagedrift.core.workloads import (
     RolloutRecord,
     WorkloadState,
     rollback_images,
-    same_reference,
+    unapplied,
 )
 from imagedrift.errors import InvalidReference
 
@@ -135,16 +135,12 @@ def conclude(s: Subject, base_digest: str, now: datetime) -> Transition:
     failed = s.decision.action is Action.ROLL_BACK
     # Containers someone else set during the rollout are theirs now: left alone (a
     # rollback skips them) and never patched to this candidate again.
-    now_images = dict(s.observation.images)
-    if record.git is not None:
-        # By commit: a container the controller has not applied yet still runs the
-        # previous image, and git holds ours: it is restored in git like the others.
-        now_images = {
-            c: record.target[c]
-            if c in record.target and same_reference(i, record.previous.get(c, ""))
-            else i
-            for c, i in now_images.items()
-        }
+    # By commit: a container the controller has not applied yet still runs the previous
+    # image, and git holds ours: it is restored in git like the others.
+    waiting = unapplied(record, s.observation.images)
+    now_images = {
+        c: record.target[c] if c in waiting else i for c, i in s.observation.images.items()
+    }
     restore, superseded = rollback_images(record, now_images)
     if record.git is not None:
         restore = {

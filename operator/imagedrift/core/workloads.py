@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from imagedrift.core.gitops_source import GitSource
 from imagedrift.core.refs import ImageRef
 from imagedrift.core.rollout import Phase
 from imagedrift.core.spec import PolicySpec
@@ -93,6 +94,10 @@ class GitRecord:
     rollback_commit: str = ""  # the commit that restored the previous images
     head: str = ""  # a pull request's branch (imagedrift's own); "" committed to ``branch``
     pull_request: str = ""  # its web URL
+
+    def source(self) -> GitSource:
+        """Where it went, for a write when the cluster no longer says (a rollback)."""
+        return GitSource(self.url, self.branch, self.path, self.via)
 
     def encode(self) -> dict[str, str]:
         body = {"url": self.url, "branch": self.branch, "path": self.path, "via": self.via}

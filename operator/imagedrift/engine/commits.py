@@ -17,11 +17,10 @@ service is down meanwhile, and no reviewer should stand between it and what ran 
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from imagedrift.core import commit_message
-from imagedrift.core.gitops_source import GitSource
 from imagedrift.core.plan import (
     GIT_FAULT,
     Applied,
@@ -78,31 +77,14 @@ class Committer:
         forward = [s for s in planned.steps if s.git is not None and not s.git.rollback]
         back = [s for s in planned.steps if s.git is not None and s.git.rollback]
         written: dict[str, GitWritten] = {}
-        author = Author(policy.gitops.author_name, policy.gitops.author_email)
-        heads: dict[tuple[str, str, str], list[Step]] = {}
-        for step in [s for s in forward if s.git is not None and s.git.head]:
-            assert step.git is not None
-            heads.setdefault((step.git.source.url, step.git.source.branch, step.git.head), [])
-            heads[step.git.source.url, step.git.source.branch, step.git.head].append(step)
-        for (url, base, head), group in heads.items():
+        for (url, base, head), group in _grouped(s for s in forward if _head(s)).items():
             written.update(self._propose(policy, base_digest, planned, url, base, head, group))
         # One commit per repository and branch, its message naming only what it changes.
-        by_branch: dict[tuple[str, str], list[Step]] = {}
-        for step in forward:
-            if step.git is not None and not step.git.head:
-                by_branch.setdefault((step.git.source.url, step.git.source.branch), []).append(step)
-        for group in by_branch.values():
+        for group in _grouped(s for s in forward if not _head(s)).values():
             message = commit_message.compose(policy, base_digest, group, planned.history)
-            writes = [_write(policy, s) for s in group]
-            written.update(self.writer.write(writes, message, author=author))
-        rollbacks: dict[tuple[str, str], list[Step]] = {}
-        for step in back:
-            assert step.git is not None
-            rollbacks.setdefault((step.git.source.url, step.git.source.branch), []).append(step)
-        for group in rollbacks.values():
-            message = commit_message.rollback(policy, group)
-            writes = [_write(policy, s) for s in group]
-            written.update(self.writer.write(writes, message, author=author))
+            written.update(self._commit(policy, group, message))
+        for group in _grouped(back).values():
+            written.update(self._commit(policy, group, commit_message.rollback(policy, group)))
         steps: list[Step] = []
         failed: dict[str, WriteResult] = {}
         for step in planned.steps:
@@ -117,6 +99,12 @@ class Committer:
                 failed[step.facts.key] = WriteResult(outcome, f"{GIT_FAULT}{result.reason}")
                 steps.append(step)
         return tuple(steps), failed
+
+    def _commit(
+        self, policy: PolicySpec, group: Sequence[Step], message: str
+    ) -> dict[str, GitWritten]:
+        writes = [_write(policy, s) for s in group]
+        return self.writer.write(writes, message, author=_author(policy))
 
     def _propose(
         self,
@@ -163,9 +151,8 @@ class Committer:
             return each(Written.REFUSED, why)
         steps = [*group, *_waiting_on(planned, branch, {s.facts.key for s in group})]
         message = commit_message.compose(policy, base_digest, steps, planned.history)
-        author = Author(policy.gitops.author_name, policy.gitops.author_email)
         writes = [_write(policy, s) for s in steps]
-        results, proposed = self.writer.propose(writes, message, branch, author=author)
+        results, proposed = self.writer.propose(writes, message, branch, author=_author(policy))
         if proposed is None:
             # Nothing to propose: on the base already (a merged pull request carried it).
             pr = merged.url if merged is not None else ""
@@ -205,11 +192,29 @@ def _waiting_on(planned: PolicyPlan, head: str, skip: set[str]) -> list[Step]:
             continue
         if record.git.head != head or not unapplied(record, step.facts.observation.images):
             continue
-        g = record.git
         images = {c: (record.previous.get(c, ""), t) for c, t in record.target.items()}
-        source = step.facts.observation.source or GitSource(g.url, g.branch, g.path, g.via)
+        source = step.facts.observation.source or record.git.source()
         out.append(dataclasses.replace(step, git=GitChange(source, images, False, head)))
     return out
+
+
+def _head(step: Step) -> str:
+    return step.git.head if step.git is not None else ""
+
+
+def _grouped(steps: Iterable[Step]) -> dict[tuple[str, str, str], list[Step]]:
+    """Steps by (repository URL, branch, pull request branch or "")."""
+    out: dict[tuple[str, str, str], list[Step]] = {}
+    for step in steps:
+        assert step.git is not None
+        out.setdefault((step.git.source.url, step.git.source.branch, step.git.head), []).append(
+            step
+        )
+    return out
+
+
+def _author(policy: PolicySpec) -> Author:
+    return Author(policy.gitops.author_name, policy.gitops.author_email)
 
 
 def _write(policy: PolicySpec, step: Step) -> GitWrite:

@@ -18,11 +18,18 @@ from __future__ import annotations
 import difflib
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
-from imagedrift.engine.git_writes import GitWrite, GitWritten, Written, plan_group
-from imagedrift.errors import GitAuthError, GitConflict, GitError
+from imagedrift.engine.git_writes import (
+    GitWrite,
+    GitWritten,
+    Written,
+    by_branch,
+    landed,
+    plan_group,
+)
+from imagedrift.errors import GitError
 from imagedrift.git.repository import TIMEOUT, Author, GitCredentials, Proposed, Repository
 
 
@@ -58,11 +65,8 @@ class GitPreview:
     ) -> dict[str, GitWritten]:
         """What ``GitWriter.write`` would answer for ``writes``, each commit kept in
         ``commits`` instead of pushed. Never raises for a repository's fault."""
-        groups: dict[tuple[str, str], list[GitWrite]] = {}
-        for w in writes:
-            groups.setdefault((w.source.url, w.source.branch), []).append(w)
         out: dict[str, GitWritten] = {}
-        for (url, branch), group in groups.items():
+        for (url, branch), group in by_branch(writes).items():
             commit = self._preview(url, branch, group, message, author)
             out.update((r.key, r) for r in commit.written)
         return out
@@ -91,7 +95,7 @@ class GitPreview:
         """The commit of ``group``, planned on the branch as it is now; kept."""
         try:
             parent, files = self._read(url, branch, sorted({w.source.path for w in group}))
-        except (GitAuthError, GitConflict, GitError) as exc:
+        except GitError as exc:  # refused credentials and conflicts too
             failed = tuple(GitWritten(w.key, Written.FAILED, str(exc)) for w in group)
             commit = PreviewCommit(
                 url, branch, "", message, author, tuple(group), failed, "", str(exc), head
@@ -100,12 +104,7 @@ class GitPreview:
             written, after = plan_group(group, files)
             diff = unified_diff(files, after)
             if not diff:  # every file already as planned: nothing to commit
-                written = [
-                    replace(r, outcome=Written.UP_TO_DATE, files=())
-                    if r.outcome is Written.COMMITTED
-                    else r
-                    for r in written
-                ]
+                written = [landed(r, None) for r in written]
             commit = PreviewCommit(
                 url, branch, parent, message, author, tuple(group), tuple(written), diff, "", head
             )

@@ -26,8 +26,8 @@ from urllib.parse import quote
 
 from imagedrift.core import setters
 from imagedrift.core.gitops_source import GitSource
-from imagedrift.errors import GitAuthError, GitConflict, GitError
-from imagedrift.git.repository import Author, GitCredentials, Proposed, Pushed, Repository
+from imagedrift.errors import GitError
+from imagedrift.git.repository import Author, GitCredentials, Proposed, Repository
 
 MAX_REPOSITORIES = 50
 MAX_BYTES = 512 * 1024 * 1024  # on disk, all clones together
@@ -73,7 +73,7 @@ class GitWriter:
         author: Author | None = None,
         max_repositories: int = MAX_REPOSITORIES,
         max_bytes: int = MAX_BYTES,
-        on_write: Callable[[str, str, int], None] | None = None,
+        on_write: Callable[[str, str], None] | None = None,
     ) -> None:
         self.root = root
         self._credentials = credentials
@@ -81,9 +81,9 @@ class GitWriter:
         self._max = max_repositories
         self._max_bytes = max_bytes
         self._sizes: dict[tuple[str, str], int] = {}  # bytes of each clone kept
-        # (repository URL, "committed" | "failed" | "refused", pushes retried): the metrics'
-        # hook; a refused push is told as it happens, whatever becomes of the write
-        self._hook = on_write or (lambda url, outcome, retries: None)
+        # (repository URL, "committed" | "failed" | "refused"): the metrics' hook; a
+        # refused push is told as it happens, whatever becomes of the write
+        self._hook = on_write or (lambda url, outcome: None)
         self._repos: OrderedDict[tuple[str, str], Repository] = OrderedDict()
         self._lock = threading.Lock()
 
@@ -93,13 +93,10 @@ class GitWriter:
         """Commit ``writes`` (one commit per repository and branch, ``message`` each, by
         ``author`` or the writer's own); what became of each, by workload key. Never
         raises for a repository's fault."""
-        groups: dict[tuple[str, str], list[GitWrite]] = {}
-        for w in writes:
-            groups.setdefault((w.source.url, w.source.branch), []).append(w)
         out: dict[str, GitWritten] = {}
         # One repository after the other: the workers already check policies side by side,
         # and more git processes at once were slower, not faster (bench_gitops).
-        for (url, branch), group in groups.items():
+        for (url, branch), group in by_branch(writes).items():
             out.update(self._write_group(url, branch, group, message, author))
         return out
 
@@ -116,21 +113,13 @@ class GitWriter:
             paths = sorted({w.source.path for w in writes})
             proposed = repo.propose(edit, message, head, paths, author=author)
             self._measure(repo)
-        except (GitAuthError, GitConflict, GitError) as exc:
-            self._hook(url, "failed", 0)
+        except GitError as exc:  # refused credentials and conflicts too
+            self._hook(url, "failed")
             return {w.key: GitWritten(w.key, Written.FAILED, str(exc)) for w in writes}, None
         if proposed is not None and proposed.pushed:
-            self._hook(url, "committed", 0)
-        out = {}
-        for key, result in planned.items():
-            if result.outcome is Written.COMMITTED:
-                result = (
-                    replace(result, sha=proposed.sha)
-                    if proposed is not None
-                    else replace(result, outcome=Written.UP_TO_DATE, files=())
-                )
-            out[key] = result
-        return out, proposed
+            self._hook(url, "committed")
+        sha = proposed.sha if proposed is not None else None
+        return {key: landed(result, sha) for key, result in planned.items()}, proposed
 
     def _write_group(
         self,
@@ -149,15 +138,17 @@ class GitWriter:
                 message,
                 paths,
                 author=author,
-                on_refused=lambda: self._hook(url, "refused", 1),
+                on_refused=lambda: self._hook(url, "refused"),
             )
             self._measure(repo)
-        except (GitAuthError, GitConflict, GitError) as exc:
-            self._hook(url, "failed", 0)
+        except GitError as exc:  # refused credentials and conflicts too
+            self._hook(url, "failed")
             return {w.key: GitWritten(w.key, Written.FAILED, str(exc)) for w in group}
         if pushed is not None:
-            self._hook(url, "committed", 0)  # its refused pushes were counted as they came
-        return {key: _pushed(result, pushed) for key, result in planned.items()}
+            self._hook(url, "committed")  # its refused pushes were told as they came
+        sha = pushed.sha if pushed is not None else None
+        retries = pushed.retries if pushed is not None else 0
+        return {key: landed(result, sha, retries) for key, result in planned.items()}
 
     def _measure(self, repo: Repository) -> None:
         size = _size(repo.root)
@@ -266,10 +257,19 @@ _OUTCOMES = {
 }
 
 
-def _pushed(result: GitWritten, pushed: Pushed | None) -> GitWritten:
-    """A planned write once the commit was pushed (None: nothing was to be committed)."""
+def by_branch(writes: Sequence[GitWrite]) -> dict[tuple[str, str], list[GitWrite]]:
+    """Writes by (repository URL, branch): one commit each."""
+    groups: dict[tuple[str, str], list[GitWrite]] = {}
+    for w in writes:
+        groups.setdefault((w.source.url, w.source.branch), []).append(w)
+    return groups
+
+
+def landed(result: GitWritten, sha: str | None, retries: int = 0) -> GitWritten:
+    """A planned write once its commit was pushed as ``sha`` (None: nothing was to be
+    committed: every file already as planned, someone wrote the same meanwhile)."""
     if result.outcome is not Written.COMMITTED:
         return result
-    if pushed is None:  # every file already as planned: someone wrote the same meanwhile
+    if sha is None:
         return replace(result, outcome=Written.UP_TO_DATE, files=())
-    return replace(result, sha=pushed.sha, retries=pushed.retries)
+    return replace(result, sha=sha, retries=retries)

@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from imagedrift.core.gitops import GITOPS_KEY
 from imagedrift.core.gitops_source import (
     FLUX_NAME,
     GitSource,
@@ -62,7 +63,7 @@ class SourceFinder:
         read that fails is the reason (the next check reads again)."""
         meta = obj.get("metadata") or {}
         labels = dict(meta.get("labels") or {})
-        annotations = {**(meta.get("annotations") or {}), **(obj.get("gitopsAnnotations") or {})}
+        annotations = {**(meta.get("annotations") or {}), **(obj.get(GITOPS_KEY) or {})}
         try:
             found = self._from_cluster(labels, annotations)
         except KubeError as exc:

@@ -114,8 +114,10 @@ class Observer:
                 hands["source_error"] = "this operator was started without git write-back"
             else:
                 found = self.sources.find(obj, look.policy.gitops)
-                key_ = "source" if isinstance(found, GitSource) else "source_error"
-                hands[key_] = found
+                if isinstance(found, GitSource):
+                    hands["source"] = found
+                else:
+                    hands["source_error"] = found
         running: dict[str, str] = {}
         if conflict:
             # Nothing to look up: neither policy may act on it.

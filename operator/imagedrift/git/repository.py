@@ -28,6 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from imagedrift.core.gitops_source import credentials_in_url
 from imagedrift.errors import GitAuthError, GitConflict, GitError
 
 TIMEOUT = 60.0  # seconds for one git call (a fetch of a shallow clone, a push)
@@ -98,7 +99,7 @@ class Repository:
         backoff: float = BACKOFF,
         fresh_for: float = FRESH,
     ) -> None:
-        if _credentials_in(url):
+        if credentials_in_url(url):
             raise GitError("credentials in a repository URL are refused: use a Secret")
         self.url = url
         self.branch = branch
@@ -388,16 +389,6 @@ class Repository:
         finally:
             if scratch is not None:
                 shutil.rmtree(scratch, ignore_errors=True)
-
-
-def _credentials_in(url: str) -> bool:
-    """A secret in ``url``: a password in any, or any user in a URL that is not SSH (a token
-    is often given as the user). An SSH login name (``ssh://git@host/...``, scp-like
-    ``git@host:org/repo.git``) is no secret: the key is."""
-    scheme, sep, rest = url.partition("://")
-    userinfo = (rest if sep else url).split("/", 1)[0].rpartition("@")[0]
-    ssh = not sep or scheme.lower() in ("ssh", "git+ssh", "ssh+git")
-    return bool(userinfo) and (":" in userinfo or not ssh)
 
 
 class _Rejected(GitError):
